@@ -1,0 +1,16 @@
+"""bayeshf: Bayesian and frequentist inference on HistFactory models with JAX."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import jax as _jax
+
+# float64 by default: parity with pyhf needs it (set before any array is made).
+_jax.config.update("jax_enable_x64", True)
+
+from bayeshf.errors import BayeshfError  # noqa: E402
+from bayeshf.model import HistFactoryModel, ParameterSet  # noqa: E402
+from bayeshf.workspace import load  # noqa: E402
+
+__all__ = ["BayeshfError", "HistFactoryModel", "ParameterSet", "load", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from bayeshf.cli import main
+
+sys.exit(main())
