@@ -1,0 +1,221 @@
+"""Timing, machine description and result recording shared by every benchmark suite.
+
+A suite records *rows*: one measurement of one implementation on one case
+(e.g. ``bayeshf`` / ``ttbar`` / ``value_and_grad``), holding every repeat,
+their median and spread. Implementations that cannot run record a *skip* with
+the one-line reason. :class:`Recorder` writes everything, with the machine and
+package versions, to ``<output>/<suite>.json`` atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import importlib.metadata
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bayeshf.io import write_json
+
+PACKAGES = ("bayeshf", "jax", "jaxlib", "numpy", "scipy", "pyhf", "blackjax", "nextstat", "iminuit", "arviz", "juliacall")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages the suites compare (None when absent)."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were measured: host, CPU, cores, memory, Python, versions, git commit."""
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
+    except (ValueError, OSError, AttributeError):
+        memory_gb = None
+    import jax
+
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gb": None if memory_gb is None else round(memory_gb, 1),
+        "python": sys.version.split()[0],
+        "jax_devices": [str(d) for d in jax.devices()],
+        "versions": package_versions(),
+        "git_commit": _git_commit(),
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux ru_maxrss is in kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Current resident memory of this process in MB (Linux; falls back to the peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
+def summarize(values: list[float]) -> dict[str, Any]:
+    """Median and spread (min, max, interquartile range) of repeated measurements."""
+    array = np.asarray(values, dtype=float)
+    q1, median, q3 = np.percentile(array, [25, 50, 75])
+    return {
+        "repeats": [float(v) for v in array],
+        "median": float(median),
+        "min": float(array.min()),
+        "max": float(array.max()),
+        "iqr": float(q3 - q1),
+    }
+
+
+def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall time of one call of ``fn`` (seconds) and its result."""
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def time_per_call(fn: Callable[[], Any], *, repeats: int = 7, min_time: float = 0.2) -> dict[str, Any]:
+    """Seconds per call of an already-warm ``fn``: ``repeats`` loops of ``number`` calls each.
+
+    ``number`` is chosen so one loop lasts about ``min_time`` seconds (timeit's
+    autorange idea), which keeps the clock's resolution out of microsecond
+    timings. Garbage collection is off during the loops.
+    """
+    elapsed, _ = time_once(fn)
+    number = max(1, int(min_time / max(elapsed, 1e-7)))
+    if number > 1:  # refine with a short loop: the first warm call is often slower
+        start = time.perf_counter()
+        for _ in range(min(number, 100)):
+            fn()
+        per_call = (time.perf_counter() - start) / min(number, 100)
+        number = max(1, int(min_time / max(per_call, 1e-7)))
+    per_call_times = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            per_call_times.append((time.perf_counter() - start) / number)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    summary = summarize(per_call_times)
+    summary["number"] = number
+    return summary
+
+
+class Recorder:
+    """Collects the rows and skips of one suite run and writes them as JSON."""
+
+    def __init__(self, suite: str, options: dict[str, Any], output: Path | None, *, echo: bool = True) -> None:
+        self.suite = suite
+        self.options = options
+        self.output = output
+        self.echo = echo
+        self.rows: list[dict[str, Any]] = []
+        self.skips: list[dict[str, Any]] = []
+        self.started = _dt.datetime.now(_dt.timezone.utc)
+
+    def add(self, *, case: str, implementation: str, metric: str, unit: str, summary: dict[str, Any],
+            **extra: Any) -> dict[str, Any]:
+        """Record one measurement (``summary`` from :func:`summarize` or :func:`time_per_call`)."""
+        row = {"case": case, "implementation": implementation, "metric": metric, "unit": unit, **summary, **extra}
+        self.rows.append(row)
+        if self.echo:
+            print(f"  {case:<28} {implementation:<22} {metric:<22} {_fmt(row['median'], unit)}", file=sys.stderr)
+        return row
+
+    def add_value(self, *, case: str, implementation: str, metric: str, unit: str, value: float,
+                  **extra: Any) -> dict[str, Any]:
+        """Record a single-valued measurement (no repeats)."""
+        return self.add(case=case, implementation=implementation, metric=metric, unit=unit,
+                        summary=summarize([value]), **extra)
+
+    def skip(self, *, implementation: str, reason: str, case: str | None = None) -> None:
+        """Record that an implementation did not run, with the one-line reason (printed once per reason)."""
+        entry = {"implementation": implementation, "case": case, "reason": reason}
+        seen = any(s["implementation"] == implementation and s["reason"] == reason for s in self.skips)
+        self.skips.append(entry)
+        if self.echo and not seen:
+            print(f"  skipped {implementation}: {reason}", file=sys.stderr)
+
+    def to_dict(self) -> dict[str, Any]:
+        finished = _dt.datetime.now(_dt.timezone.utc)
+        return {
+            "suite": self.suite,
+            "command": "python -m benchmarks " + " ".join(self.options.get("argv", [])),
+            "options": {k: v for k, v in self.options.items() if k != "argv"},
+            "started": self.started.isoformat(timespec="seconds"),
+            "duration_s": round((finished - self.started).total_seconds(), 1),
+            "machine": machine_info(),
+            "rows": self.rows,
+            "skips": self.skips,
+        }
+
+    def save(self) -> Path | None:
+        """Write ``<output>/<suite>.json`` (atomically); return its path."""
+        if self.output is None:
+            return None
+        path = Path(self.output) / f"{self.suite}.json"
+        write_json(path, self.to_dict())
+        print(f"wrote {path}", file=sys.stderr)
+        return path
+
+
+def _fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return format_seconds(value)
+    return f"{value:.4g} {unit}"
+
+
+def format_seconds(value: float) -> str:
+    """Human scale for a duration: ns, us, ms or s."""
+    if value != value:  # NaN
+        return "nan"
+    for scale, suffix in ((1e-6, "ns"), (1e-3, "us"), (1.0, "ms")):
+        if abs(value) < scale:
+            return f"{value / scale * 1e3:.3g} {suffix}"
+    return f"{value:.3g} s"

@@ -1,0 +1,183 @@
+"""Log-density implementations compared by the suites, each a named runner.
+
+Every ``prepare_*`` function takes a workspace spec and a point given by
+parameter names, builds that implementation's model, and returns a
+:class:`Prepared` with zero-argument thunks (value, value and gradient,
+Hessian-vector product) that block until the result is ready. A runner that
+cannot run raises :class:`Unavailable` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+class Unavailable(Exception):
+    """This implementation cannot run here; the message says why in one line."""
+
+
+@dataclass
+class Prepared:
+    """One implementation ready to be timed at one point."""
+
+    name: str
+    par_names: list[str]
+    point: np.ndarray
+    value: Callable[[], Any] | None = None
+    value_and_grad: Callable[[], Any] | None = None
+    hvp: Callable[[], Any] | None = None
+    setup: dict[str, float] = field(default_factory=dict)  # seconds: load, first calls (trace + compile + run)
+    logpdf: float = float("nan")  # at the point, to check that the implementations agree
+    notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is missing
+
+
+def require(module: str, install: str | None = None) -> None:
+    """Raise :class:`Unavailable` when ``module`` is not installed."""
+    if importlib.util.find_spec(module) is None:
+        raise Unavailable(f"{module} is not installed (pip install {install or module})")
+
+
+def reference_point(spec: dict[str, Any], seed: int = 0, scale: float = 0.1) -> tuple[list[str], np.ndarray]:
+    """pyhf's parameter names and a reproducible point near the inits, inside the bounds.
+
+    Free parameters move by ``scale`` x (bound width, capped at 2) uniformly at
+    random around the init; fixed parameters stay at their init.
+    """
+    import pyhf
+
+    pyhf.set_backend("numpy")
+    model = pyhf.Workspace(spec).model()
+    init = np.asarray(model.config.suggested_init(), dtype=float)
+    bounds = np.asarray(model.config.suggested_bounds(), dtype=float)
+    fixed = np.asarray(model.config.suggested_fixed(), dtype=bool)
+    rng = np.random.default_rng(seed)
+    width = np.minimum(bounds[:, 1] - bounds[:, 0], 2.0)
+    point = init + scale * width * rng.uniform(-1.0, 1.0, size=init.shape)
+    point = np.where(fixed, init, np.clip(point, bounds[:, 0], bounds[:, 1]))
+    return list(model.config.par_names), point
+
+
+def reorder(point: np.ndarray, names: list[str], target: list[str], who: str) -> np.ndarray:
+    """``point`` (ordered as ``names``) reordered to ``target``'s parameter order."""
+    index = {name: i for i, name in enumerate(names)}
+    missing = [name for name in target if name not in index]
+    if missing:
+        raise Unavailable(f"{who} names parameters differently from pyhf (e.g. {missing[0]!r})")
+    return np.asarray([point[index[name]] for name in target], dtype=float)
+
+
+def _jax_thunks(logpdf: Callable, x: Any, v: Any, prepared: Prepared) -> None:
+    """Jit value, value-and-grad and HVP of a JAX log-density; time their first calls."""
+    import jax
+
+    value = jax.jit(logpdf)
+    value_and_grad = jax.jit(jax.value_and_grad(logpdf))
+    hvp = jax.jit(lambda p, d: jax.jvp(jax.grad(logpdf), (p,), (d,))[1])
+    for metric, fn, args in (("value", value, (x,)), ("value_and_grad", value_and_grad, (x,)), ("hvp", hvp, (x, v))):
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        prepared.setup[f"first_call_{metric}"] = time.perf_counter() - start
+        if metric == "value":
+            prepared.logpdf = float(out)
+    prepared.value = lambda: jax.block_until_ready(value(x))
+    prepared.value_and_grad = lambda: jax.block_until_ready(value_and_grad(x))
+    prepared.hvp = lambda: jax.block_until_ready(hvp(x, v))
+
+
+def _direction(n: int, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=n)
+
+
+def prepare_bayeshf(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
+    """bayeshf: ``bayeshf.load`` then ``jax.jit`` of ``model.logpdf`` (and its grad / HVP)."""
+    try:
+        import bayeshf
+    except ImportError as error:  # the core may be missing while it is being written
+        raise Unavailable(f"bayeshf cannot be imported ({error})") from error
+    import jax.numpy as jnp
+
+    start = time.perf_counter()
+    model = bayeshf.load(spec)
+    load_s = time.perf_counter() - start
+    x = reorder(point, names, list(model.par_names), "bayeshf")
+    prepared = Prepared("bayeshf", list(model.par_names), x, setup={"load": load_s})
+    _jax_thunks(model.logpdf, jnp.asarray(x), jnp.asarray(_direction(len(x))), prepared)
+    return prepared
+
+
+def prepare_pyhf_jax(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
+    """pyhf with its jax backend (float64), the log-density jitted by us as a user would."""
+    require("pyhf")
+    import jax.numpy as jnp
+    import pyhf
+
+    pyhf.set_backend("jax", precision="64b")
+    start = time.perf_counter()
+    workspace = pyhf.Workspace(spec)
+    model = workspace.model()
+    data = jnp.asarray(workspace.data(model))
+    load_s = time.perf_counter() - start
+    x = reorder(point, names, list(model.config.par_names), "pyhf")
+    prepared = Prepared("pyhf-jax", list(model.config.par_names), x, setup={"load": load_s})
+    _jax_thunks(lambda p: model.logpdf(p, data)[0], jnp.asarray(x), jnp.asarray(_direction(len(x))), prepared)
+    return prepared
+
+
+def prepare_pyhf_numpy(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
+    """pyhf with its numpy backend: value only (the backend has no gradient)."""
+    require("pyhf")
+    import pyhf
+
+    pyhf.set_backend("numpy")
+    start = time.perf_counter()
+    workspace = pyhf.Workspace(spec)
+    model = workspace.model()
+    data = np.asarray(workspace.data(model))
+    load_s = time.perf_counter() - start
+    x = reorder(point, names, list(model.config.par_names), "pyhf")
+    prepared = Prepared("pyhf-numpy", list(model.config.par_names), x, setup={"load": load_s})
+    prepared.value = lambda: model.logpdf(x, data)
+    start = time.perf_counter()
+    prepared.logpdf = float(prepared.value()[0])
+    prepared.setup["first_call_value"] = time.perf_counter() - start
+    prepared.notes["value_and_grad"] = prepared.notes["hvp"] = "pyhf's numpy backend has no gradient"
+    return prepared
+
+
+def prepare_nextstat(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
+    """NextStat (Rust): ``nextstat.from_pyhf`` model, ``nll`` and ``grad_nll`` (value+grad = both calls)."""
+    require("nextstat")
+    import nextstat
+
+    start = time.perf_counter()
+    model = nextstat.from_pyhf(json.dumps(spec))
+    load_s = time.perf_counter() - start
+    par_names = list(model.parameter_names())
+    x = reorder(point, names, par_names, "NextStat")
+    prepared = Prepared("nextstat", par_names, x, setup={"load": load_s})
+
+    def value_and_grad() -> tuple[float, Any]:
+        return model.nll(x), model.grad_nll(x)
+
+    prepared.value = lambda: model.nll(x)
+    prepared.value_and_grad = value_and_grad
+    start = time.perf_counter()
+    prepared.logpdf = -float(prepared.value())
+    prepared.setup["first_call_value"] = time.perf_counter() - start
+    prepared.notes["hvp"] = "NextStat exposes no Hessian-vector product"
+    return prepared
+
+
+#: name -> prepare function, in the order tables list them (bayeshf first)
+LOGDENSITY_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], list[str], np.ndarray], Prepared]] = {
+    "bayeshf": prepare_bayeshf,
+    "pyhf-jax": prepare_pyhf_jax,
+    "pyhf-numpy": prepare_pyhf_numpy,
+    "nextstat": prepare_nextstat,
+}
