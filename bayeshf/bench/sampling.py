@@ -1,0 +1,179 @@
+"""Suite ``sampling``: wall time and ESS/s of NUTS, HMC and MH, cold and warm, 2 chains.
+
+``cold`` is the first call in the process (tracing + compilation + warm-up +
+draws); ``warm`` repeats the same call with another seed. ``ess_per_s`` is the
+minimum bulk ESS over parameters (ArviZ, the same estimator for every
+implementation) divided by the warm wall time. ``steps`` are draws per chain
+after ``warmup`` adaptation steps. The thesis' Table 5.1 (10k HMC steps on
+2_bin_corr, 2 chains) is quoted as published, measured on another machine.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from bayeshf.bench.cases import load_case
+from bayeshf.bench.harness import Recorder, summarize
+from bayeshf.bench.peers import Unavailable, require
+from bayeshf.bench.progress import progress
+
+CHAINS = 2
+WARMUP = 1000
+
+#: thesis Table 5.1: 10,000 HMC steps, 2 chains, 2_bin_corr (published, another machine)
+PUBLISHED = [
+    {"implementation": "Julia+LiteHF (thesis)", "seconds": 0.71},
+    {"implementation": "Python+BAT (thesis)", "seconds": 61.0},
+]
+
+JULIA_RUNNERS = ("bat-litehf", "bat-jax-callback", "bat-pyhf")
+
+Runner = Callable[[int], np.ndarray]  # seed -> draws (chains, draws, n_parameters)
+
+
+def min_bulk_ess(draws: np.ndarray) -> float:
+    """Minimum bulk ESS over parameters of draws shaped (chains, draws, n_parameters)."""
+    import arviz as az
+
+    draws = np.asarray(draws, dtype=float)
+    if draws.ndim == 2:
+        draws = draws[..., None]
+    ess = az.ess(az.convert_to_dataset({"theta": draws}), method="bulk")["theta"].values
+    ess = ess[np.isfinite(ess)]
+    return float(ess.min()) if ess.size else float("nan")
+
+
+def _bayeshf_draws(idata: Any) -> np.ndarray:
+    posterior = idata.posterior
+    columns = []
+    for name in posterior.data_vars:
+        values = np.asarray(posterior[name].values, dtype=float)
+        columns.append(values.reshape(values.shape[0], values.shape[1], -1))
+    return np.concatenate(columns, axis=-1)
+
+
+def prepare_bayeshf(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+    try:
+        import bayeshf
+        from bayeshf.sampling import sample
+    except ImportError as error:
+        raise Unavailable(f"bayeshf.sample is not available yet ({error})") from error
+    model = bayeshf.load(spec)
+    wanted = dict(sampler=sampler, chains=CHAINS, warmup=WARMUP, draws=draws, progress=False,
+                  compilation_cache=False, prior_draws=0)
+    accepted = inspect.signature(sample).parameters
+    kwargs = {k: v for k, v in wanted.items() if k in accepted}
+    return lambda seed: _bayeshf_draws(sample(model, seed=seed, **kwargs))
+
+
+def prepare_blackjax_pyhf(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+    from bayeshf.bench.blackjax_pyhf import build_runner
+
+    run, _ = build_runner(spec, sampler, chains=CHAINS, warmup=WARMUP, draws=draws)
+    return run
+
+
+def prepare_nextstat(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+    require("nextstat")
+    if sampler != "nuts":
+        raise Unavailable(f"NextStat has no {sampler.upper()} sampler (NUTS, WALNUTS, MAMS only)")
+    import nextstat
+
+    model = nextstat.from_pyhf(json.dumps(spec))
+
+    def run(seed: int) -> np.ndarray:
+        result = nextstat.sample_nuts(model, n_chains=CHAINS, n_warmup=WARMUP, n_samples=draws, seed=seed)
+        posterior = result["posterior"]
+        return np.stack([np.asarray(posterior[name], dtype=float) for name in result["param_names"]], axis=-1)
+
+    return run
+
+
+def julia_reason() -> str | None:
+    """None when the Julia bridge can run, else the one-line reason it cannot."""
+    try:
+        from bayeshf.julia import environment
+    except ImportError:
+        return "not run: Julia not found (bayeshf.julia is not available)"
+    ok, reason = environment.available()
+    return None if ok else f"not run: Julia not found ({reason.rstrip('.')})"
+
+
+def prepare_julia(runner: str) -> Callable[[dict[str, Any], str, int], Runner]:
+    def prepare(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+        reason = julia_reason()
+        if reason:
+            raise Unavailable(reason)
+        raise Unavailable(f"not run: the Julia runner {runner} needs a working Julia bridge, not wired in this build")
+
+    return prepare
+
+
+SAMPLING_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], str, int], Runner]] = {
+    "bayeshf": prepare_bayeshf,
+    "blackjax-pyhf": prepare_blackjax_pyhf,
+    "nextstat": prepare_nextstat,
+    **{name: prepare_julia(name) for name in JULIA_RUNNERS},
+}
+
+
+def measure(case: str, spec: dict[str, Any], recorder: Recorder, *, implementations: list[str], samplers: list[str],
+            steps: list[int], repeats: int, seed: int, **extra: Any) -> None:
+    """Cold and warm runs of every (implementation, sampler, steps) on one workspace."""
+    for name in implementations:
+        for sampler in samplers:
+            for draws in steps:
+                tags = {"sampler": sampler, "steps": draws, "chains": CHAINS, "warmup": WARMUP, **extra}
+                try:
+                    run = SAMPLING_IMPLEMENTATIONS[name](spec, sampler, draws)
+                    start = time.perf_counter()
+                    run(seed)
+                    cold = time.perf_counter() - start
+                except Unavailable as reason:
+                    recorder.skip(implementation=name, case=f"{case}/{sampler}", reason=str(reason))
+                    break
+                except Exception as error:
+                    recorder.skip(implementation=name, case=f"{case}/{sampler}/{draws}",
+                                  reason=f"failed: {type(error).__name__}: {error}"[:300])
+                    break
+                times, ess = [], []
+                for r in range(repeats):
+                    start = time.perf_counter()
+                    samples = run(seed + 1 + r)
+                    times.append(time.perf_counter() - start)
+                    ess.append(min_bulk_ess(samples))
+                warm = summarize(times)
+                recorder.add_value(case=case, implementation=name, metric="cold", unit="s", value=cold, **tags)
+                recorder.add(case=case, implementation=name, metric="warm", unit="s", summary=warm, **tags)
+                recorder.add(case=case, implementation=name, metric="min_ess_bulk", unit="draws",
+                             summary=summarize(ess), **tags)
+                recorder.add(case=case, implementation=name, metric="ess_per_s", unit="1/s",
+                             summary=summarize([e / t for e, t in zip(ess, times)]), **tags)
+
+
+def add_published(recorder: Recorder) -> None:
+    for entry in PUBLISHED:
+        recorder.add_value(case="thesis_2_bin_corr", implementation=entry["implementation"], metric="published",
+                           unit="s", value=entry["seconds"], sampler="hmc", steps=10000, chains=2,
+                           note="published (thesis Table 5.1), another machine")
+
+
+def run(options: Any, recorder: Recorder) -> None:
+    implementations = options.implementations or list(SAMPLING_IMPLEMENTATIONS)
+    add_published(recorder)
+    if options.quick:
+        plan = [("thesis_2_bin_corr", ["nuts", "hmc", "mh"], options.steps or [500])]
+        repeats = 1
+    else:
+        plan = [("thesis_2_bin_corr", ["hmc", "nuts", "mh"], options.steps or [5000, 10000, 50000])]
+        for case in options.cases or ["sbottom_RegionA_1300_205_60", "ttbar_ljets"]:
+            plan.append((case, ["nuts"], [1000]))
+        repeats = max(1, min(options.repeats, 2))
+    for case, samplers, steps in progress(plan, desc="sampling"):
+        measure(case, load_case(case, options.data), recorder, implementations=implementations, samplers=samplers,
+                steps=steps, repeats=repeats, seed=options.seed)

@@ -1,0 +1,432 @@
+"""Maximum-likelihood fit of a HistFactory model with a trust-region Newton method.
+
+The minimiser is SciPy's ``trust-krylov`` (or ``trust-exact`` / ``trust-ncg``)
+driven by JAX: value and gradient from ``jax.value_and_grad``, curvature from
+Hessian-vector products (forward-over-reverse) or the full ``jax.hessian``.
+Bounds are honoured by a smooth map to an unconstrained space (scaled logistic
+for a finite box, ``exp`` for a half line); parameters that end on a bound are
+pinned there and the free ones are polished with exact Newton steps in the
+original space, so the reported minimum is the bounded one to machine
+precision. Fixed parameters travel as traced mask/value arrays, so conditional
+fits (the POI fixed at any value) reuse the functions compiled for the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from bayeshf.errors import BayeshfError
+
+__all__ = ["FitResult", "fit", "compiled_functions"]
+
+_METHODS = ("trust-krylov", "trust-exact", "trust-ncg", "auto")
+#: models with at most this many parameters use trust-exact under method="auto"
+_EXACT_MAX_PARS = 400
+#: how close (fraction of the box width) a parameter must end to be pinned on its bound
+_BOUND_TOLERANCE = 1e-7
+
+
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """Result of :func:`fit`.
+
+    ``bestfit`` is in the model's parameter order (``par_names``);
+    ``uncertainties`` and ``correlation`` come from the inverse Hessian of
+    twice_nll at the minimum (covariance = 2 H^-1), zero for fixed parameters.
+    ``twice_nll`` is -2 log L at the minimum. ``edm`` is the estimated distance
+    to the minimum in twice_nll units, g^T H^-1 g / 2 at the returned point.
+    ``at_bound`` marks free parameters that ended on a bound.
+    """
+
+    bestfit: np.ndarray
+    uncertainties: np.ndarray
+    covariance: np.ndarray
+    correlation: np.ndarray
+    twice_nll: float
+    success: bool
+    status: int
+    message: str
+    iterations: int
+    edm: float
+    par_names: tuple[str, ...]
+    fixed: np.ndarray
+    at_bound: np.ndarray
+    poi_index: int | None = None
+    method: str = "trust-krylov"
+
+    @property
+    def values(self) -> dict[str, float]:
+        """Best-fit value by parameter name."""
+        return {name: float(v) for name, v in zip(self.par_names, self.bestfit)}
+
+    @property
+    def errors(self) -> dict[str, float]:
+        """Hessian uncertainty by parameter name (0 for fixed parameters)."""
+        return {name: float(v) for name, v in zip(self.par_names, self.uncertainties)}
+
+    @property
+    def poi(self) -> float | None:
+        """Best-fit value of the parameter of interest, if the model has one."""
+        return None if self.poi_index is None else float(self.bestfit[self.poi_index])
+
+    @property
+    def poi_uncertainty(self) -> float | None:
+        return None if self.poi_index is None else float(self.uncertainties[self.poi_index])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (names, values, uncertainties, correlation, status)."""
+        return {
+            "twice_nll": float(self.twice_nll),
+            "success": bool(self.success),
+            "status": int(self.status),
+            "message": self.message,
+            "iterations": int(self.iterations),
+            "edm": float(self.edm),
+            "method": self.method,
+            "par_names": list(self.par_names),
+            "bestfit": [float(v) for v in self.bestfit],
+            "uncertainties": [float(v) for v in self.uncertainties],
+            "fixed": [bool(v) for v in self.fixed],
+            "at_bound": [bool(v) for v in self.at_bound],
+            "correlation": [[float(v) for v in row] for row in self.correlation],
+        }
+
+
+# ---------------------------------------------------------------------------
+# compiled functions, one set per model
+
+
+def _to_unit(z: jax.Array, lo: jax.Array, hi: jax.Array, kind: jax.Array) -> jax.Array:
+    """Map unconstrained ``z`` into the bounds; ``kind`` 0 box, 1 [lo, inf), 2 (-inf, hi], 3 free."""
+    lo0 = jnp.where(jnp.isfinite(lo), lo, 0.0)
+    hi0 = jnp.where(jnp.isfinite(hi), hi, 1.0)
+    box = lo0 + (hi0 - lo0) * jax.nn.sigmoid(z)
+    zc = jnp.where((kind == 1) | (kind == 2), z, 0.0)  # keep exp finite where unused
+    lower = lo0 + jnp.exp(zc)
+    upper = hi0 - jnp.exp(-zc)
+    return jnp.where(kind == 0, box, jnp.where(kind == 1, lower, jnp.where(kind == 2, upper, z)))
+
+
+def _from_unit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_to_unit` on the host; points on a bound move slightly inside."""
+    z = np.array(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        box = kind == 0
+        s = np.clip((x[box] - lo[box]) / (hi[box] - lo[box]), 1e-4, 1 - 1e-4)
+        z[box] = np.log(s) - np.log1p(-s)
+        one = kind == 1
+        z[one] = np.log(np.maximum(x[one] - lo[one], 1e-4 * np.maximum(1.0, np.abs(lo[one]))))
+        two = kind == 2
+        z[two] = -np.log(np.maximum(hi[two] - x[two], 1e-4 * np.maximum(1.0, np.abs(hi[two]))))
+    return z
+
+
+class _Compiled:
+    """Jitted objective, gradient, Hessian-vector product and Hessian for one model."""
+
+    def __init__(self, model: Any) -> None:
+        twice_nll = model.twice_nll
+
+        def x_of(z, fixed_mask, fixed_values, lo, hi, kind):
+            return jnp.where(fixed_mask, fixed_values, _to_unit(z, lo, hi, kind))
+
+        def objective_z(z, data, fixed_mask, fixed_values, lo, hi, kind):
+            return twice_nll(x_of(z, fixed_mask, fixed_values, lo, hi, kind), data)
+
+        grad_z = jax.grad(objective_z)
+
+        def hvp_z(z, p, *args):
+            fixed_mask = args[1]
+            tangent = jax.jvp(lambda zz: grad_z(zz, *args), (z,), (p,))[1]
+            return jnp.where(fixed_mask, p, tangent)
+
+        def hess_z(z, *args):
+            fixed_mask = args[1]
+            h = jax.hessian(objective_z)(z, *args)
+            keep = ~fixed_mask
+            h = jnp.where(keep[:, None] & keep[None, :], h, 0.0)
+            return h + jnp.diag(fixed_mask.astype(h.dtype))
+
+        self.value_and_grad_z = jax.jit(jax.value_and_grad(objective_z))
+        self.hvp_z = jax.jit(hvp_z)
+        self.hess_z = jax.jit(hess_z)
+        self.x_of = jax.jit(x_of)
+        self.twice_nll = jax.jit(lambda x, data: twice_nll(x, data))
+        self.value_and_grad = jax.jit(jax.value_and_grad(lambda x, data: twice_nll(x, data)))
+        self.hessian = jax.jit(jax.hessian(lambda x, data: twice_nll(x, data)))
+        self.asimov_data = jax.jit(model.asimov_data)
+
+
+def compiled_functions(model: Any) -> _Compiled:
+    """The jitted functions of ``model``, built once and cached on the model."""
+    cached = getattr(model, "_bayeshf_fit_compiled", None)
+    if cached is not None:
+        return cached
+    hit = _FALLBACK_CACHE.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    compiled = _Compiled(model)
+    try:
+        object.__setattr__(model, "_bayeshf_fit_compiled", compiled)
+    except (AttributeError, TypeError):  # pragma: no cover - slotted models
+        _FALLBACK_CACHE[id(model)] = (model, compiled)
+        if len(_FALLBACK_CACHE) > 16:
+            _FALLBACK_CACHE.pop(next(iter(_FALLBACK_CACHE)))
+    return compiled
+
+
+_FALLBACK_CACHE: dict[int, tuple[Any, _Compiled]] = {}
+
+
+# ---------------------------------------------------------------------------
+# argument handling
+
+
+def _index_of(model: Any, key: str | int) -> int:
+    if isinstance(key, (int, np.integer)):
+        if not 0 <= int(key) < model.npars:
+            raise BayeshfError(f"parameter index {key} is outside 0..{model.npars - 1}.")
+        return int(key)
+    try:
+        return list(model.par_names).index(key)
+    except ValueError:
+        raise BayeshfError(f"the model has no parameter named {key!r}.") from None
+
+
+def _vector(model: Any, values: Any, default: np.ndarray, what: str) -> np.ndarray:
+    out = np.array(default, dtype=float, copy=True)
+    if values is None:
+        return out
+    if isinstance(values, Mapping):
+        for key, value in values.items():
+            out[_index_of(model, key)] = float(value)
+        return out
+    arr = np.asarray(values, dtype=float)
+    if arr.shape != out.shape:
+        raise BayeshfError(f"{what} has shape {arr.shape}, the model needs {out.shape}.")
+    return arr.copy()
+
+
+def _resolve_fixed(model: Any, fixed: Any, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed mask and values: model defaults plus ``fixed`` (names/indices -> value, or a mask)."""
+    mask = np.array(model.fixed, dtype=bool, copy=True)
+    values = init.copy()
+    if fixed is None:
+        return mask, values
+    if isinstance(fixed, Mapping):
+        for key, value in fixed.items():
+            i = _index_of(model, key)
+            mask[i] = True
+            if value is not None:
+                values[i] = float(value)
+        return mask, values
+    arr = np.asarray(fixed)
+    if arr.dtype == bool and arr.shape == mask.shape:
+        return arr.copy(), values
+    for key in fixed:  # a sequence of names or indices fixed at their init
+        mask[_index_of(model, key)] = True
+    return mask, values
+
+
+def _resolve_bounds(model: Any, bounds: Any) -> np.ndarray:
+    out = np.array(model.bounds, dtype=float, copy=True)
+    if bounds is None:
+        return out
+    if isinstance(bounds, Mapping):
+        for key, pair in bounds.items():
+            out[_index_of(model, key)] = [float(pair[0]), float(pair[1])]
+    else:
+        arr = np.asarray(bounds, dtype=float)
+        if arr.shape != out.shape:
+            raise BayeshfError(f"bounds have shape {arr.shape}, the model needs {out.shape}.")
+        out = arr.copy()
+    if np.any(out[:, 0] >= out[:, 1]):
+        bad = [model.par_names[i] for i in np.flatnonzero(out[:, 0] >= out[:, 1])]
+        raise BayeshfError(f"the lower bound is not below the upper bound for {bad[:5]}.")
+    return out
+
+
+def default_data(model: Any) -> np.ndarray:
+    """Main observations followed by the auxiliary data, as pyhf's ``workspace.data``."""
+    return np.concatenate([np.asarray(model.observed, float), np.asarray(model.auxdata, float)])
+
+
+# ---------------------------------------------------------------------------
+# the fit
+
+
+def fit(
+    model: Any,
+    *,
+    method: str = "trust-krylov",
+    init: Sequence[float] | Mapping[str, float] | None = None,
+    fixed: Mapping[str, float | None] | Sequence[str] | np.ndarray | None = None,
+    bounds: np.ndarray | Mapping[str, Sequence[float]] | None = None,
+    data: Sequence[float] | None = None,
+    gtol: float = 1e-9,
+    maxiter: int = 1000,
+) -> FitResult:
+    """Minimise twice_nll of ``model`` (maximum-likelihood fit).
+
+    ``init``: start values (array, or name -> value updating the model's inits).
+    ``fixed``: name/index -> value to hold fixed (``None`` keeps the init), a
+    list of names, or a boolean mask; added to the model's own fixed parameters.
+    ``bounds``: (npars, 2) array or name -> (low, high). ``data``: main + aux
+    data (default: the model's observed data and auxdata). ``method``:
+    ``trust-krylov`` (Hessian-vector products), ``trust-exact`` (full Hessian),
+    ``trust-ncg``, or ``auto`` (trust-exact up to 400 parameters).
+    """
+    if method not in _METHODS:
+        raise BayeshfError(f"unknown fit method {method!r}; choose one of {', '.join(_METHODS)}.")
+    if method == "auto":
+        method = "trust-exact" if model.npars <= _EXACT_MAX_PARS else "trust-krylov"
+    fns = compiled_functions(model)
+    x0 = _vector(model, init, np.asarray(model.init, float), "init")
+    mask, fixed_values = _resolve_fixed(model, fixed, x0)
+    box = _resolve_bounds(model, bounds)
+    lo, hi = box[:, 0], box[:, 1]
+    kind = np.where(np.isfinite(lo) & np.isfinite(hi), 0, np.where(np.isfinite(lo), 1, np.where(np.isfinite(hi), 2, 3)))
+    x0 = np.where(mask, fixed_values, np.clip(x0, lo, hi))
+    data_arr = jnp.asarray(default_data(model) if data is None else np.asarray(data, dtype=float))
+    args = (data_arr, jnp.asarray(mask), jnp.asarray(fixed_values), jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(kind))
+
+    # 1. trust-region Newton in the unconstrained space
+    z0 = _from_unit(x0, lo, hi, kind)
+    iterations, status, message = 0, 0, "no free parameters"
+    if not np.all(mask):
+        def fun(z):
+            value, grad = fns.value_and_grad_z(z, *args)
+            return float(value), np.asarray(grad)
+
+        options: dict[str, Any] = {"gtol": gtol, "maxiter": maxiter}
+        kwargs: dict[str, Any] = {}
+        if method == "trust-exact":
+            kwargs["hess"] = lambda z: np.asarray(fns.hess_z(z, *args))
+        else:
+            kwargs["hessp"] = lambda z, p: np.asarray(fns.hvp_z(z, p, *args))
+        with np.errstate(all="ignore"):
+            result = scipy.optimize.minimize(fun, z0, jac=True, method=method, options=options, **kwargs)
+        z = result.x
+        iterations, status, message = int(result.nit), int(result.status), str(result.message)
+    else:
+        z = z0
+    x = np.asarray(fns.x_of(z, *args[1:]))
+
+    # 2. pin parameters that ended on a bound; 3. Newton polish of the rest
+    width = np.where(kind == 0, hi - lo, 1.0)
+    near_lo = np.isfinite(lo) & (x - lo <= _BOUND_TOLERANCE * width) & ~mask
+    near_hi = np.isfinite(hi) & (hi - x <= _BOUND_TOLERANCE * width) & ~mask
+    x = np.where(near_lo, lo, np.where(near_hi, hi, x))
+    at_bound = near_lo | near_hi
+    x, value, grad, hess, polished = _newton_polish(fns, x, data_arr, mask | at_bound, lo, hi)
+    free = ~(mask | at_bound)
+    edm = _edm(grad, hess, free)
+
+    # 4. uncertainties from the Hessian over all non-fixed parameters
+    covariance, ok_cov = _covariance(np.asarray(fns.hessian(jnp.asarray(x), data_arr)), ~mask)
+    uncertainties = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    denom = np.where(uncertainties > 0, uncertainties, 1.0)
+    correlation = covariance / np.outer(denom, denom)
+    np.fill_diagonal(correlation, np.where(uncertainties > 0, 1.0, 0.0))
+
+    success = bool(np.isfinite(value) and edm < 1e-6 and _kkt_ok(grad, near_lo, near_hi))
+    if iterations and status not in (0,) and success:
+        message = f"{message} (then converged by Newton polish)"
+    if not ok_cov:
+        message += "; the Hessian is not positive definite, uncertainties are approximate"
+    return FitResult(
+        bestfit=x,
+        uncertainties=uncertainties,
+        covariance=covariance,
+        correlation=correlation,
+        twice_nll=float(value),
+        success=success,
+        status=0 if success else (status or 1),
+        message=message,
+        iterations=iterations + polished,
+        edm=float(edm),
+        par_names=tuple(model.par_names),
+        fixed=mask,
+        at_bound=at_bound,
+        poi_index=getattr(model, "poi_index", None),
+        method=method,
+    )
+
+
+def _newton_polish(fns: _Compiled, x: np.ndarray, data: jax.Array, pinned: np.ndarray,
+                   lo: np.ndarray, hi: np.ndarray, steps: int = 4):
+    """Exact Newton steps on the free parameters, kept inside the bounds, accepted only if twice_nll drops."""
+    free = ~pinned
+    value, grad = fns.value_and_grad(jnp.asarray(x), data)
+    value, grad = float(value), np.asarray(grad)
+    hess = np.asarray(fns.hessian(jnp.asarray(x), data))
+    done = 0
+    for _ in range(steps):
+        if not np.any(free):
+            break
+        h = hess[np.ix_(free, free)]
+        try:
+            chol = np.linalg.cholesky(h)
+        except np.linalg.LinAlgError:
+            break
+        step_free = -scipy.linalg.cho_solve((chol, True), grad[free])
+        if not np.all(np.isfinite(step_free)) or np.max(np.abs(step_free)) == 0.0:
+            break
+        step = np.zeros_like(x)
+        step[free] = step_free
+        # stay inside the box: shorten the step if it would cross a bound
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(step < 0, (lo - x) / step, np.where(step > 0, (hi - x) / step, np.inf))
+        scale = min(1.0, 0.999 * float(np.min(room))) if np.any(np.isfinite(room)) else 1.0
+        trial = x + scale * step
+        t_value, t_grad = fns.value_and_grad(jnp.asarray(trial), data)
+        t_value = float(t_value)
+        if not np.isfinite(t_value) or t_value > value + 1e-12 * max(1.0, abs(value)):
+            break
+        x, value, grad = trial, t_value, np.asarray(t_grad)
+        hess = np.asarray(fns.hessian(jnp.asarray(x), data))
+        done += 1
+        if np.max(np.abs(scale * step_free)) < 1e-13 * (1.0 + np.max(np.abs(x))):
+            break
+    return x, value, grad, hess, done
+
+
+def _edm(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> float:
+    if not np.any(free):
+        return 0.0
+    g = grad[free]
+    try:
+        return float(0.5 * g @ np.linalg.solve(hess[np.ix_(free, free)], g))
+    except np.linalg.LinAlgError:
+        return float("inf")
+
+
+def _kkt_ok(grad: np.ndarray, near_lo: np.ndarray, near_hi: np.ndarray) -> bool:
+    """On a lower bound the gradient must not point inward (and vice versa)."""
+    tol = 1e-6
+    return bool(np.all(grad[near_lo] >= -tol) and np.all(grad[near_hi] <= tol))
+
+
+def _covariance(hess: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Covariance 2 H^-1 of twice_nll over the free parameters, zero elsewhere."""
+    n = hess.shape[0]
+    cov = np.zeros((n, n))
+    if not np.any(free):
+        return cov, True
+    h = hess[np.ix_(free, free)]
+    ok = True
+    try:
+        np.linalg.cholesky(h)
+        inv = np.linalg.inv(h)
+    except np.linalg.LinAlgError:
+        ok = False
+        inv = np.linalg.pinv(h)
+    cov[np.ix_(free, free)] = 2.0 * inv
+    return cov, ok

@@ -1,0 +1,153 @@
+"""Assemble ``arviz.InferenceData`` from parameter draws of a HistFactory model.
+
+:func:`from_parameter_draws` is the one place that names variables and
+dimensions, used by the blackjax driver (:mod:`bayeshf.sampling`) and usable by
+any other backend (the Julia bridge) that produces full parameter vectors.
+
+Layout: posterior has one variable per parameter set (``mu``; ``staterror_SR``
+with dimension ``staterror_SR_bin``), fixed elements included at their value;
+posterior_predictive / prior_predictive / observed_data have one variable per
+channel with dimension ``<channel>_bin``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayeshf import __version__
+
+
+def _set_arrays(model, theta: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, Any]]:
+    """Split full parameter draws (..., npars) into per-set variables, dims and coords."""
+    variables, dims, coords = {}, {}, {}
+    for pset in model.parameters:
+        values = theta[..., pset.slice]
+        if getattr(pset, "is_scalar", pset.size == 1):
+            variables[pset.name] = values[..., 0]
+            dims[pset.name] = []
+        else:
+            dim = f"{pset.name}_bin"
+            variables[pset.name] = values
+            dims[pset.name] = [dim]
+            coords[dim] = np.arange(pset.size)
+    return variables, dims, coords
+
+
+def _channel_arrays(model, counts: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, Any]]:
+    variables, dims, coords = {}, {}, {}
+    for channel in model.channels:
+        dim = f"{channel}_bin"
+        variables[channel] = counts[..., model.channel_slices[channel]]
+        dims[channel] = [dim]
+        coords[dim] = np.arange(model.channel_nbins[channel])
+    return variables, dims, coords
+
+
+@functools.lru_cache(maxsize=16)
+def _poisson_program(model):
+    def draw(key, theta):
+        rate = jnp.maximum(model.expected_counts(theta), 0.0)
+        return jax.random.poisson(key, rate).astype(jnp.float64)
+
+    @jax.jit
+    def run(key, thetas):
+        keys = jax.random.split(key, thetas.shape[0])
+        return jax.lax.map(lambda kt: draw(*kt), (keys, thetas), batch_size=256)
+
+    return run
+
+
+def predictive_counts(model, theta: np.ndarray, key) -> np.ndarray:
+    """Poisson draws of the main-bin counts at each parameter vector (..., npars) -> (..., nmain)."""
+    theta = np.asarray(theta, dtype=float)
+    flat = theta.reshape(-1, theta.shape[-1])
+    try:
+        run = _poisson_program(model)
+    except TypeError:  # unhashable model
+        run = _poisson_program.__wrapped__(model)
+    counts = np.asarray(run(key, jnp.asarray(flat)))
+    return counts.reshape(theta.shape[:-1] + (counts.shape[-1],))
+
+
+def _dataset(variables, dims, coords, *, chain_draw: bool = True):
+    import xarray as xr
+
+    data_vars = {}
+    for name, values in variables.items():
+        lead = ["chain", "draw"] if chain_draw else []
+        data_vars[name] = (lead + dims[name], np.asarray(values))
+    used = {d for name in variables for d in dims[name]}
+    return xr.Dataset(data_vars, coords={k: v for k, v in coords.items() if k in used})
+
+
+def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str, np.ndarray] | None = None,
+                         prior_set=None, seed: int = 0, prior_draws: int = 1000,
+                         attrs: Mapping[str, Any] | None = None):
+    """InferenceData from full parameter draws ``theta`` of shape (chains, draws, npars).
+
+    Adds posterior_predictive (Poisson draws at each posterior draw),
+    observed_data, and, when ``prior_set`` is given and proper, prior and
+    prior_predictive groups with ``prior_draws`` draws (one chain).
+    """
+    import arviz as az
+
+    theta = np.asarray(theta, dtype=float)
+    key = jax.random.PRNGKey(seed)
+    ppc_key, prior_key, prior_ppc_key = jax.random.split(jax.random.fold_in(key, 7), 3)
+    variables, dims, coords = _set_arrays(model, theta)
+    groups = {"posterior": _dataset(variables, dims, coords)}
+    counts = predictive_counts(model, theta, ppc_key)
+    groups["posterior_predictive"] = _dataset(*_channel_arrays(model, counts))
+    observed = np.asarray(model.observed, dtype=float)
+    groups["observed_data"] = _dataset(*_channel_arrays(model, observed), chain_draw=False)
+    if sample_stats:
+        groups["sample_stats"] = _dataset(dict(sample_stats), {k: [] for k in sample_stats}, {})
+    if prior_set is not None and prior_draws > 0:
+        try:
+            prior_theta = np.asarray(prior_set.sample(prior_key, prior_draws))[None]
+        except Exception:  # improper prior: no prior groups
+            prior_theta = None
+        if prior_theta is not None:
+            groups["prior"] = _dataset(*_set_arrays(model, prior_theta))
+            prior_counts = predictive_counts(model, prior_theta, prior_ppc_key)
+            groups["prior_predictive"] = _dataset(*_channel_arrays(model, prior_counts))
+    all_attrs = {"created_by": f"bayeshf {__version__}", "poi": model.poi_name or "",
+                 "par_names": list(model.par_names)}
+    all_attrs.update(attrs or {})
+    idata = az.InferenceData(**groups)
+    for name in idata.groups():
+        getattr(idata, name).attrs.update({k: _attr(v) for k, v in all_attrs.items()})
+    return idata
+
+
+def _attr(value):
+    """netCDF-friendly attribute values."""
+    if isinstance(value, bool):
+        return int(value)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value] if any(isinstance(v, str) for v in value) else list(value)
+    return value
+
+
+def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any], prior_draws: int):
+    """InferenceData from the blackjax driver's :class:`bayeshf.sampling.RawDraws`."""
+    stats = raw.stats
+    theta = np.array(posterior.constrain(jnp.zeros(stats.theta.shape[:-1] + (posterior.ndim,))))
+    theta[..., posterior.free_index] = stats.theta
+    sample_stats = {
+        "lp": stats.lp, "diverging": stats.diverging.astype(bool), "acceptance_rate": stats.acceptance_rate,
+        "energy": stats.energy, "n_steps": stats.n_steps.astype(np.int64), "step_size": stats.step_size,
+    }
+    if settings.get("sampler") == "nuts":
+        sample_stats["tree_depth"] = stats.tree_depth.astype(np.int64)
+    attrs = dict(settings)
+    attrs.update(interrupted=bool(raw.interrupted), draws_done=int(raw.draws_done))
+    return from_parameter_draws(posterior.model, theta, sample_stats=sample_stats, prior_set=posterior.prior_set,
+                                seed=seed, prior_draws=prior_draws, attrs=attrs)

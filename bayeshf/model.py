@@ -1,0 +1,437 @@
+"""The compiled HistFactory model: an immutable JAX pytree of dense arrays.
+
+The expected rate of sample ``s`` in main bin ``b`` is (CERN-OPEN-2012-016,
+pyhf's conventions)::
+
+    nu_sb = (nominal_sb + sum_k histosys_k,sb(alpha_k))
+            * prod(normfactor, shapefactor, shapesys, staterror, lumi)_sb
+            * prod_k normsys_k,s(alpha_k)
+
+and each of the three parts is one vectorised operation over all modifiers:
+a gather-product of parameters through a padded index table, a gather-product
+of interpolated normsys factors, and two matrix products of per-parameter
+histosys weights with dense shift tables. No Python loop runs in traced code.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln, xlogy
+
+from bayeshf.build import Tables, tables_from_spec
+from bayeshf.errors import BayeshfError
+from bayeshf.interpolation import DEFAULT_CODES, code4_coefficients, histosys_coefficients, normsys_factors
+from bayeshf.params import ParameterSet
+
+__all__ = ["HistFactoryModel", "ParameterSet"]
+
+_LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
+
+
+class ModelArrays(NamedTuple):
+    """Array leaves of a compiled model (all device arrays)."""
+
+    nominal: Any  # (S, B)
+    factor_index: Any  # (S*B, Kf) into [theta, 1]
+    normsys_param: Any  # (E,)
+    normsys_hi: Any  # (E,)
+    normsys_lo: Any  # (E,)
+    normsys_coefficients: Any  # (E, 6)
+    normsys_index: Any  # (S*C, Kn) into [factors, 1]
+    bin_channel: Any  # (B,)
+    histosys_param: Any  # (K,)
+    histosys_up: Any  # (K, S*B)
+    histosys_down: Any  # (K, S*B)
+    normal_param: Any  # (Nn,)
+    normal_sigma: Any  # (Nn,)
+    normal_aux_position: Any  # (Nn,)
+    poisson_param: Any  # (Np,)
+    poisson_factor: Any  # (Np,)
+    poisson_aux_position: Any  # (Np,)
+    observed: Any  # (B,)
+    auxdata: Any  # (naux,)
+
+
+class _Static(NamedTuple):
+    """Hashable structure that selects the traced program."""
+
+    normsys_code: str
+    histosys_code: str
+    n_samples: int
+    n_channels: int
+
+
+def _padded_table(group: np.ndarray, value: np.ndarray, n_groups: int, pad: int) -> np.ndarray:
+    """Table (n_groups, K) listing the ``value``s of each group, padded with ``pad``."""
+    counts = np.bincount(group, minlength=n_groups) if len(group) else np.zeros(n_groups, dtype=int)
+    width = int(counts.max()) if len(group) else 0
+    table = np.full((n_groups, width), pad, dtype=np.int32)
+    if len(group):
+        order = np.argsort(group, kind="stable")
+        starts = np.cumsum(counts) - counts
+        position = np.arange(len(group)) - np.repeat(starts, counts)
+        table[group[order], position] = value[order]
+    return table
+
+
+def _compile_arrays(tables: Tables) -> ModelArrays:
+    S, B = tables.nominal.shape
+    C = len(tables.channels)
+    npars = sum(p.size for p in tables.parameters)
+    factor_index = _padded_table(tables.factor_sample * B + tables.factor_bin, tables.factor_param, S * B, npars)
+    E = len(tables.normsys_param)
+    normsys_index = _padded_table(tables.normsys_sample * C + tables.normsys_channel, np.arange(E), S * C, E)
+    bin_channel = np.repeat(np.arange(C), [tables.channel_nbins[c] for c in tables.channels])
+    normal = [p for p in tables.parameters if p.constraint == "normal"]
+    poisson = [p for p in tables.parameters if p.constraint == "poisson"]
+    aux_position, normal_pos, poisson_pos = 0, [], []
+    for p in tables.parameters:  # auxdata in parameter order, as pyhf
+        if p.constraint is None:
+            continue
+        positions = list(range(aux_position, aux_position + p.size))
+        (normal_pos if p.constraint == "normal" else poisson_pos).extend(positions)
+        aux_position += p.size
+
+    def indices(sets):
+        return np.asarray([i for p in sets for i in range(p.slice.start, p.slice.stop)], dtype=np.int32)
+
+    def values(sets, field):
+        return np.asarray([v for p in sets for v in getattr(p, field)], dtype=float)
+
+    auxdata = np.asarray([v for p in tables.parameters if p.constraint for v in p.auxdata], dtype=float)
+    K = len(tables.histosys_param)
+    return ModelArrays(
+        nominal=jnp.asarray(tables.nominal),
+        factor_index=jnp.asarray(factor_index),
+        normsys_param=jnp.asarray(tables.normsys_param, dtype=jnp.int32),
+        normsys_hi=jnp.asarray(tables.normsys_hi),
+        normsys_lo=jnp.asarray(tables.normsys_lo),
+        normsys_coefficients=jnp.asarray(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
+        normsys_index=jnp.asarray(normsys_index),
+        bin_channel=jnp.asarray(bin_channel, dtype=jnp.int32),
+        histosys_param=jnp.asarray(tables.histosys_param, dtype=jnp.int32),
+        histosys_up=jnp.asarray(tables.histosys_up.reshape(K, S * B)),
+        histosys_down=jnp.asarray(tables.histosys_down.reshape(K, S * B)),
+        normal_param=jnp.asarray(indices(normal)),
+        normal_sigma=jnp.asarray(values(normal, "sigmas")),
+        normal_aux_position=jnp.asarray(np.asarray(normal_pos, dtype=np.int32)),
+        poisson_param=jnp.asarray(indices(poisson)),
+        poisson_factor=jnp.asarray(values(poisson, "factors")),
+        poisson_aux_position=jnp.asarray(np.asarray(poisson_pos, dtype=np.int32)),
+        observed=jnp.asarray(tables.observed),
+        auxdata=jnp.asarray(auxdata),
+    )
+
+
+# -- traced functions of (arrays, static, pars) ------------------------------------------
+
+
+def _rates(a: ModelArrays, static: _Static, pars):
+    """Expected rate per (sample, bin), shape (S, B)."""
+    S, B = a.nominal.shape
+    base = a.nominal
+    if a.histosys_param.shape[0]:
+        c_up, c_down = histosys_coefficients(pars[a.histosys_param], static.histosys_code)
+        base = base + (c_up @ a.histosys_up + c_down @ a.histosys_down).reshape(S, B)
+    rate = base
+    if a.factor_index.shape[1]:
+        extended = jnp.concatenate([pars, jnp.ones((1,), pars.dtype)])
+        rate = rate * jnp.prod(extended[a.factor_index], axis=-1).reshape(S, B)
+    if a.normsys_param.shape[0]:
+        factors = normsys_factors(
+            pars[a.normsys_param], a.normsys_hi, a.normsys_lo, a.normsys_coefficients, static.normsys_code
+        )
+        extended = jnp.concatenate([factors, jnp.ones((1,), factors.dtype)])
+        per_channel = jnp.prod(extended[a.normsys_index], axis=-1).reshape(S, static.n_channels)
+        rate = rate * per_channel[:, a.bin_channel]
+    return rate
+
+
+def _expected_counts(a, static, pars):
+    return jnp.sum(_rates(a, static, pars), axis=0)
+
+
+def _expected_auxdata(a, static, pars):
+    aux = jnp.zeros(a.auxdata.shape, pars.dtype)
+    aux = aux.at[a.normal_aux_position].set(pars[a.normal_param])
+    return aux.at[a.poisson_aux_position].set(pars[a.poisson_param] * a.poisson_factor)
+
+
+def _log_likelihood(a, static, pars, observed):
+    rate = _expected_counts(a, static, pars)
+    return jnp.sum(xlogy(observed, rate) - rate - gammaln(observed + 1.0))
+
+
+def _log_constraint(a, static, pars, auxdata):
+    total = jnp.zeros((), pars.dtype)
+    if a.normal_param.shape[0]:
+        z = (auxdata[a.normal_aux_position] - pars[a.normal_param]) / a.normal_sigma
+        total = total + jnp.sum(-0.5 * z * z - jnp.log(a.normal_sigma) - _LOG_SQRT_2PI)
+    if a.poisson_param.shape[0]:
+        aux = auxdata[a.poisson_aux_position]
+        rate = pars[a.poisson_param] * a.poisson_factor
+        total = total + jnp.sum(xlogy(aux, rate) - rate - gammaln(aux + 1.0))
+    return total
+
+
+def _logpdf(a, static, pars, observed, auxdata):
+    return _log_likelihood(a, static, pars, observed) + _log_constraint(a, static, pars, auxdata)
+
+
+_jit = functools.partial(jax.jit, static_argnums=(1,))
+_expected_counts_jit = _jit(_expected_counts)
+_expected_auxdata_jit = _jit(_expected_auxdata)
+_rates_jit = _jit(_rates)
+_log_likelihood_jit = _jit(_log_likelihood)
+_log_constraint_jit = _jit(_log_constraint)
+_logpdf_jit = _jit(_logpdf)
+
+
+def _as_pars(pars):
+    return jnp.asarray(pars, dtype=jnp.float64)
+
+
+@jax.tree_util.register_pytree_node_class
+class HistFactoryModel:
+    """A compiled HistFactory model; see docs/architecture.md for the contract.
+
+    Immutable: :meth:`with_data` returns a new model. The array leaves live in
+    ``arrays``; the parameter table and names are static metadata.
+    """
+
+    def __init__(self, arrays: ModelArrays, static: _Static, meta: Mapping[str, Any]):
+        self.arrays = arrays
+        self._static = static
+        self._meta = meta
+
+    # -- pytree protocol -----------------------------------------------------------------
+    def tree_flatten(self):
+        return (self.arrays,), (self._static, _Frozen(self._meta))
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], aux[0], aux[1].value)
+
+    # -- construction --------------------------------------------------------------------
+    @classmethod
+    def from_spec(
+        cls,
+        spec: Mapping[str, Any],
+        *,
+        measurement: Mapping[str, Any] | None = None,
+        codes: Mapping[str, str] | None = None,
+        label: str = "<workspace>",
+        poi_name: str | None = None,
+    ) -> "HistFactoryModel":
+        """Compile a validated spec (use :func:`bayeshf.load` for files and checks)."""
+        measurement = measurement if measurement is not None else spec["measurements"][0]
+        tables, poi = tables_from_spec(spec, measurement, label, poi_name)
+        return cls.from_tables(tables, poi, codes, measurement=measurement["name"], spec=spec, label=label)
+
+    @classmethod
+    def from_tables(cls, tables: Tables, poi_name, codes=None, *, measurement=None, spec=None, label="<arrays>"):
+        codes = dict(DEFAULT_CODES, **(codes or {}))
+        static = _Static(codes["normsys"], codes["histosys"], len(tables.samples), len(tables.channels))
+        meta = {
+            "tables": tables,
+            "poi_name": poi_name,
+            "measurement": measurement,
+            "spec": spec,
+            "label": label,
+        }
+        return cls(_compile_arrays(tables), static, meta)
+
+    def with_data(self, observed, auxdata=None) -> "HistFactoryModel":
+        """Same model with other main (and optionally auxiliary) data."""
+        observed = jnp.asarray(observed, dtype=jnp.float64)
+        if observed.shape != self.arrays.observed.shape:
+            raise BayeshfError(f"observed data has shape {observed.shape}, the model has {self.nmain} main bins.")
+        arrays = self.arrays._replace(observed=observed)
+        if auxdata is not None:
+            auxdata = jnp.asarray(auxdata, dtype=jnp.float64)
+            if auxdata.shape != self.arrays.auxdata.shape:
+                raise BayeshfError(f"auxdata has shape {auxdata.shape}, the model has {self.nauxdata}.")
+            arrays = arrays._replace(auxdata=auxdata)
+        return HistFactoryModel(arrays, self._static, self._meta)
+
+    # -- static description ----------------------------------------------------------------
+    @property
+    def parameters(self) -> tuple[ParameterSet, ...]:
+        return self._meta["tables"].parameters
+
+    @functools.cached_property
+    def par_names(self) -> list[str]:
+        return [name for p in self.parameters for name in p.par_names]
+
+    @property
+    def par_order(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    @property
+    def npars(self) -> int:
+        return self.parameters[-1].slice.stop
+
+    def par_slice(self, name: str) -> slice:
+        for p in self.parameters:
+            if p.name == name:
+                return p.slice
+        raise BayeshfError(f"{self.label}: no parameter named '{name}'.")
+
+    def parameter(self, name: str) -> ParameterSet:
+        return self.parameters[[p.name for p in self.parameters].index(name)] if name in self.par_order else None
+
+    @property
+    def poi_name(self) -> str | None:
+        return self._meta["poi_name"]
+
+    @property
+    def poi_index(self) -> int | None:
+        return None if self.poi_name is None else self.par_slice(self.poi_name).start
+
+    @functools.cached_property
+    def init(self) -> np.ndarray:
+        return np.asarray([v for p in self.parameters for v in p.inits], dtype=float)
+
+    @functools.cached_property
+    def bounds(self) -> np.ndarray:
+        return np.asarray([b for p in self.parameters for b in p.bounds], dtype=float).reshape(-1, 2)
+
+    @functools.cached_property
+    def fixed(self) -> np.ndarray:
+        return np.asarray([f for p in self.parameters for f in p.fixed], dtype=bool)
+
+    @property
+    def channels(self) -> list[str]:
+        return list(self._meta["tables"].channels)
+
+    @property
+    def channel_nbins(self) -> dict[str, int]:
+        return dict(self._meta["tables"].channel_nbins)
+
+    @functools.cached_property
+    def channel_slices(self) -> dict[str, slice]:
+        out, start = {}, 0
+        for name in self.channels:
+            out[name] = slice(start, start + self.channel_nbins[name])
+            start += self.channel_nbins[name]
+        return out
+
+    @property
+    def samples(self) -> list[str]:
+        return list(self._meta["tables"].samples)
+
+    @property
+    def nmain(self) -> int:
+        return int(self.arrays.observed.shape[0])
+
+    @property
+    def nauxdata(self) -> int:
+        return int(self.arrays.auxdata.shape[0])
+
+    @property
+    def observed(self) -> np.ndarray:
+        return np.asarray(self.arrays.observed)
+
+    @property
+    def auxdata(self) -> np.ndarray:
+        return np.asarray(self.arrays.auxdata)
+
+    @property
+    def data(self) -> np.ndarray:
+        """Main and auxiliary data concatenated, as pyhf's ``workspace.data(model)``."""
+        return np.concatenate([self.observed, self.auxdata])
+
+    @property
+    def nominal(self) -> np.ndarray:
+        """Nominal yields per (sample, main bin)."""
+        return np.asarray(self.arrays.nominal)
+
+    @property
+    def codes(self) -> dict[str, str]:
+        return {"normsys": self._static.normsys_code, "histosys": self._static.histosys_code}
+
+    @property
+    def measurement(self) -> str | None:
+        return self._meta["measurement"]
+
+    @property
+    def spec(self) -> Mapping[str, Any] | None:
+        return self._meta["spec"]
+
+    @property
+    def label(self) -> str:
+        return self._meta["label"]
+
+    def __repr__(self) -> str:
+        return (
+            f"HistFactoryModel({self.label}: {len(self.channels)} channels, {self.nmain} bins, "
+            f"{len(self.samples)} samples, {self.npars} parameters, POI {self.poi_name!r})"
+        )
+
+    # -- traced evaluation (jittable, differentiable, vmappable) -------------------------------
+    def _split(self, data):
+        if data is None:
+            return self.arrays.observed, self.arrays.auxdata
+        data = jnp.asarray(data, dtype=jnp.float64)
+        if data.shape[-1] == self.nmain:
+            return data, self.arrays.auxdata
+        return data[: self.nmain], data[self.nmain :]
+
+    def expected_counts(self, pars):
+        """Expected main-bin counts, channels in pyhf's order."""
+        return _expected_counts_jit(self.arrays, self._static, _as_pars(pars))
+
+    expected_actualdata = expected_counts
+
+    def expected_rates(self, pars):
+        """Expected counts per (sample, main bin)."""
+        return _rates_jit(self.arrays, self._static, _as_pars(pars))
+
+    def expected_auxdata(self, pars):
+        return _expected_auxdata_jit(self.arrays, self._static, _as_pars(pars))
+
+    def asimov_data(self, pars):
+        """Main and auxiliary data expected at ``pars`` (pyhf's ``expected_data``)."""
+        return jnp.concatenate([self.expected_counts(pars), self.expected_auxdata(pars)])
+
+    def log_likelihood(self, pars, observed=None):
+        """Main Poisson term summed over bins."""
+        observed = self.arrays.observed if observed is None else jnp.asarray(observed, dtype=jnp.float64)
+        return _log_likelihood_jit(self.arrays, self._static, _as_pars(pars), observed)
+
+    def log_constraint(self, pars, auxdata=None):
+        """Sum of the auxiliary (constraint) terms."""
+        auxdata = self.arrays.auxdata if auxdata is None else jnp.asarray(auxdata, dtype=jnp.float64)
+        return _log_constraint_jit(self.arrays, self._static, _as_pars(pars), auxdata)
+
+    def logpdf(self, pars, data=None):
+        """Full log-likelihood, equal to pyhf's ``Model.logpdf(pars, data)[0]``.
+
+        ``data`` is main+aux data (as pyhf) or main data only; default: the observed.
+        """
+        observed, auxdata = self._split(data)
+        return _logpdf_jit(self.arrays, self._static, _as_pars(pars), observed, auxdata)
+
+    def twice_nll(self, pars, data=None):
+        return -2.0 * self.logpdf(pars, data)
+
+
+class _Frozen:
+    """Wrap the metadata dict so the pytree aux data hashes by identity."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Frozen) and other.value is self.value
+
+    def __hash__(self):
+        return id(self.value)
+

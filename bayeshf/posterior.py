@@ -1,0 +1,185 @@
+"""The posterior as one log-density on an unconstrained space.
+
+``Posterior(model, prior_set).logdensity_fn(z)`` is the function every sampler
+(blackjax here, BAT.jl through the Julia callback) and the MAP search use:
+
+    logdensity_fn(z) = log L_main(theta(z)) + log prior(theta(z)) + log |d theta / d z|
+
+where ``z`` holds the free (not fixed) parameters mapped to the real line:
+
+==================  ===============================  ==========================
+support             theta(z)                         log |d theta / d z|
+==================  ===============================  ==========================
+(-inf, inf)         z                                0
+[lower, inf)        lower + exp(z)                   z
+(-inf, upper]       upper - exp(z)                   z
+[lower, upper]      lower + (upper-lower) sigmoid z  log(upper-lower) + log sigmoid(z) + log sigmoid(-z)
+==================  ===============================  ==========================
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayeshf.priors import PriorSet, build_priors
+
+_IDENTITY, _LOWER, _UPPER, _INTERVAL = 0, 1, 2, 3
+
+
+class Posterior:
+    """Log posterior of ``model`` under ``prior_set`` (default: the derived priors).
+
+    Attributes: ``ndim`` (number of free parameters), ``free_index`` (their
+    positions in the full parameter vector), ``free_names``,
+    ``initial_position`` (unconstrained image of the model's inits).
+    Functions (jittable): ``logdensity_fn(z)``, ``constrain(z)`` -> full
+    parameter vector, ``unconstrain(theta)`` -> z, ``log_posterior(theta)``
+    (constrained, no Jacobian: pyhf's logpdf + const for the default priors).
+    """
+
+    def __init__(self, model, prior_set: PriorSet | None = None):
+        self.model = model
+        self.prior_set = prior_set if prior_set is not None else build_priors(model)
+        ps = self.prior_set
+        self.free_index = np.asarray(ps.free_index, dtype=int)
+        self.ndim = int(self.free_index.size)
+        self.free_names = [ps.names[i] for i in self.free_index]
+        lo, hi = ps.lower[self.free_index], ps.upper[self.free_index]
+        has_lo, has_hi = np.isfinite(lo), np.isfinite(hi)
+        self._kind = np.where(has_lo & has_hi, _INTERVAL, np.where(has_lo, _LOWER, np.where(has_hi, _UPPER, _IDENTITY)))
+        self._lo = np.where(has_lo, lo, 0.0)
+        self._hi = np.where(has_hi, hi, 0.0)
+        self._width = np.where(has_lo & has_hi, hi - lo, 1.0)
+        self._log_width = np.log(self._width)
+        self._base = np.where(ps.fixed, ps.fixed_values, 0.0)
+        init = np.asarray(model.init, dtype=float)
+        self.theta_init = np.where(ps.fixed, ps.fixed_values, init)
+        self.initial_position = np.asarray(self.unconstrain(jnp.asarray(self.theta_init)))
+        self.logdensity_fn = self._logdensity
+
+    # -- transforms ---------------------------------------------------------
+    def constrain_free(self, z):
+        """Free parameters on their support from ``z`` (..., ndim)."""
+        kind = self._kind
+        interval = self._lo + self._width * jax.nn.sigmoid(z)
+        one_sided = jnp.where(kind == _LOWER, self._lo, self._hi) + jnp.where(
+            kind == _LOWER, 1.0, -1.0) * jnp.exp(jnp.where((kind == _LOWER) | (kind == _UPPER), z, 0.0))
+        return jnp.where(kind == _INTERVAL, interval, jnp.where(kind == _IDENTITY, z, one_sided))
+
+    def constrain(self, z):
+        """Full parameter vector (..., npars) from ``z`` (..., ndim); fixed ones at their value."""
+        z = jnp.asarray(z)
+        base = jnp.broadcast_to(jnp.asarray(self._base), z.shape[:-1] + self._base.shape)
+        return base.at[..., self.free_index].set(self.constrain_free(z))
+
+    def unconstrain(self, theta):
+        """``z`` (..., ndim) from a full parameter vector; points on a bound map to +-inf."""
+        x = jnp.asarray(theta)[..., self.free_index]
+        kind = self._kind
+        u = jnp.clip((x - self._lo) / self._width, 0.0, 1.0)
+        interval = jnp.log(u) - jnp.log1p(-u)
+        lower = jnp.log(jnp.where(kind == _LOWER, x - self._lo, 1.0))
+        upper = jnp.log(jnp.where(kind == _UPPER, self._hi - x, 1.0))
+        return jnp.where(kind == _INTERVAL, interval,
+                         jnp.where(kind == _LOWER, lower, jnp.where(kind == _UPPER, upper, x)))
+
+    def log_jacobian(self, z):
+        """log |d theta / d z| summed over the free parameters."""
+        kind = self._kind
+        interval = self._log_width + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z)
+        terms = jnp.where(kind == _INTERVAL, interval, jnp.where(kind == _IDENTITY, 0.0, z))
+        return jnp.sum(terms, axis=-1)
+
+    # -- densities ----------------------------------------------------------
+    def log_posterior(self, theta):
+        """Unnormalised log posterior at a full parameter vector (no Jacobian)."""
+        return self.model.log_likelihood(theta) + self.prior_set.log_prob(theta)
+
+    def _logdensity(self, z):
+        theta = self.constrain(z)
+        return self.model.log_likelihood(theta) + self.prior_set.log_prob(theta) + self.log_jacobian(z)
+
+    def clip_inside(self, theta, margin: float = 1e-6):
+        """Move ``theta`` strictly inside the support (relative ``margin`` of the width)."""
+        ps = self.prior_set
+        theta = np.array(theta, dtype=float)
+        lo, hi = ps.lower.copy(), ps.upper.copy()
+        width = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
+        free = ~ps.fixed
+        theta[free] = np.clip(theta[free], (lo + margin * width)[free], (hi - margin * width)[free])
+        return theta
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(posterior: Posterior):
+    """Jitted value-and-gradient and Hessian of the log-densities (cached per posterior)."""
+    return dict(
+        z_value_and_grad=jax.jit(jax.value_and_grad(posterior.logdensity_fn)),
+        z_hessian=jax.jit(jax.hessian(posterior.logdensity_fn)),
+        theta_value_and_grad=jax.jit(jax.value_and_grad(posterior.log_posterior)),
+    )
+
+
+def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000) -> np.ndarray:
+    """Maximum a posteriori point on the constrained space (bounds respected).
+
+    L-BFGS-B on -log_posterior(theta) over the free parameters; with the flat
+    reference priors this is the maximum-likelihood estimate.
+    """
+    from scipy.optimize import minimize
+
+    fns = _compiled(posterior)
+    free = posterior.free_index
+    theta = np.array(posterior.theta_init if theta0 is None else theta0, dtype=float)
+    theta = posterior.clip_inside(theta, 0.0)
+    ps = posterior.prior_set
+
+    def objective(x):
+        full = theta.copy()
+        full[free] = x
+        value, grad = fns["theta_value_and_grad"](jnp.asarray(full))
+        return -float(value), -np.asarray(grad)[free]
+
+    bounds = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b)
+              for a, b in zip(ps.lower[free], ps.upper[free])]
+    result = minimize(objective, theta[free], jac=True, method="L-BFGS-B", bounds=bounds,
+                      options=dict(maxiter=maxiter, ftol=1e-15, gtol=1e-10, maxcor=30))
+    theta[free] = result.x
+    return theta
+
+
+def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mode of ``logdensity_fn`` in z and the Laplace covariance there (None if not positive definite).
+
+    Used to start chains and to seed the mass matrix: the Jacobian keeps the
+    mode away from the bounds, so it is always an interior point.
+    """
+    from scipy.optimize import minimize
+
+    fns = _compiled(posterior)
+    z = np.asarray(posterior.initial_position if z0 is None else z0, dtype=float)
+    z = np.where(np.isfinite(z), z, 0.0)
+
+    def objective(x):
+        value, grad = fns["z_value_and_grad"](jnp.asarray(x))
+        value, grad = float(value), np.asarray(grad)
+        if not np.isfinite(value):
+            return 1e300, np.zeros_like(x)
+        return -value, -grad
+
+    result = minimize(objective, z, jac=True, method="L-BFGS-B", options=dict(maxiter=maxiter, maxcor=30))
+    z = result.x
+    covariance = None
+    if posterior.ndim <= 2000:
+        hessian = np.asarray(fns["z_hessian"](jnp.asarray(z)))
+        try:
+            covariance = np.linalg.inv(-hessian)
+            covariance = 0.5 * (covariance + covariance.T)
+            np.linalg.cholesky(covariance)
+        except np.linalg.LinAlgError:
+            covariance = None
+    return z, covariance

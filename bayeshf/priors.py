@@ -1,0 +1,299 @@
+"""Priors for every model parameter: derived from the constraints, overridable from a file.
+
+The default is the *flat reference* convention (docs/statistics.md): each
+constraint term of the HistFactory likelihood is read as the posterior of its
+parameter under a flat prior, so that inside the bounds
+
+    log prior(theta) + log L_main(theta) = pyhf logpdf(theta) + constant
+
+and the MAP equals the maximum-likelihood estimate.
+
+================  ==========================================  =============
+parameter set     default prior                               family
+================  ==========================================  =============
+normsys/histosys  Normal(mu=auxdata (0), sigma=1)             ``normal``
+lumi              Normal(mu=auxdata, sigma=sigma_lumi)        ``normal``
+staterror         Normal(mu=1, sigma=delta_b) per bin         ``normal``
+shapesys          Gamma(alpha=aux + 1, beta=tau) per bin      ``gamma``
+                  (``shapesys="unit-mean"``: Gamma(aux, tau))
+normfactor        Uniform(low, high) = the bounds             ``uniform``
+shapefactor       Uniform(low, high) = the bounds             ``uniform``
+fixed parameters  a point mass at their init                  ``fixed``
+================  ==========================================  =============
+
+Parameterisation of ``PriorEntry.params`` (Distributions.jl spelling in brackets):
+
+- ``normal``     {"mu", "sigma"}            [Normal(mu, sigma)]
+- ``lognormal``  {"mu", "sigma"} of log x   [LogNormal(mu, sigma)]
+- ``gamma``      {"alpha", "beta"}, beta a RATE  [Gamma(alpha, 1 / beta)]
+- ``uniform``    {"low", "high"}            [Uniform(low, high)]
+- ``halfnormal`` {"sigma"}, support x >= 0  [truncated(Normal(0, sigma); lower=0)]
+- ``cauchy``     {"loc", "scale"}           [Cauchy(loc, scale)]
+- ``flat``       {} improper constant density on [lower, upper]
+- ``fixed``      {"value"}                  [Dirac(value)]
+
+Every prior is truncated to ``[lower, upper]`` (the model's bounds intersected
+with the family's support, or bounds given in the priors file);
+``truncated(d, lower, upper)`` in Distributions.jl. ``log_prob`` is normalised
+as the untruncated family (truncation changes only a constant).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln
+
+from bayeshf.errors import BayeshfError
+
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "normal": ("mu", "sigma"),
+    "lognormal": ("mu", "sigma"),
+    "gamma": ("alpha", "beta"),
+    "uniform": ("low", "high"),
+    "halfnormal": ("sigma",),
+    "cauchy": ("loc", "scale"),
+    "flat": (),
+    "fixed": ("value",),
+}
+#: natural support of each family
+SUPPORT: dict[str, tuple[float, float]] = {
+    "normal": (-math.inf, math.inf),
+    "lognormal": (0.0, math.inf),
+    "gamma": (0.0, math.inf),
+    "uniform": (-math.inf, math.inf),  # replaced by (low, high)
+    "halfnormal": (0.0, math.inf),
+    "cauchy": (-math.inf, math.inf),
+    "flat": (-math.inf, math.inf),
+    "fixed": (-math.inf, math.inf),
+}
+#: parameters that must be strictly positive
+_POSITIVE = {"sigma", "alpha", "beta", "scale"}
+SHAPESYS_CONVENTIONS = ("flat", "unit-mean")
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorEntry:
+    """The prior of one scalar parameter.
+
+    ``name`` is the element of ``model.par_names``; ``family`` and ``params``
+    follow the table in the module docstring; ``lower``/``upper`` bound the
+    support (after the model's bounds); ``parameter_set`` and ``source``
+    ("default" or the priors file) are for display.
+    """
+
+    name: str
+    family: str
+    params: dict[str, float]
+    lower: float
+    upper: float
+    parameter_set: str = ""
+    source: str = "default"
+
+    def describe(self) -> str:
+        """Short human form, e.g. ``Normal(mu=0, sigma=1)``."""
+        args = ", ".join(f"{k}={v:.6g}" for k, v in self.params.items())
+        return f"{self.family.capitalize()}({args})"
+
+
+def _family_log_prob(family: str, x, p1, p2):
+    """Log density of ``family`` at ``x`` (vectorised; untruncated normalisation)."""
+    if family == "normal":
+        return -0.5 * ((x - p1) / p2) ** 2 - jnp.log(p2) - 0.5 * math.log(2 * math.pi)
+    if family == "lognormal":
+        logx = jnp.log(x)
+        return -0.5 * ((logx - p1) / p2) ** 2 - jnp.log(p2) - logx - 0.5 * math.log(2 * math.pi)
+    if family == "gamma":
+        return p1 * jnp.log(p2) - gammaln(p1) + (p1 - 1.0) * jnp.log(x) - p2 * x
+    if family == "uniform":
+        return -jnp.log(p2 - p1) + 0.0 * x
+    if family == "halfnormal":
+        return -0.5 * (x / p1) ** 2 - jnp.log(p1) + 0.5 * math.log(2 / math.pi)
+    if family == "cauchy":
+        return -jnp.log(math.pi * p2 * (1.0 + ((x - p1) / p2) ** 2))
+    if family == "flat":
+        return 0.0 * x
+    raise ValueError(family)  # pragma: no cover
+
+
+def _family_sample(family: str, key, shape, p1, p2, lower, upper):
+    """Untruncated draws of ``family`` with the given shape (broadcast over params)."""
+    if family == "normal":
+        return p1 + p2 * jax.random.normal(key, shape)
+    if family == "lognormal":
+        return jnp.exp(p1 + p2 * jax.random.normal(key, shape))
+    if family == "gamma":
+        return jax.random.gamma(key, jnp.broadcast_to(p1, shape)) / p2
+    if family == "uniform":
+        return jax.random.uniform(key, shape, minval=p1, maxval=p2)
+    if family == "halfnormal":
+        return jnp.abs(p1 * jax.random.normal(key, shape))
+    if family == "cauchy":
+        return p1 + p2 * jax.random.cauchy(key, shape)
+    if family == "flat":
+        return jax.random.uniform(key, shape, minval=lower, maxval=upper)
+    raise ValueError(family)  # pragma: no cover
+
+
+class PriorSet:
+    """The priors of all parameters of a model, in ``model.par_names`` order.
+
+    ``entries`` holds one :class:`PriorEntry` per scalar parameter;
+    ``log_prob(pars)`` and ``sample(key, n)`` are jittable and vectorised by
+    family (gathers with indices prepared once on the host).
+    """
+
+    def __init__(self, entries: tuple[PriorEntry, ...], *, shapesys: str = "flat"):
+        self.entries = tuple(entries)
+        self.shapesys = shapesys
+        self.names = [e.name for e in self.entries]
+        self.lower = np.array([e.lower for e in self.entries], dtype=float)
+        self.upper = np.array([e.upper for e in self.entries], dtype=float)
+        self.fixed = np.array([e.family == "fixed" for e in self.entries], dtype=bool)
+        self.fixed_values = np.array(
+            [e.params["value"] if e.family == "fixed" else 0.0 for e in self.entries], dtype=float)
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(self.entries):
+            if e.family != "fixed":
+                groups.setdefault(e.family, []).append(i)
+        self._groups = []
+        for family, idx in groups.items():
+            names = FAMILIES[family]
+            p = [np.array([self.entries[i].params[k] for i in idx], dtype=float) for k in names]
+            p += [np.zeros(len(idx))] * (2 - len(p))
+            self._groups.append((family, np.array(idx), p[0], p[1]))
+        self.free_index = np.flatnonzero(~self.fixed)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, name: str) -> PriorEntry:
+        return self.entries[self.names.index(name)]
+
+    def log_prob(self, pars):
+        """Sum of the log prior densities at ``pars`` (npars,); -inf outside the support."""
+        pars = jnp.asarray(pars)
+        total = jnp.zeros(pars.shape[:-1], dtype=pars.dtype)
+        for family, idx, p1, p2 in self._groups:
+            x = pars[..., idx]
+            total = total + jnp.sum(_family_log_prob(family, x, p1, p2), axis=-1)
+        free = self.free_index
+        x = pars[..., free]
+        inside = jnp.all((x >= self.lower[free]) & (x <= self.upper[free]), axis=-1)
+        return jnp.where(inside, total, -jnp.inf)
+
+    def sample(self, key, n: int):
+        """``n`` draws from the (truncated) priors, shape (n, npars).
+
+        Out-of-support draws are redrawn (vectorised rejection, at most 200
+        rounds). Raises :class:`BayeshfError` for an improper prior.
+        """
+        for e in self.entries:
+            if e.family == "flat" and not (np.isfinite(e.lower) and np.isfinite(e.upper)):
+                raise BayeshfError(f"the flat prior of {e.name} is improper (unbounded), so it cannot be sampled.")
+        return _sample_jit(self, key, n)
+
+    def _sample(self, key, n: int):
+        out = jnp.broadcast_to(jnp.asarray(self.fixed_values), (n, len(self.entries)))
+        for g, (family, idx, p1, p2) in enumerate(self._groups):
+            lo, hi = self.lower[idx], self.upper[idx]
+            gkey = jax.random.fold_in(key, g)
+            shape = (n, len(idx))
+
+            def redraw(state, family=family, p1=p1, p2=p2, lo=lo, hi=hi, shape=shape):
+                i, k, x = state
+                k, sub = jax.random.split(k)
+                new = _family_sample(family, sub, shape, p1, p2, lo, hi)
+                bad = (x < lo) | (x > hi) | ~jnp.isfinite(x)
+                return i + 1, k, jnp.where(bad, new, x)
+
+            def not_done(state, lo=lo, hi=hi):
+                i, _, x = state
+                return (i < 200) & jnp.any((x < lo) | (x > hi) | ~jnp.isfinite(x))
+
+            x0 = jnp.full(shape, jnp.nan)
+            _, _, x = jax.lax.while_loop(not_done, redraw, (0, gkey, x0))
+            out = out.at[:, idx].set(jnp.clip(x, lo, hi))
+        return out
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows for display / JSON: name, family, params, lower, upper, source."""
+        return [dict(name=e.name, parameter_set=e.parameter_set, family=e.family, params=dict(e.params),
+                     lower=e.lower, upper=e.upper, source=e.source) for e in self.entries]
+
+
+def _sample_impl(prior_set: PriorSet, key, n: int):
+    return prior_set._sample(key, n)
+
+
+_sample_jit = jax.jit(_sample_impl, static_argnums=(0, 2))
+
+
+# --------------------------------------------------------------------------- defaults
+
+
+def default_entries(model, *, shapesys: str = "flat") -> list[PriorEntry]:
+    """The derived priors (module docstring table), one per scalar parameter."""
+    if shapesys not in SHAPESYS_CONVENTIONS:
+        raise BayeshfError(f"unknown shapesys prior convention {shapesys!r}; use one of {', '.join(SHAPESYS_CONVENTIONS)}.")
+    names = list(model.par_names)
+    entries: list[PriorEntry | None] = [None] * len(names)
+    for pset in model.parameters:
+        for j in range(pset.size):
+            i = pset.slice.start + j
+            lo, hi = (float(b) for b in pset.bounds[j])
+            name = names[i]
+            if pset.fixed[j]:
+                value = float(pset.inits[j])
+                entries[i] = PriorEntry(name, "fixed", {"value": value}, value, value, pset.name)
+                continue
+            if pset.constraint == "normal":
+                family, params = "normal", {"mu": float(pset.auxdata[j]), "sigma": float(pset.sigmas[j])}
+            elif pset.constraint == "poisson":
+                aux, tau = float(pset.auxdata[j]), float(pset.factors[j])
+                alpha = aux + 1.0 if shapesys == "flat" else aux
+                family, params = "gamma", {"alpha": alpha, "beta": tau}
+            else:
+                family, params = "uniform", {"low": lo, "high": hi}
+            entries[i] = _bounded(PriorEntry(name, family, params, lo, hi, pset.name))
+    missing = [names[i] for i, e in enumerate(entries) if e is None]
+    if missing:  # pragma: no cover - contract violation of the model
+        raise BayeshfError(f"the model's parameter sets do not cover {missing[0]}.")
+    return entries  # type: ignore[return-value]
+
+
+def _bounded(entry: PriorEntry) -> PriorEntry:
+    """Intersect the entry's support with its family's natural support."""
+    lo, hi = SUPPORT[entry.family]
+    if entry.family == "uniform":
+        lo, hi = entry.params["low"], entry.params["high"]
+    return dataclasses.replace(entry, lower=max(entry.lower, lo), upper=min(entry.upper, hi))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def build_priors(model, priors: str | Path | Mapping | None = None, *, shapesys: str = "flat") -> PriorSet:
+    """Priors for ``model``: the derived defaults, overridden by ``priors``.
+
+    ``priors`` is None, a path to a JSON/YAML priors file (priors/priors.schema.json)
+    or the equivalent dict. ``shapesys`` picks the shapesys convention ("flat":
+    Gamma(aux + 1, rate tau); "unit-mean": Gamma(aux, rate tau)); a
+    ``"shapesys"`` key in the priors file takes precedence.
+    """
+    from bayeshf.prior_files import apply_overrides, read_priors
+
+    if priors is None:
+        return PriorSet(tuple(default_entries(model, shapesys=shapesys)), shapesys=shapesys)
+    spec, origin = read_priors(priors)
+    shapesys = spec.get("shapesys", shapesys)
+    entries = default_entries(model, shapesys=shapesys)
+    entries = apply_overrides(model, entries, spec, origin)
+    return PriorSet(tuple(entries), shapesys=shapesys)

@@ -1,0 +1,370 @@
+"""blackjax NUTS / HMC / random-walk Metropolis on the posterior -> arviz.InferenceData.
+
+All chains and all steps (warm-up and draws) run in ONE compiled program: the
+kernel is vmapped over chains and ``lax.scan``-ned over a chunk of steps; the
+host calls the same compiled chunk again and again, so a progress bar moves,
+Ctrl-C keeps the finished chunks, and nothing but the chunk's draws crosses to
+the host. Warm-up is Stan's window adaptation (dual averaging of the step size,
+Welford estimates of the inverse mass matrix in doubling windows), driven by
+per-step flags fed to the scan, so warm-up and sampling share the program.
+Chains start from the mode of the unconstrained log-density, jittered with its
+Laplace covariance, which also seeds the mass matrix.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayeshf.errors import BayeshfError
+from bayeshf.posterior import Posterior, find_mode_unconstrained
+from bayeshf.priors import build_priors
+
+SAMPLERS = ("nuts", "hmc", "mh")
+METRICS = ("diagonal", "dense")
+#: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997)
+TARGET_ACCEPTANCE = {"nuts": 0.8, "hmc": 0.8, "mh": 0.234}
+CACHE_DIR = Path.home() / ".cache" / "bayeshf" / "jax"
+
+
+class StepFlags(NamedTuple):
+    """Per-step schedule fed to the scan (all scalars, same for every chain)."""
+
+    active: Any        # run this step at all (False pads the last chunk)
+    adapt: Any         # update the step size / metric adaptation
+    slow: Any          # slow window: accumulate the metric estimate
+    window_end: Any    # end of a slow window: set a new metric, restart dual averaging
+    warmup_end: Any    # last warm-up step: freeze the averaged step size
+
+
+class Adaptation(NamedTuple):
+    """Per-chain adaptation state."""
+
+    dual_averaging: Any
+    mass_matrix: Any
+    step_size: Any
+    inverse_mass_matrix: Any
+
+
+class StepStats(NamedTuple):
+    """What each step records (per chain)."""
+
+    theta: Any            # constrained free parameters
+    lp: Any               # log density (unconstrained, incl. Jacobian)
+    acceptance_rate: Any
+    diverging: Any
+    energy: Any
+    n_steps: Any
+    tree_depth: Any
+    step_size: Any
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> None:
+    """Use jax's persistent compilation cache (default ~/.cache/bayeshf/jax) for cold starts."""
+    directory = Path(path) if path is not None else CACHE_DIR
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(directory))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except Exception:  # pragma: no cover - read-only home etc.
+        pass
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _kernel(posterior: Posterior, sampler: str, max_tree_depth: int, num_integration_steps: int,
+            dense: bool) -> tuple[Callable, Callable]:
+    """(init(z) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
+    import blackjax
+
+    logdensity_fn = posterior.logdensity_fn
+    if sampler in ("nuts", "hmc"):
+        init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
+        if sampler == "nuts":
+            nuts = blackjax.mcmc.nuts.build_kernel()
+
+            def step(key, state, step_size, imm):
+                state, info = nuts(key, state, logdensity_fn, step_size, imm, max_num_doublings=max_tree_depth)
+                return state, (info.acceptance_rate, info.is_divergent, info.energy,
+                               info.num_integration_steps, info.num_trajectory_expansions)
+        else:
+            hmc = blackjax.mcmc.hmc.build_kernel()
+
+            def step(key, state, step_size, imm):
+                state, info = hmc(key, state, logdensity_fn, step_size, imm, num_integration_steps)
+                return state, (info.acceptance_rate, info.is_divergent, info.energy,
+                               jnp.asarray(num_integration_steps), jnp.asarray(0))
+        return init, step
+
+    from blackjax.mcmc import random_walk
+
+    init = functools.partial(random_walk.init, logdensity_fn=logdensity_fn)
+    additive = random_walk.build_additive_step()
+
+    def step(key, state, step_size, imm):
+        if dense:
+            factor = jnp.linalg.cholesky(imm)
+
+            def move(k, position):
+                return step_size * factor @ jax.random.normal(k, position.shape)
+        else:
+            scale = jnp.sqrt(imm)
+
+            def move(k, position):
+                return step_size * scale * jax.random.normal(k, position.shape)
+
+        state, info = additive(key, state, logdensity_fn, move)
+        return state, (info.acceptance_rate, jnp.asarray(False), -state.logdensity, jnp.asarray(1), jnp.asarray(0))
+
+    return init, step
+
+
+@functools.lru_cache(maxsize=16)
+def _program(posterior: Posterior, sampler: str, dense: bool, max_tree_depth: int,
+             num_integration_steps: int, target: float):
+    """The jitted chunk program: (carry, flags[chunk]) -> (carry, StepStats[chunk, chains])."""
+    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
+
+    init, step = _kernel(posterior, sampler, max_tree_depth, num_integration_steps, dense)
+    da_init, da_update, _ = dual_averaging_adaptation(target)
+    _, mm_update, mm_final = mass_matrix_adaptation(not dense)
+
+    def adapt_update(adaptation: Adaptation, position, acceptance_rate, flags: StepFlags) -> Adaptation:
+        acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
+        da = da_update(adaptation.dual_averaging, acceptance_rate)
+        mm = jax.lax.cond(flags.slow, lambda m: mm_update(m, position), lambda m: m, adaptation.mass_matrix)
+        new = Adaptation(da, mm, jnp.exp(da.log_step_size), adaptation.inverse_mass_matrix)
+
+        def end_window(a: Adaptation) -> Adaptation:
+            m = mm_final(a.mass_matrix)
+            d = da_init(jnp.exp(a.dual_averaging.log_step_size_avg))
+            return Adaptation(d, m, jnp.exp(d.log_step_size), m.inverse_mass_matrix)
+
+        return jax.lax.cond(flags.window_end, end_window, lambda a: a, new)
+
+    def finalize(adaptation: Adaptation) -> Adaptation:
+        return adaptation._replace(step_size=jnp.exp(adaptation.dual_averaging.log_step_size_avg))
+
+    def advance(carry, flags: StepFlags):
+        states, adaptation, keys = carry
+        pairs = jax.vmap(jax.random.split)(keys)
+        keys, subkeys = pairs[:, 0], pairs[:, 1]
+        states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(
+            subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
+        stats = StepStats(posterior.constrain_free(states.position), states.logdensity, acceptance, divergent,
+                          energy, n_steps, depth, adaptation.step_size)
+        adaptation = jax.lax.cond(
+            flags.adapt,
+            lambda a: jax.vmap(adapt_update, in_axes=(0, 0, 0, None))(a, states.position, acceptance, flags),
+            lambda a: a, adaptation)
+        adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
+        return (states, adaptation, keys), stats
+
+    def body(carry, flags: StepFlags):
+        shapes = jax.eval_shape(lambda c: advance(c, flags)[1], carry)
+        skip = lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
+        return jax.lax.cond(flags.active, lambda c: advance(c, flags), skip, carry)
+
+    @jax.jit
+    def run_chunk(carry, flags: StepFlags):
+        return jax.lax.scan(body, carry, flags)
+
+    @jax.jit
+    def start(positions, step_size, inverse_mass_matrix, keys):
+        from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
+
+        mm_init = mma(not dense)[0]
+        states = jax.vmap(init)(positions)
+        chains, ndim = positions.shape
+        mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
+        da = jax.vmap(da_init)(step_size)
+        return states, Adaptation(da, mm, step_size, inverse_mass_matrix), keys
+
+    return start, run_chunk
+
+
+def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
+    """Per-step flags for warm-up + draws, padded to a multiple of ``chunk``."""
+    total = warmup + draws
+    padded = chunk * math.ceil(total / chunk)
+    flags = {k: np.zeros(padded, dtype=bool) for k in StepFlags._fields}
+    flags["active"][:total] = True
+    if warmup > 0:
+        from blackjax.adaptation.staged_adaptation import build_schedule
+
+        schedule = np.asarray(build_schedule(warmup), dtype=int).reshape(warmup, 2)
+        flags["adapt"][:warmup] = True
+        flags["slow"][:warmup] = schedule[:, 0] == 1
+        flags["window_end"][:warmup] = schedule[:, 1] == 1
+        flags["warmup_end"][warmup - 1] = True
+    return StepFlags(**flags), padded
+
+
+# --------------------------------------------------------------------------- driver
+
+_POSTERIORS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def posterior_for(model, priors=None, *, shapesys: str = "flat") -> Posterior:
+    """The :class:`Posterior` of ``model``; cached per model for the derived priors (so programs are reused)."""
+    if priors is not None:
+        return Posterior(model, build_priors(model, priors, shapesys=shapesys))
+    try:
+        per_model = _POSTERIORS.setdefault(model, {})
+    except TypeError:  # model not weak-referenceable
+        return Posterior(model, build_priors(model, shapesys=shapesys))
+    if shapesys not in per_model:
+        per_model[shapesys] = Posterior(model, build_priors(model, shapesys=shapesys))
+    return per_model[shapesys]
+
+
+class RawDraws(NamedTuple):
+    """Draws straight from the program, before InferenceData: StepStats arrays of (chains, draws, ...)."""
+
+    stats: StepStats
+    interrupted: bool
+    warmup_done: int
+    draws_done: int
+
+
+def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
+               draws: int = 1000, metric: str = "diagonal", seed: int = 0, progress: bool = True,
+               init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
+               num_integration_steps: int = 16, step_size: float | None = None,
+               chunk_size: int = 100) -> RawDraws:
+    """Run the chains; returns the raw per-step records of the kept draws (see :func:`sample`)."""
+    if sampler not in SAMPLERS:
+        raise BayeshfError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
+    if metric not in METRICS:
+        raise BayeshfError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
+    if chains < 1 or draws < 1 or warmup < 0:
+        raise BayeshfError("chains and draws must be at least 1 and warmup at least 0.")
+    if posterior.ndim == 0:
+        raise BayeshfError("the model has no free parameter to sample.")
+    dense = metric == "dense"
+    target = TARGET_ACCEPTANCE[sampler] if target_acceptance is None else float(target_acceptance)
+    start, run_chunk = _program(posterior, sampler, dense, int(max_tree_depth), int(num_integration_steps), target)
+
+    key = jax.random.PRNGKey(seed)
+    init_key, chain_key = jax.random.split(key)
+    positions, covariance = _initial_positions(posterior, init, chains, init_key)
+    ndim = posterior.ndim
+    if covariance is None:
+        imm = np.ones(ndim) if not dense else np.eye(ndim)
+    else:
+        imm = np.diag(covariance).copy() if not dense else covariance
+    if step_size is None:
+        step_size = 2.38 / math.sqrt(ndim) if sampler == "mh" else (1.0 if covariance is not None else 0.1)
+    carry = start(jnp.asarray(positions), jnp.full(chains, float(step_size)),
+                  jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
+
+    chunk = max(1, min(int(chunk_size), warmup + draws))
+    flags, padded = _schedule(warmup, draws, chunk)
+    pieces: list[StepStats] = []
+    done = 0
+    interrupted = False
+    bar = _progress(progress, warmup + draws, f"{sampler} {chains} chains")
+    try:
+        for begin in range(0, padded, chunk):
+            chunk_flags = StepFlags(*(jnp.asarray(f[begin:begin + chunk]) for f in flags))
+            carry, stats = run_chunk(carry, chunk_flags)
+            stats = jax.tree.map(np.asarray, stats)  # waits for the chunk
+            pieces.append(stats)
+            step_count = min(chunk, warmup + draws - begin)
+            done = begin + step_count
+            if bar is not None:
+                bar.update(step_count)
+                bar.set_postfix_str("warm-up" if done <= warmup else "sampling", refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    if interrupted and done <= warmup:
+        raise KeyboardInterrupt
+    stats = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *pieces)
+    kept = slice(warmup, done)
+    stats = jax.tree.map(lambda x: np.swapaxes(x[kept], 0, 1), stats)  # (chains, draws, ...)
+    if interrupted:
+        warnings.warn(f"sampling interrupted: keeping {done - warmup} of {draws} draws per chain.", stacklevel=2)
+    return RawDraws(stats, interrupted, min(done, warmup), done - warmup)
+
+
+def _initial_positions(posterior: Posterior, init: str, chains: int, key) -> tuple[np.ndarray, np.ndarray | None]:
+    """Chain starts in z: the mode with Laplace jitter ("mode"), the model inits ("init"), or the prior ("prior")."""
+    ndim = posterior.ndim
+    if init == "mode":
+        z_mode, covariance = find_mode_unconstrained(posterior)
+        noise = np.asarray(jax.random.normal(key, (chains, ndim)))
+        if covariance is not None:
+            positions = z_mode + noise @ np.linalg.cholesky(covariance).T
+        else:
+            positions = z_mode + 0.1 * noise
+        return positions, covariance
+    if init == "init":
+        z = np.where(np.isfinite(posterior.initial_position), posterior.initial_position, 0.0)
+        noise = np.asarray(jax.random.uniform(key, (chains, ndim), minval=-0.1, maxval=0.1))
+        return z + noise, None
+    if init == "prior":
+        theta = np.asarray(posterior.prior_set.sample(key, chains))
+        theta = np.stack([posterior.clip_inside(t) for t in theta])
+        return np.asarray(posterior.unconstrain(jnp.asarray(theta))), None
+    raise BayeshfError(f"unknown init {init!r}; use mode, init or prior.")
+
+
+def _progress(enabled: bool, total: int, description: str):
+    if not enabled:
+        return None
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="step", file=sys.stderr, leave=False)
+
+
+def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000, draws: int = 1000,
+           metric: str = "diagonal", seed: int = 0, priors=None, shapesys: str = "flat", progress: bool = True,
+           init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
+           num_integration_steps: int = 16, step_size: float | None = None, chunk_size: int = 100,
+           prior_draws: int | None = None, compilation_cache: bool = True):
+    """Sample the posterior of ``model``; returns an ``arviz.InferenceData``.
+
+    sampler: "nuts" (default), "hmc" (``num_integration_steps`` leapfrog
+    steps) or "mh" (random-walk Metropolis with an adapted Gaussian proposal).
+    metric: "diagonal" or "dense" inverse mass matrix (MH: proposal covariance).
+    priors: None (derived priors), a priors file path, or a dict (see
+    :func:`bayeshf.priors.build_priors`); ``shapesys`` picks the shapesys
+    convention. init: "mode" (default: the mode of the unconstrained density
+    with Laplace jitter; also seeds the metric), "init" or "prior".
+
+    Groups: posterior (one variable per parameter set, multi-element sets with
+    a ``<set>_bin`` dimension), sample_stats (lp, diverging, tree_depth,
+    n_steps, step_size, acceptance_rate, energy), observed_data,
+    posterior_predictive and prior_predictive (Poisson draws of the main
+    counts, one variable per channel), prior. The same ``seed`` gives the same
+    draws. Ctrl-C keeps the finished draws (``idata.attrs["interrupted"]``).
+    """
+    from bayeshf.idata import to_inference_data
+
+    if compilation_cache:
+        enable_compilation_cache()
+    posterior = posterior_for(model, priors, shapesys=shapesys)
+    raw = run_chains(posterior, sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric,
+                     seed=seed, progress=progress, init=init, target_acceptance=target_acceptance,
+                     max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
+                     step_size=step_size, chunk_size=chunk_size)
+    settings = dict(sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric, seed=seed,
+                    init=init, max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
+                    backend="blackjax", shapesys=posterior.prior_set.shapesys)
+    return to_inference_data(posterior, raw, seed=seed, settings=settings,
+                             prior_draws=draws if prior_draws is None else prior_draws)
