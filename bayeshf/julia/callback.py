@@ -26,23 +26,36 @@ from bayeshf.errors import BayeshfError
 class LogDensityCallback:
     """``callback(x) -> (float, np.ndarray float64)``: value and gradient at the parameter vector ``x``.
 
-    The function is jitted once (on the first call) and reused; ``calls``
-    counts evaluations (the benchmark reports it next to BAT's step count).
+    ``value(x) -> float`` is the value alone (what random-walk MH needs).
+    Both are jitted once (on the first call) and reused; ``calls`` counts
+    evaluations (the benchmark reports it next to BAT's step count).
     """
 
-    def __init__(self, value_and_grad: Callable, npars: int, description: str):
-        self._value_and_grad = value_and_grad
+    def __init__(self, logdensity: Callable, npars: int, description: str):
+        import jax
+
+        self._value = jax.jit(logdensity)
+        self._value_and_grad = jax.jit(jax.value_and_grad(logdensity))
         self.npars = int(npars)
         self.description = description
         self.calls = 0
 
-    def __call__(self, x) -> tuple[float, np.ndarray]:
+    def _vector(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
         if x.shape != (self.npars,):
             raise BayeshfError(f"the log-density callback takes {self.npars} parameters, got shape {x.shape}.")
-        value, grad = self._value_and_grad(x)
+        return x
+
+    def __call__(self, x) -> tuple[float, np.ndarray]:
+        value, grad = self._value_and_grad(self._vector(x))
         self.calls += 1
         return float(value), np.asarray(grad, dtype=np.float64)
+
+    def value(self, x) -> float:
+        """The log density alone at ``x``."""
+        value = self._value(self._vector(x))
+        self.calls += 1
+        return float(value)
 
     def __repr__(self) -> str:
         return f"LogDensityCallback({self.description}, npars={self.npars})"
@@ -55,9 +68,6 @@ def callback_adapter(model, priors=None, *, include_prior: bool = True) -> LogDe
     what :func:`bayeshf.priors.build_priors` takes. ``include_prior=False``
     gives the main Poisson log-likelihood alone (what BAT's likelihood gets).
     """
-    import jax
-    import jax.numpy as jnp
-
     if include_prior:
         prior_set = _prior_set(model, priors)
 
@@ -70,8 +80,7 @@ def callback_adapter(model, priors=None, *, include_prior: bool = True) -> LogDe
             return model.log_likelihood(theta)
 
         description = "log likelihood (main Poisson term)"
-    jitted = jax.jit(jax.value_and_grad(logdensity))
-    return LogDensityCallback(lambda x: jitted(jnp.asarray(x)), model.npars, description)
+    return LogDensityCallback(logdensity, model.npars, description)
 
 
 def pyhf_callback_adapter(model) -> LogDensityCallback:
@@ -80,7 +89,6 @@ def pyhf_callback_adapter(model) -> LogDensityCallback:
     Built from ``model.spec`` and ``model.measurement``; the pyhf backend is
     switched to jax only while the function is traced, then restored.
     """
-    import jax
     import jax.numpy as jnp
     import pyhf
 
@@ -88,18 +96,21 @@ def pyhf_callback_adapter(model) -> LogDensityCallback:
     pyhf.set_backend("jax", precision="64b")
     try:
         workspace = pyhf.Workspace(model.spec)
-        pyhf_model = workspace.model(measurement_name=model.measurement,
-                                     modifier_settings=getattr(model, "modifier_settings", None) or None)
+        pyhf_model = workspace.model(
+            measurement_name=model.measurement,
+            modifier_settings={kind: {"interpcode": code} for kind, code in model.codes.items()})
         data = jnp.asarray(np.asarray(model.observed, dtype=float))
 
         def logdensity(theta):
             return jnp.sum(pyhf_model.mainlogpdf(data, theta))
 
-        jitted = jax.jit(jax.value_and_grad(logdensity))
-        jitted(jnp.asarray(np.asarray(model.init, dtype=float)))  # trace now, under the jax backend
+        callback = LogDensityCallback(logdensity, model.npars, "pyhf main log likelihood (jax)")
+        init = np.asarray(model.init, dtype=float)
+        callback(init), callback.value(init)  # trace both now, under the jax backend
+        callback.calls = 0
     finally:
         pyhf.set_backend(previous[0], previous[1])
-    return LogDensityCallback(lambda x: jitted(jnp.asarray(x)), model.npars, "pyhf main log likelihood (jax)")
+    return callback
 
 
 def _prior_set(model, priors):

@@ -1,0 +1,131 @@
+"""``bayeshf.julia.sample``: the same posterior sampled by BAT.jl through juliacall.
+
+Order of work, so that nothing starts (or half-writes) in vain: arguments are
+checked first, then Julia is looked for (without downloading), then the model
+and priors are built and the prior expressions validated, and only then is
+juliacall imported. Nothing is written but a temporary workspace file for
+LiteHF.jl, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bayeshf.errors import BayeshfError
+
+LIKELIHOODS = ("litehf", "jax")
+SAMPLERS = ("mh", "hmc")
+
+
+def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise BayeshfError(f"{name} must be an integer, got {value!r}.")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"at least {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+        raise BayeshfError(f"{name} must be {bound}, got {value}.")
+    return int(value)
+
+
+def validate_arguments(*, likelihood: str, sampler: str, chains, steps, seed) -> tuple[int, int, int]:
+    """Check ``sample``'s options (raises :class:`BayeshfError` with one sentence)."""
+    if likelihood not in LIKELIHOODS:
+        raise BayeshfError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}.")
+    if sampler not in SAMPLERS:
+        raise BayeshfError(f"BAT sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
+    chains = _check_int("chains", chains, 1, 1024)
+    steps = _check_int("steps", steps, 1)
+    seed = _check_int("seed", seed, 0, 2**64 - 1)
+    return chains, steps, seed
+
+
+def _as_model(model_or_path):
+    if isinstance(model_or_path, (str, os.PathLike)):
+        from bayeshf.workspace import load
+
+        return load(str(model_or_path))
+    if not hasattr(model_or_path, "log_likelihood") or not hasattr(model_or_path, "parameters"):
+        raise BayeshfError(f"expected a workspace path or a bayeshf model, got {type(model_or_path).__name__}.")
+    return model_or_path
+
+
+def _julia_callback(callback):
+    """Wrap the Python callback as a Julia CallbackLogDensity (conversions done by PythonCall in Main)."""
+    from juliacall import Main as jl
+
+    wrap = jl.seval(
+        "(f, bridge) -> bridge.callback_loglikelihood("
+        "x -> PythonCall.pyconvert(Float64, f.value(x)), "
+        "x -> (r = f(x); (PythonCall.pyconvert(Float64, r[0]), PythonCall.pyconvert(Vector{Float64}, r[1]))))"
+    )
+    from bayeshf.julia.environment import load_bridge
+
+    return wrap(callback, load_bridge())
+
+
+def sample(model_or_path, *, likelihood: str = "litehf", sampler: str = "mh", chains: int = 4, steps: int = 10000,
+           seed: int = 0, priors=None, prior_draws: int = 1000, callback=None):
+    """Sample the posterior with BAT.jl's ``TransformedMCMC``; returns an ``arviz.InferenceData``.
+
+    likelihood: "litehf" (LiteHF.jl's main Poisson term, pure Julia) or "jax"
+    (bayeshf's jitted JAX log-likelihood and gradient, called back from Julia).
+    sampler: "mh" (``RandomWalk``) or "hmc" (``HamiltonianMC``, AdvancedHMC).
+    chains, steps: BAT's ``nchains`` and ``nsteps`` (steps per chain after
+    BAT's own burn-in). priors: as :func:`bayeshf.priors.build_priors`; BAT's
+    prior is the same PriorSet as Distributions.jl objects, and the
+    likelihood carries no constraint term (docs/julia.md).
+
+    callback: with likelihood="jax", another log-likelihood callback with
+    the :class:`bayeshf.julia.callback.LogDensityCallback` interface (the
+    BAT+pyhf benchmark passes pyhf's); default: bayeshf's JAX log-likelihood.
+
+    Raises :class:`BayeshfError` at once, before touching Julia, for a bad
+    argument or where Julia is missing (the sentence says how to get it).
+    """
+    chains, steps, seed = validate_arguments(likelihood=likelihood, sampler=sampler, chains=chains,
+                                             steps=steps, seed=seed)
+    if callback is not None and (likelihood != "jax" or not callable(callback) or not hasattr(callback, "value")):
+        raise BayeshfError("callback needs likelihood='jax' and a LogDensityCallback-like object (call and .value).")
+    from bayeshf.julia.environment import load_bridge, require_julia
+
+    require_julia()
+    model = _as_model(model_or_path)
+    from bayeshf.julia.expressions import prior_expressions, read_expression
+    from bayeshf.julia.results import BATSamples, to_inference_data
+    from bayeshf.priors import PriorSet, build_priors
+
+    prior_set = priors if isinstance(priors, PriorSet) else build_priors(model, priors)
+    free, expressions = prior_expressions(prior_set)
+    if not free:
+        raise BayeshfError(f"{model.label} has no free parameter to sample.")
+    for expression in expressions:
+        read_expression(expression)  # the Julia side evaluates only strings of this grammar
+    template = np.where(prior_set.fixed, prior_set.fixed_values, np.asarray(model.init, dtype=float))
+    if likelihood == "litehf":
+        from bayeshf.julia.litehf import check_litehf_support, litehf_names, litehf_spec
+
+        check_litehf_support(model)
+        names, spec = litehf_names(model), litehf_spec(model)
+    bridge = load_bridge()
+    with tempfile.TemporaryDirectory(prefix="bayeshf-bat-") as tmp:
+        if likelihood == "litehf":
+            path = Path(tmp) / "workspace.json"
+            path.write_text(json.dumps(spec))
+            loglikelihood = bridge.litehf_loglikelihood(str(path), tuple(names))
+        else:
+            from bayeshf.julia.callback import callback_adapter
+
+            if callback is None:
+                callback = callback_adapter(model, prior_set, include_prior=False)
+            loglikelihood = _julia_callback(callback)
+        raw = bridge.sample_posterior(loglikelihood, tuple(expressions), template,
+                                      np.asarray(free, dtype=np.int64) + 1, sampler, chains, steps, seed)
+    samples = BATSamples.from_arrays(*(np.asarray(a) for a in raw))
+    attrs = dict(backend="BAT.jl", likelihood=likelihood, sampler=sampler, chains=chains, steps=steps, seed=seed,
+                 shapesys=prior_set.shapesys, prior_expressions=list(expressions))
+    return to_inference_data(samples, model, prior_set=prior_set, seed=seed, prior_draws=prior_draws, attrs=attrs)
