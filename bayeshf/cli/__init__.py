@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from bayeshf.errors import BayeshfError
 
 #: command modules, in the order ``bayeshf --help`` lists them
 COMMANDS = [
     "inspect",
+    "julia",
 ]
 
 
@@ -34,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"bayeshf: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
