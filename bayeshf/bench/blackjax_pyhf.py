@@ -15,7 +15,7 @@ import numpy as np
 
 from bayeshf.bench.peers import require
 
-WARMUP_MH_SCALE = 0.1  # MH: Gaussian proposal width per parameter, in units of the parameter's init-scale
+MH_SCALE = 2.38  # MH: proposal sigma = MH_SCALE / sqrt(d) x Laplace widths at the init (Roberts et al. 1997)
 
 
 def build_runner(spec: dict[str, Any], sampler: str, *, chains: int, warmup: int, draws: int,
@@ -47,14 +47,21 @@ def build_runner(spec: dict[str, Any], sampler: str, *, chains: int, warmup: int
         return jnp.where(inside, value, -jnp.inf)
 
     start = jnp.asarray(init[free])
+    if sampler == "mh":  # Laplace widths at the init: sqrt(diag(inverse(-Hessian)))
+        hessian = np.asarray(jax.hessian(logdensity)(start))
+        try:
+            widths = np.sqrt(np.abs(np.diag(np.linalg.inv(-hessian))))
+        except np.linalg.LinAlgError:
+            widths = np.full(start.shape, 0.1)
+        widths = np.where(np.isfinite(widths) & (widths > 0), widths, 0.1)
+        proposal_sigma = jnp.asarray(MH_SCALE / np.sqrt(max(1, start.size)) * widths)
 
     def one_chain(key: jax.Array) -> jax.Array:
         adapt_key, sample_key, jitter_key = jax.random.split(key, 3)
         # start slightly away from the init, clipped into the box
         position = jnp.clip(start + 0.01 * jax.random.normal(jitter_key, start.shape), lo, hi)
         if sampler == "mh":
-            scale = WARMUP_MH_SCALE * jnp.maximum(jnp.abs(start), 0.1)
-            kernel = blackjax.additive_step_random_walk.normal_random_walk(logdensity, scale)
+            kernel = blackjax.additive_step_random_walk.normal_random_walk(logdensity, proposal_sigma)
             state = kernel.init(position)
             step = kernel.step
             total = warmup + draws
@@ -63,7 +70,7 @@ def build_runner(spec: dict[str, Any], sampler: str, *, chains: int, warmup: int
             extra = {} if sampler == "nuts" else {"num_integration_steps": num_integration_steps}
             adaptation = blackjax.window_adaptation(algorithm, logdensity, **extra)
             (state, parameters), _ = adaptation.run(adapt_key, position, num_steps=warmup)
-            kernel = algorithm(logdensity, **parameters, **extra)
+            kernel = algorithm(logdensity, **parameters)
             step = kernel.step
             total = draws
 

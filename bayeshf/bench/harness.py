@@ -158,6 +158,7 @@ class Recorder:
         self.rows: list[dict[str, Any]] = []
         self.skips: list[dict[str, Any]] = []
         self.started = _dt.datetime.now(_dt.timezone.utc)
+        self.load_start = _load_average()
 
     def add(self, *, case: str, implementation: str, metric: str, unit: str, summary: dict[str, Any],
             **extra: Any) -> dict[str, Any]:
@@ -190,6 +191,7 @@ class Recorder:
             "options": {k: v for k, v in self.options.items() if k != "argv"},
             "started": self.started.isoformat(timespec="seconds"),
             "duration_s": round((finished - self.started).total_seconds(), 1),
+            "load_average": {"start": self.load_start, "end": _load_average()},
             "machine": machine_info(),
             "rows": self.rows,
             "skips": self.skips,
@@ -203,6 +205,14 @@ class Recorder:
         write_json(path, self.to_dict())
         print(f"wrote {path}", file=sys.stderr)
         return path
+
+
+def _load_average() -> list[float] | None:
+    """1, 5 and 15-minute load averages: other work on the machine inflates timings."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _fmt(value: float, unit: str) -> str:

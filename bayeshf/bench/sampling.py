@@ -24,6 +24,7 @@ from bayeshf.bench.progress import progress
 
 CHAINS = 2
 WARMUP = 1000
+QUICK_WARMUP = 200
 
 #: thesis Table 5.1: 10,000 HMC steps, 2 chains, 2_bin_corr (published, another machine)
 PUBLISHED = [
@@ -34,6 +35,7 @@ PUBLISHED = [
 JULIA_RUNNERS = ("bat-litehf", "bat-jax-callback", "bat-pyhf")
 
 Runner = Callable[[int], np.ndarray]  # seed -> draws (chains, draws, n_parameters)
+Prepare = Callable[[dict[str, Any], str, int, int], Runner]  # (spec, sampler, draws, warmup)
 
 
 def min_bulk_ess(draws: np.ndarray) -> float:
@@ -57,28 +59,28 @@ def _bayeshf_draws(idata: Any) -> np.ndarray:
     return np.concatenate(columns, axis=-1)
 
 
-def prepare_bayeshf(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+def prepare_bayeshf(spec: dict[str, Any], sampler: str, draws: int, warmup: int) -> Runner:
     try:
         import bayeshf
         from bayeshf.sampling import sample
     except ImportError as error:
         raise Unavailable(f"bayeshf.sample is not available yet ({error})") from error
     model = bayeshf.load(spec)
-    wanted = dict(sampler=sampler, chains=CHAINS, warmup=WARMUP, draws=draws, progress=False,
+    wanted = dict(sampler=sampler, chains=CHAINS, warmup=warmup, draws=draws, progress=False,
                   compilation_cache=False, prior_draws=0)
     accepted = inspect.signature(sample).parameters
     kwargs = {k: v for k, v in wanted.items() if k in accepted}
     return lambda seed: _bayeshf_draws(sample(model, seed=seed, **kwargs))
 
 
-def prepare_blackjax_pyhf(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+def prepare_blackjax_pyhf(spec: dict[str, Any], sampler: str, draws: int, warmup: int) -> Runner:
     from bayeshf.bench.blackjax_pyhf import build_runner
 
-    run, _ = build_runner(spec, sampler, chains=CHAINS, warmup=WARMUP, draws=draws)
+    run, _ = build_runner(spec, sampler, chains=CHAINS, warmup=warmup, draws=draws)
     return run
 
 
-def prepare_nextstat(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+def prepare_nextstat(spec: dict[str, Any], sampler: str, draws: int, warmup: int) -> Runner:
     require("nextstat")
     if sampler != "nuts":
         raise Unavailable(f"NextStat has no {sampler.upper()} sampler (NUTS, WALNUTS, MAMS only)")
@@ -87,7 +89,7 @@ def prepare_nextstat(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
     model = nextstat.from_pyhf(json.dumps(spec))
 
     def run(seed: int) -> np.ndarray:
-        result = nextstat.sample_nuts(model, n_chains=CHAINS, n_warmup=WARMUP, n_samples=draws, seed=seed)
+        result = nextstat.sample_nuts(model, n_chains=CHAINS, n_warmup=warmup, n_samples=draws, seed=seed)
         posterior = result["posterior"]
         return np.stack([np.asarray(posterior[name], dtype=float) for name in result["param_names"]], axis=-1)
 
@@ -100,12 +102,12 @@ def julia_reason() -> str | None:
         from bayeshf.julia import environment
     except ImportError:
         return "not run: Julia not found (bayeshf.julia is not available)"
-    ok, reason = environment.available()
-    return None if ok else f"not run: Julia not found ({reason.rstrip('.')})"
+    ok, _ = environment.available()
+    return None if ok else "not run: Julia not found"
 
 
-def prepare_julia(runner: str) -> Callable[[dict[str, Any], str, int], Runner]:
-    def prepare(spec: dict[str, Any], sampler: str, draws: int) -> Runner:
+def prepare_julia(runner: str) -> Prepare:
+    def prepare(spec: dict[str, Any], sampler: str, draws: int, warmup: int) -> Runner:
         reason = julia_reason()
         if reason:
             raise Unavailable(reason)
@@ -114,7 +116,7 @@ def prepare_julia(runner: str) -> Callable[[dict[str, Any], str, int], Runner]:
     return prepare
 
 
-SAMPLING_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], str, int], Runner]] = {
+SAMPLING_IMPLEMENTATIONS: dict[str, Prepare] = {
     "bayeshf": prepare_bayeshf,
     "blackjax-pyhf": prepare_blackjax_pyhf,
     "nextstat": prepare_nextstat,
@@ -123,14 +125,14 @@ SAMPLING_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], str, int], Runner]
 
 
 def measure(case: str, spec: dict[str, Any], recorder: Recorder, *, implementations: list[str], samplers: list[str],
-            steps: list[int], repeats: int, seed: int, **extra: Any) -> None:
+            steps: list[int], repeats: int, seed: int, warmup: int = WARMUP, **extra: Any) -> None:
     """Cold and warm runs of every (implementation, sampler, steps) on one workspace."""
     for name in implementations:
         for sampler in samplers:
             for draws in steps:
-                tags = {"sampler": sampler, "steps": draws, "chains": CHAINS, "warmup": WARMUP, **extra}
+                tags = {"sampler": sampler, "steps": draws, "chains": CHAINS, "warmup": warmup, **extra}
                 try:
-                    run = SAMPLING_IMPLEMENTATIONS[name](spec, sampler, draws)
+                    run = SAMPLING_IMPLEMENTATIONS[name](spec, sampler, draws, warmup)
                     start = time.perf_counter()
                     run(seed)
                     cold = time.perf_counter() - start
@@ -166,14 +168,16 @@ def add_published(recorder: Recorder) -> None:
 def run(options: Any, recorder: Recorder) -> None:
     implementations = options.implementations or list(SAMPLING_IMPLEMENTATIONS)
     add_published(recorder)
-    if options.quick:
-        plan = [("thesis_2_bin_corr", ["nuts", "hmc", "mh"], options.steps or [500])]
-        repeats = 1
+    if options.quick:  # MH compiles fastest; NextStat only has NUTS (NUTS/HMC compiles take ~10-20 s each)
+        plan = [("thesis_2_bin_corr", ["mh"], options.steps or [200], None),
+                ("thesis_2_bin_corr", ["nuts"], options.steps or [200], ["nextstat"])]
+        repeats, warmup = 1, QUICK_WARMUP
     else:
-        plan = [("thesis_2_bin_corr", ["hmc", "nuts", "mh"], options.steps or [5000, 10000, 50000])]
+        plan = [("thesis_2_bin_corr", ["hmc", "nuts", "mh"], options.steps or [5000, 10000, 50000], None)]
         for case in options.cases or ["sbottom_RegionA_1300_205_60", "ttbar_ljets"]:
-            plan.append((case, ["nuts"], [1000]))
-        repeats = max(1, min(options.repeats, 2))
-    for case, samplers, steps in progress(plan, desc="sampling"):
-        measure(case, load_case(case, options.data), recorder, implementations=implementations, samplers=samplers,
-                steps=steps, repeats=repeats, seed=options.seed)
+            plan.append((case, ["nuts"], [1000], None))
+        repeats, warmup = max(1, min(options.repeats, 2)), WARMUP
+    for case, samplers, steps, only in progress(plan, desc="sampling"):
+        chosen = [name for name in implementations if only is None or name in only]
+        measure(case, load_case(case, options.data), recorder, implementations=chosen, samplers=samplers,
+                steps=steps, repeats=repeats, seed=options.seed, warmup=warmup)
