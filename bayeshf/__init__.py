@@ -12,5 +12,6 @@ _jax.config.update("jax_enable_x64", True)
 from bayeshf.errors import BayeshfError  # noqa: E402
 from bayeshf.model import HistFactoryModel, ParameterSet  # noqa: E402
 from bayeshf.workspace import load  # noqa: E402
+from bayeshf.sampling import sample  # noqa: E402
 
-__all__ = ["BayeshfError", "HistFactoryModel", "ParameterSet", "load", "__version__"]
+__all__ = ["BayeshfError", "HistFactoryModel", "ParameterSet", "load", "sample", "__version__"]

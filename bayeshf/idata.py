@@ -12,7 +12,6 @@ channel with dimension ``<channel>_bin``.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping
 
 import jax
@@ -48,29 +47,21 @@ def _channel_arrays(model, counts: np.ndarray) -> tuple[dict[str, np.ndarray], d
     return variables, dims, coords
 
 
-@functools.lru_cache(maxsize=16)
-def _poisson_program(model):
-    def draw(key, theta):
-        rate = jnp.maximum(model.expected_counts(theta), 0.0)
-        return jax.random.poisson(key, rate).astype(jnp.float64)
-
-    @jax.jit
-    def run(key, thetas):
-        keys = jax.random.split(key, thetas.shape[0])
-        return jax.lax.map(lambda kt: draw(*kt), (keys, thetas), batch_size=256)
-
-    return run
+@jax.jit
+def _rates(model, thetas):
+    return jax.vmap(model.expected_counts)(thetas)
 
 
-def predictive_counts(model, theta: np.ndarray, key) -> np.ndarray:
-    """Poisson draws of the main-bin counts at each parameter vector (..., npars) -> (..., nmain)."""
+def predictive_counts(model, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Poisson draws of the main-bin counts at each parameter vector (..., npars) -> (..., nmain).
+
+    The rates are computed in one jitted, vmapped call; the Poisson draws are
+    made on the host (numpy), which avoids compiling jax's Poisson sampler.
+    """
     theta = np.asarray(theta, dtype=float)
     flat = theta.reshape(-1, theta.shape[-1])
-    try:
-        run = _poisson_program(model)
-    except TypeError:  # unhashable model
-        run = _poisson_program.__wrapped__(model)
-    counts = np.asarray(run(key, jnp.asarray(flat)))
+    rates = np.maximum(np.asarray(_rates(model, jnp.asarray(flat))), 0.0)
+    counts = rng.poisson(rates).astype(float)
     return counts.reshape(theta.shape[:-1] + (counts.shape[-1],))
 
 
@@ -97,11 +88,11 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
     import arviz as az
 
     theta = np.asarray(theta, dtype=float)
-    key = jax.random.PRNGKey(seed)
-    ppc_key, prior_key, prior_ppc_key = jax.random.split(jax.random.fold_in(key, 7), 3)
+    rng = np.random.default_rng([seed, 7])
+    prior_key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
     variables, dims, coords = _set_arrays(model, theta)
     groups = {"posterior": _dataset(variables, dims, coords)}
-    counts = predictive_counts(model, theta, ppc_key)
+    counts = predictive_counts(model, theta, rng)
     groups["posterior_predictive"] = _dataset(*_channel_arrays(model, counts))
     observed = np.asarray(model.observed, dtype=float)
     groups["observed_data"] = _dataset(*_channel_arrays(model, observed), chain_draw=False)
@@ -114,7 +105,7 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
             prior_theta = None
         if prior_theta is not None:
             groups["prior"] = _dataset(*_set_arrays(model, prior_theta))
-            prior_counts = predictive_counts(model, prior_theta, prior_ppc_key)
+            prior_counts = predictive_counts(model, prior_theta, rng)
             groups["prior_predictive"] = _dataset(*_channel_arrays(model, prior_counts))
     all_attrs = {"created_by": f"bayeshf {__version__}", "poi": model.poi_name or "",
                  "par_names": list(model.par_names)}

@@ -123,22 +123,45 @@ def _family_log_prob(family: str, x, p1, p2):
     raise ValueError(family)  # pragma: no cover
 
 
+def _gamma_candidates(key, shape, alpha):
+    """Gamma(alpha, 1) proposals by Marsaglia & Tsang (2000) with their acceptance flags.
+
+    Loop-free (the caller keeps the first accepted of several candidates), so
+    it compiles much faster than a rejection while-loop; alpha < 1 uses
+    Gamma(alpha) = Gamma(alpha + 1) * U^(1/alpha).
+    """
+    k_normal, k_accept, k_boost = jax.random.split(key, 3)
+    boosted = alpha < 1.0
+    a = jnp.where(boosted, alpha + 1.0, alpha)
+    d = a - 1.0 / 3.0
+    c = 1.0 / jnp.sqrt(9.0 * d)
+    x = jax.random.normal(k_normal, shape)
+    v = (1.0 + c * x) ** 3
+    log_u = jnp.log(jax.random.uniform(k_accept, shape))
+    ok = (v > 0) & (log_u < 0.5 * x**2 + d - d * v + d * jnp.log(jnp.where(v > 0, v, 1.0)))
+    draws = d * v
+    boost = jnp.where(boosted, jax.random.uniform(k_boost, shape) ** (1.0 / alpha), 1.0)
+    return draws * boost, ok
+
+
 def _family_sample(family: str, key, shape, p1, p2, lower, upper):
-    """Untruncated draws of ``family`` with the given shape (broadcast over params)."""
+    """Untruncated proposals of ``family`` (broadcast over params) and their acceptance flags."""
+    ok = jnp.ones(shape, dtype=bool)
     if family == "normal":
-        return p1 + p2 * jax.random.normal(key, shape)
+        return p1 + p2 * jax.random.normal(key, shape), ok
     if family == "lognormal":
-        return jnp.exp(p1 + p2 * jax.random.normal(key, shape))
+        return jnp.exp(p1 + p2 * jax.random.normal(key, shape)), ok
     if family == "gamma":
-        return jax.random.gamma(key, jnp.broadcast_to(p1, shape)) / p2
+        draws, ok = _gamma_candidates(key, shape, jnp.broadcast_to(p1, shape))
+        return draws / p2, ok
     if family == "uniform":
-        return jax.random.uniform(key, shape, minval=p1, maxval=p2)
+        return jax.random.uniform(key, shape, minval=p1, maxval=p2), ok
     if family == "halfnormal":
-        return jnp.abs(p1 * jax.random.normal(key, shape))
+        return jnp.abs(p1 * jax.random.normal(key, shape)), ok
     if family == "cauchy":
-        return p1 + p2 * jax.random.cauchy(key, shape)
+        return p1 + p2 * jax.random.cauchy(key, shape), ok
     if family == "flat":
-        return jax.random.uniform(key, shape, minval=lower, maxval=upper)
+        return jax.random.uniform(key, shape, minval=lower, maxval=upper), ok
     raise ValueError(family)  # pragma: no cover
 
 
@@ -192,36 +215,15 @@ class PriorSet:
     def sample(self, key, n: int):
         """``n`` draws from the (truncated) priors, shape (n, npars).
 
-        Out-of-support draws are redrawn (vectorised rejection, at most 200
-        rounds). Raises :class:`BayeshfError` for an improper prior.
+        Truncation by vectorised rejection (see ``_sample_groups``). Raises :class:`BayeshfError` for an improper prior.
         """
         for e in self.entries:
             if e.family == "flat" and not (np.isfinite(e.lower) and np.isfinite(e.upper)):
                 raise BayeshfError(f"the flat prior of {e.name} is improper (unbounded), so it cannot be sampled.")
-        return _sample_jit(self, key, n)
-
-    def _sample(self, key, n: int):
-        out = jnp.broadcast_to(jnp.asarray(self.fixed_values), (n, len(self.entries)))
-        for g, (family, idx, p1, p2) in enumerate(self._groups):
-            lo, hi = self.lower[idx], self.upper[idx]
-            gkey = jax.random.fold_in(key, g)
-            shape = (n, len(idx))
-
-            def redraw(state, family=family, p1=p1, p2=p2, lo=lo, hi=hi, shape=shape):
-                i, k, x = state
-                k, sub = jax.random.split(k)
-                new = _family_sample(family, sub, shape, p1, p2, lo, hi)
-                bad = (x < lo) | (x > hi) | ~jnp.isfinite(x)
-                return i + 1, k, jnp.where(bad, new, x)
-
-            def not_done(state, lo=lo, hi=hi):
-                i, _, x = state
-                return (i < 200) & jnp.any((x < lo) | (x > hi) | ~jnp.isfinite(x))
-
-            x0 = jnp.full(shape, jnp.nan)
-            _, _, x = jax.lax.while_loop(not_done, redraw, (0, gkey, x0))
-            out = out.at[:, idx].set(jnp.clip(x, lo, hi))
-        return out
+        families = tuple(g[0] for g in self._groups)
+        arrays = tuple((jnp.asarray(idx), jnp.asarray(p1), jnp.asarray(p2), jnp.asarray(self.lower[idx]),
+                        jnp.asarray(self.upper[idx])) for _, idx, p1, p2 in self._groups)
+        return _sample_jit(families, arrays, jnp.asarray(self.fixed_values), key, int(n))
 
     def table(self) -> list[dict[str, Any]]:
         """Rows for display / JSON: name, family, params, lower, upper, source."""
@@ -229,11 +231,31 @@ class PriorSet:
                      lower=e.lower, upper=e.upper, source=e.source) for e in self.entries]
 
 
-def _sample_impl(prior_set: PriorSet, key, n: int):
-    return prior_set._sample(key, n)
+_CANDIDATES = 32
 
 
-_sample_jit = jax.jit(_sample_impl, static_argnums=(0, 2))
+def _sample_groups(families: tuple[str, ...], arrays, fixed_values, key, n: int):
+    """Truncated draws for each family group; arrays: (idx, p1, p2, lower, upper) per group.
+
+    Rejection without loops: 32 proposals per draw, the first one that is
+    accepted and inside [lower, upper] is kept (exact unless all 32 fail, which
+    only a prior with almost no mass inside its bounds makes likely; then the
+    last proposal is clipped to the bounds).
+    """
+    out = jnp.broadcast_to(fixed_values, (n,) + fixed_values.shape)
+    for g, (family, (idx, p1, p2, lo, hi)) in enumerate(zip(families, arrays)):
+        shape = (_CANDIDATES, n, idx.shape[0])
+        x, ok = _family_sample(family, jax.random.fold_in(key, g), shape, p1, p2, lo, hi)
+        ok = ok & (x >= lo) & (x <= hi) & jnp.isfinite(x)
+        first = jnp.argmax(ok, axis=0)
+        chosen = jnp.take_along_axis(x, first[None], axis=0)[0]
+        fallback = jnp.clip(jnp.where(jnp.isfinite(x[-1]), x[-1], lo), lo, hi)
+        out = out.at[:, idx].set(jnp.where(jnp.any(ok, axis=0), chosen, fallback))
+    return out
+
+
+# one compiled program per family structure and sizes, shared by all prior sets
+_sample_jit = jax.jit(_sample_groups, static_argnums=(0, 4))
 
 
 # --------------------------------------------------------------------------- defaults

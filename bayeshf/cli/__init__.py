@@ -19,6 +19,9 @@ from bayeshf.errors import BayeshfError
 COMMANDS = [
     "inspect",
     "julia",
+    "sample",
+    "priors",
+    "plot",
 ]
 
 

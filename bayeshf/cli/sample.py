@@ -1,0 +1,107 @@
+"""``bayeshf sample``: posterior draws, summary, corner and predictive-check plots."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from bayeshf.cli.common import add_workspace_arguments, model_from_args
+from bayeshf.errors import BayeshfError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="sample the posterior (blackjax NUTS by default) and write posterior.nc, summary and plots",
+        description="Sample the posterior of a workspace with the derived priors (or --priors) and write "
+        "DIR/posterior.nc (ArviZ InferenceData), DIR/summary.json, DIR/corner.png and DIR/ppc.png; "
+        "print a summary table with convergence warnings.",
+    )
+    add_workspace_arguments(parser)
+    parser.add_argument("--priors", default=None, metavar="FILE", help="priors file (JSON or YAML) overriding the derived priors")
+    parser.add_argument("--shapesys", choices=["flat", "unit-mean"], default="flat",
+                        help="shapesys prior convention: flat = Gamma(aux+1, rate tau) (default), unit-mean = Gamma(aux, rate tau)")
+    parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
+    parser.add_argument("--warmup", type=int, default=1000, help="warm-up steps per chain (default 1000)")
+    parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain (default 1000)")
+    parser.add_argument("--sampler", choices=["nuts", "hmc", "mh"], default="nuts", help="sampler (default nuts)")
+    parser.add_argument("--metric", choices=["auto", "diagonal", "dense"], default="auto",
+                        help="inverse mass matrix: auto (dense up to 400 parameters, else diagonal), diagonal or dense")
+    parser.add_argument("--target-acceptance", type=float, default=None, metavar="P",
+                        help="target acceptance rate of the step-size adaptation (default 0.8; mh 0.234)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same draws")
+    parser.add_argument("--out", "-o", default="bayeshf-sample", metavar="DIR", help="output directory (default bayeshf-sample)")
+    parser.add_argument("--corner-vars", nargs="+", default=None, metavar="NAME",
+                        help="parameters for the corner plot (default: the POI and those most correlated with it)")
+    parser.add_argument("--backend", choices=["blackjax", "bat"], default="blackjax",
+                        help="blackjax (default) or BAT.jl through Julia (needs `bayeshf julia setup`)")
+    parser.add_argument("--likelihood", choices=["litehf", "jax"], default="litehf",
+                        help="with --backend bat: LiteHF.jl likelihood or the JAX log-density as a callback")
+    parser.add_argument("--no-plots", action="store_true", help="skip corner.png and ppc.png")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def choose_metric(metric: str, ndim: int) -> str:
+    """``auto``: dense up to 400 free parameters (O(d^2) per step is then negligible), else diagonal."""
+    if metric != "auto":
+        return metric
+    return "dense" if ndim <= 400 else "diagonal"
+
+
+def run(args: argparse.Namespace) -> int:
+    model = model_from_args(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise BayeshfError(f"{out}: --out must be a directory, but a file of that name exists.")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if args.backend == "bat":
+            from bayeshf import julia
+
+            steps = args.draws
+            idata = julia.sample(model, likelihood=args.likelihood, sampler="hmc" if args.sampler != "mh" else "mh",
+                                 chains=args.chains, steps=steps, seed=args.seed, priors=args.priors)
+        else:
+            from bayeshf.priors import build_priors
+            from bayeshf.sampling import sample
+
+            prior_set = build_priors(model, args.priors, shapesys=args.shapesys)
+            metric = choose_metric(args.metric, int((~prior_set.fixed).sum()))
+            idata = sample(model, sampler=args.sampler, chains=args.chains, warmup=args.warmup, draws=args.draws,
+                           metric=metric, seed=args.seed, priors=args.priors, shapesys=args.shapesys,
+                           target_acceptance=args.target_acceptance, progress=not args.quiet)
+    for warning in caught:
+        if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
+            continue
+        print(f"bayeshf sample: warning: {warning.message}", file=sys.stderr)
+    write_outputs(idata, out, corner_vars=args.corner_vars, plots=not args.no_plots)
+    return 0
+
+
+def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True) -> None:
+    """posterior.nc (atomic), summary.json, corner.png, ppc.png; prints the table and warnings."""
+    from bayeshf.diagnostics import format_table, summarize
+    from bayeshf.io import atomic_path, write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "posterior.nc") as tmp:
+        idata.to_netcdf(str(tmp), engine="h5netcdf")
+    summary = summarize(idata)
+    document = summary.to_dict()
+    document["settings"] = {k: v for k, v in idata.posterior.attrs.items() if k != "par_names"}
+    write_json(out / "summary.json", document)
+    print(format_table(summary, max_rows=60))
+    for message in summary.warnings:
+        print(f"bayeshf sample: warning: {message}", file=sys.stderr)
+    if plots:
+        from bayeshf.plots import bayes
+
+        bayes.corner(idata, corner_vars, out=out / "corner.png")
+        bayes.ppc(idata, out=out / "ppc.png")
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    print(f"wrote {out / 'posterior.nc'}, summary.json{', corner.png, ppc.png' if plots else ''}", file=sys.stderr)

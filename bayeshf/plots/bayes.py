@@ -1,0 +1,142 @@
+"""Posterior plots from an ``arviz.InferenceData``: corner, predictive checks, traces.
+
+Every function takes the InferenceData (nothing resamples to draw) and returns
+a matplotlib Figure; ``out=`` also saves it (atomically).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bayeshf.diagnostics import scalar_draws
+from bayeshf.errors import BayeshfError
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: str | Path | None, dpi: int = 120):
+    if out is not None:
+        from bayeshf.io import atomic_path
+
+        out = Path(out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=out.suffix.lstrip(".") or "png", bbox_inches="tight")
+    return fig
+
+
+def default_corner_vars(idata, *, max_vars: int = 6) -> list[str]:
+    """The POI and the free parameters most correlated with it (by |Pearson r|)."""
+    draws = scalar_draws(idata)
+    if not draws:
+        raise BayeshfError("the posterior holds no free parameter to plot.")
+    names = list(draws)
+    poi = str(idata.posterior.attrs.get("poi", "") or "")
+    if poi not in draws:
+        return names[:max_vars]
+    x = draws[poi].ravel()
+    scores = []
+    for name in names:
+        if name == poi:
+            continue
+        y = draws[name].ravel()
+        r = np.corrcoef(x, y)[0, 1] if np.std(y) > 0 and np.std(x) > 0 else 0.0
+        scores.append((-abs(np.nan_to_num(r)), name))
+    return [poi] + [name for _, name in sorted(scores)[: max_vars - 1]]
+
+
+def corner(idata, var_names: list[str] | None = None, *, out: str | Path | None = None, group: str = "posterior"):
+    """Corner plot (1D and 2D marginals with 16/50/84% quantiles) of ``var_names``.
+
+    Names are scalar parameter names (``staterror_SR[0]``) or parameter sets
+    (all elements); default: :func:`default_corner_vars`.
+    """
+    import corner as corner_lib
+
+    draws = scalar_draws(idata) if group == "posterior" else _group_draws(idata, group)
+    var_names = list(var_names) if var_names else default_corner_vars(idata)
+    chosen = []
+    for name in var_names:
+        matches = [k for k in draws if k == name or k.split("[")[0] == name]
+        if not matches:
+            raise BayeshfError(f"{name!r} is not a free parameter of the posterior; "
+                               f"choose from {', '.join(list(draws)[:8])}{', ...' if len(draws) > 8 else ''}.")
+        chosen += [m for m in matches if m not in chosen]
+    data = np.column_stack([draws[name].ravel() for name in chosen])
+    fig = corner_lib.corner(data, labels=chosen, quantiles=[0.16, 0.5, 0.84], show_titles=True,
+                            title_fmt=".3g", title_kwargs={"fontsize": 9}, label_kwargs={"fontsize": 9})
+    return _save(fig, out)
+
+
+def _group_draws(idata, group: str) -> dict[str, np.ndarray]:
+    data = getattr(idata, group)
+    out = {}
+    for name, var in data.data_vars.items():
+        values = np.asarray(var.values, dtype=float)
+        if values.ndim == 2:
+            out[str(name)] = values
+        else:
+            out.update({f"{name}[{i}]": values[..., i] for i in range(values.shape[-1])})
+    return out
+
+
+def ppc(idata, *, out: str | Path | None = None):
+    """Per channel: observed counts over the prior and posterior predictive 68%/95% bands."""
+    plt = _pyplot()
+    if "posterior_predictive" not in idata.groups():
+        raise BayeshfError("the InferenceData has no posterior_predictive group to plot.")
+    channels = list(idata.posterior_predictive.data_vars)
+    fig, axes = plt.subplots(len(channels), 1, figsize=(7, 2.8 * len(channels)), squeeze=False)
+    for ax, channel in zip(axes[:, 0], channels):
+        bands = [("posterior_predictive", "tab:blue", "posterior predictive")]
+        if "prior_predictive" in idata.groups():
+            bands.insert(0, ("prior_predictive", "tab:gray", "prior predictive"))
+        for group, color, label in bands:
+            counts = np.asarray(getattr(idata, group)[channel].values, dtype=float)
+            counts = counts.reshape(-1, counts.shape[-1])
+            bins = np.arange(counts.shape[-1] + 1)
+            q = np.quantile(counts, [0.025, 0.16, 0.5, 0.84, 0.975], axis=0)
+            ax.fill_between(bins, np.append(q[0], q[0][-1]), np.append(q[4], q[4][-1]), step="post",
+                            color=color, alpha=0.2, lw=0)
+            ax.fill_between(bins, np.append(q[1], q[1][-1]), np.append(q[3], q[3][-1]), step="post",
+                            color=color, alpha=0.35, lw=0, label=f"{label} 68% / 95%")
+            ax.stairs(q[2], bins, color=color, lw=1)
+        observed = np.asarray(idata.observed_data[channel].values, dtype=float)
+        centres = np.arange(observed.size) + 0.5
+        ax.errorbar(centres, observed, yerr=np.sqrt(observed), fmt="o", color="black", ms=4, label="observed")
+        ax.set_title(channel, fontsize=10)
+        ax.set_xlabel("bin")
+        ax.set_ylabel("events")
+        ax.set_xlim(0, observed.size)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def trace(idata, var_names: list[str] | None = None, *, out: str | Path | None = None, max_vars: int = 8):
+    """Trace (draw index vs value, one line per chain) and marginal per parameter."""
+    plt = _pyplot()
+    draws = scalar_draws(idata)
+    names = list(var_names) if var_names else default_corner_vars(idata, max_vars=max_vars)
+    chosen = [k for name in names for k in draws if k == name or k.split("[")[0] == name]
+    if not chosen:
+        raise BayeshfError("none of the requested parameters is a free parameter of the posterior.")
+    fig, axes = plt.subplots(len(chosen), 2, figsize=(10, 1.9 * len(chosen)), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 1]})
+    for (ax_trace, ax_hist), name in zip(axes, chosen):
+        values = draws[name]
+        for chain, series in enumerate(values):
+            ax_trace.plot(series, lw=0.5, alpha=0.8, label=f"chain {chain}")
+            ax_hist.hist(series, bins=40, histtype="step", density=True)
+        ax_trace.set_ylabel(name, fontsize=8)
+    axes[-1, 0].set_xlabel("draw")
+    fig.tight_layout()
+    return _save(fig, out)
