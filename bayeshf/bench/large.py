@@ -1,0 +1,135 @@
+"""Suite ``large``: the synthetic 10,000-bin x 1,000-systematic model, bayeshf only.
+
+Records: array generation time and bytes, model build time, bytes held by the
+compiled model's array leaves, first value+gradient call (trace + compile),
+value+gradient per call, a fit's wall time and twice_nll, and the process'
+resident memory (current after each stage, peak at the end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+
+from bayeshf.bench.harness import Recorder, current_rss_mb, peak_rss_mb, time_per_call
+from bayeshf.bench.peers import Unavailable
+from bayeshf.generators import SyntheticArrays, synthetic_arrays
+
+#: largest model built through a JSON workspace when the core has no array constructor
+WORKSPACE_LIMIT = 2_000_000  # template numbers
+
+
+def model_from_arrays(arrays: SyntheticArrays) -> Any:
+    """A bayeshf model of ``arrays`` without going through JSON.
+
+    Uses ``HistFactoryModel.from_arrays`` when the core provides it. Otherwise
+    compiles a one-bin workspace with the same modifiers (for the parameter
+    table) and swaps in the full nominal, observed and histosys arrays.
+    """
+    from bayeshf.model import HistFactoryModel
+
+    from_arrays = getattr(HistFactoryModel, "from_arrays", None)
+    if from_arrays is not None:
+        try:
+            return from_arrays(arrays)
+        except TypeError:
+            pass  # another signature: fall back to the table route below
+    from bayeshf.build import tables_from_spec
+
+    small = dataclasses.replace(
+        arrays, nominal=arrays.nominal[:, :1], histosys_up=arrays.histosys_up[:, :, :1],
+        histosys_down=arrays.histosys_down[:, :, :1], observed=arrays.observed[:1], x=arrays.x[:1])
+    spec = small.to_workspace()
+    tables, poi = tables_from_spec(spec, spec["measurements"][0], "<synthetic>", None)
+    if list(tables.samples) != list(arrays.sample_names):
+        raise Unavailable("the core orders samples differently from the generator")
+    names = {}
+    for pset in tables.parameters:
+        for offset in range(pset.slice.stop - pset.slice.start):
+            names[pset.slice.start + offset] = pset.name
+    row_of = {name: k for k, name in enumerate(arrays.systematic_names)}
+    order = np.asarray([row_of[names[int(p)]] for p in tables.histosys_param])
+    nominal = arrays.nominal
+    full = dataclasses.replace(
+        tables,
+        channel_nbins={arrays.channel: arrays.n_bins},
+        nominal=nominal,
+        observed=arrays.observed,
+        factor_bin=np.arange(arrays.n_bins).repeat(len(tables.factor_bin)) if len(tables.factor_bin) else tables.factor_bin,
+        factor_param=np.repeat(tables.factor_param, arrays.n_bins),
+        factor_sample=np.repeat(tables.factor_sample, arrays.n_bins),
+        histosys_up=arrays.histosys_up[order] - nominal[None],
+        histosys_down=nominal[None] - arrays.histosys_down[order],
+    )
+    return HistFactoryModel.from_tables(full, poi, label="<synthetic arrays>")
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes held by the array leaves of a compiled model (a JAX pytree)."""
+    import jax
+
+    return int(sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree_util.tree_leaves(model)))
+
+
+def run(options: Any, recorder: Recorder) -> None:
+    try:
+        import bayeshf
+        import jax
+        import jax.numpy as jnp
+    except ImportError as error:
+        recorder.skip(implementation="bayeshf", reason=f"bayeshf cannot be imported ({error})")
+        return
+    n_bins = options.n_bins or (200 if options.quick else 10_000)
+    n_systematics = options.n_systematics if options.n_systematics is not None else (20 if options.quick else 1_000)
+    case = f"synthetic_{n_bins}x{n_systematics}"
+    tags = {"n_bins": n_bins, "n_systematics": n_systematics}
+
+    def record(metric: str, unit: str, value: float) -> None:
+        recorder.add_value(case=case, implementation="bayeshf", metric=metric, unit=unit, value=value, **tags)
+
+    record("rss_start", "MB", current_rss_mb())
+    start = time.perf_counter()
+    arrays = synthetic_arrays(n_bins, n_systematics, seed=options.seed)
+    record("generate", "s", time.perf_counter() - start)
+    record("arrays", "MB", arrays.nbytes / 1e6)
+    record("rss_after_generate", "MB", current_rss_mb())
+
+    start = time.perf_counter()
+    try:
+        model = model_from_arrays(arrays)
+    except Unavailable as reason:
+        if n_bins * n_systematics * len(arrays.sample_names) > WORKSPACE_LIMIT:
+            recorder.skip(implementation="bayeshf", case=case, reason=str(reason))
+            return
+        model = bayeshf.load(arrays.to_workspace())
+    record("build", "s", time.perf_counter() - start)
+    record("model", "MB", model_bytes(model) / 1e6)
+    record("rss_after_build", "MB", current_rss_mb())
+    del arrays  # the model holds what it needs
+
+    value_and_grad = jax.jit(jax.value_and_grad(model.logpdf))
+    x = jnp.asarray(np.asarray(model.init, dtype=float))
+    start = time.perf_counter()
+    jax.block_until_ready(value_and_grad(x))
+    record("first_call_value_and_grad", "s", time.perf_counter() - start)
+    summary = time_per_call(lambda: jax.block_until_ready(value_and_grad(x)),
+                            repeats=options.repeats, min_time=options.min_time)
+    recorder.add(case=case, implementation="bayeshf", metric="value_and_grad", unit="s", summary=summary, **tags)
+    record("rss_after_gradient", "MB", current_rss_mb())
+
+    try:
+        from bayeshf.bench.fitting import bayeshf_fit_function
+
+        fit = bayeshf_fit_function()
+    except Unavailable as reason:
+        recorder.skip(implementation="bayeshf", case=case, reason=str(reason))
+    else:
+        start = time.perf_counter()
+        result = fit(model)
+        recorder.add_value(case=case, implementation="bayeshf", metric="fit", unit="s",
+                           value=time.perf_counter() - start, twice_nll=float(result.twice_nll),
+                           success=bool(getattr(result, "success", True)), **tags)
+    record("peak_rss", "MB", peak_rss_mb())
