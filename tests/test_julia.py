@@ -1,0 +1,625 @@
+"""The Julia bridge (bayeshf.julia): everything testable without Julia, and the Julia runs where it exists.
+
+Oracles: closed-form densities and numerical integration for the prior
+expressions; model.logpdf / model.log_constraint (pyhf-equal core) for the
+term bookkeeping; finite differences and pyhf for the callback; an explicit
+step-by-step loop for the expansion of BAT's weighted samples.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import tomllib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import integrate
+
+import bayeshf
+from bayeshf.errors import BayeshfError
+from bayeshf.julia import environment
+from bayeshf.julia.bench import RUNNERS, run, status
+from bayeshf.julia.callback import callback_adapter, pyhf_callback_adapter
+from bayeshf.julia.expressions import julia_expression, prior_expressions, read_expression
+from bayeshf.julia.litehf import POSTERIOR_TERMS, check_litehf_support, litehf_names, litehf_spec
+from bayeshf.julia.results import BATSamples, expand_chains, to_inference_data
+from bayeshf.julia.sampling import sample, validate_arguments
+from bayeshf.priors import PriorEntry, PriorSet, build_priors
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+JULIA_OK, JULIA_REASON = environment.available()
+needs_julia = pytest.mark.skipif(not JULIA_OK, reason=JULIA_REASON)
+
+#: a small workspace with every constrained modifier kind, a pooled staterror and a masked shapesys bin
+ALL_KINDS = {
+    "channels": [
+        {"name": "SR", "samples": [
+            {"name": "signal", "data": [5.0, 8.0, 3.0], "modifiers": [
+                {"name": "mu", "type": "normfactor", "data": None},
+                {"name": "lumi", "type": "lumi", "data": None},
+                {"name": "stat_SR", "type": "staterror", "data": [1.0, 1.5, 0.8]}]},
+            {"name": "background", "data": [50.0, 40.0, 20.0], "modifiers": [
+                {"name": "norm_bkg", "type": "normsys", "data": {"hi": 1.1, "lo": 0.85}},
+                {"name": "shape_bkg", "type": "histosys",
+                 "data": {"hi_data": [53.0, 41.0, 22.0], "lo_data": [48.0, 38.5, 19.0]}},
+                {"name": "stat_SR", "type": "staterror", "data": [4.0, 3.0, 2.5]},
+                {"name": "lumi", "type": "lumi", "data": None},
+                {"name": "uncorr_bkg", "type": "shapesys", "data": [5.0, 0.0, 4.0]}]},
+        ]},
+    ],
+    "observations": [{"name": "SR", "data": [57.0, 52.0, 21.0]}],
+    "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": [
+        {"name": "lumi", "auxdata": [1.0], "sigmas": [0.05], "bounds": [[0.5, 1.5]], "inits": [1.0]}]}}],
+    "version": "1.0.0",
+}
+
+
+@pytest.fixture(scope="module")
+def all_kinds():
+    return bayeshf.load(ALL_KINDS)
+
+
+@pytest.fixture()
+def no_julia(monkeypatch, tmp_path):
+    """An environment in which no Julia can be found, whatever the machine has."""
+    for name in ("PYTHON_JULIACALL_EXE", "PYTHON_JULIACALL_BINDIR", "PYTHON_JULIAPKG_EXE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    monkeypatch.setattr(environment, "_juliapkg_candidates", lambda: [])
+    monkeypatch.setattr(environment, "_BRIDGE", None)
+
+
+def _fake_julia(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "julia"
+    exe.write_text("#!/bin/sh\necho 'julia version 1.11.0'\n")
+    exe.chmod(0o755)
+    return exe
+
+
+# ----------------------------------------------------------------------------- finding Julia
+
+
+def test_missing_julia_is_reported_in_one_sentence(no_julia):
+    ok, reason = environment.available()
+    assert not ok and reason == environment.JULIA_NOT_FOUND
+    assert "\n" not in reason and reason.endswith(".") and reason.count(". ") == 0
+    for hint in ("Julia was not found", "PYTHON_JULIAPKG_EXE", "PYTHON_JULIACALL_EXE", "PATH", "setup --download"):
+        assert hint in reason
+    with pytest.raises(BayeshfError) as raised:
+        environment.load_bridge()
+    assert str(raised.value) == environment.JULIA_NOT_FOUND
+
+
+@pytest.mark.parametrize("how", ["PYTHON_JULIAPKG_EXE", "PYTHON_JULIACALL_EXE", "PYTHON_JULIACALL_BINDIR", "PATH"])
+def test_find_julia_honours_every_override(no_julia, monkeypatch, tmp_path, how):
+    exe = _fake_julia(tmp_path / "bin")
+    value = str(exe.parent) if how in ("PYTHON_JULIACALL_BINDIR", "PATH") else str(exe)
+    monkeypatch.setenv(how, value)
+    assert environment.find_julia() == str(exe)
+    assert environment.available() == (True, str(exe))
+
+
+def test_a_non_executable_file_is_not_julia(no_julia, monkeypatch, tmp_path):
+    fake = tmp_path / "julia"
+    fake.write_text("not a program")
+    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(fake))
+    assert environment.find_julia() is None
+
+
+def test_sample_fails_at_once_without_importing_juliacall_or_writing(tmp_path):
+    """A fresh interpreter without Julia: BayeshfError with the sentence, juliacall never imported, no file written."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        from bayeshf.julia import environment
+        environment._juliapkg_candidates = lambda: []
+        import bayeshf.julia
+        from bayeshf.errors import BayeshfError
+        try:
+            bayeshf.julia.sample({str(DATA / "thesis" / "2_bin_corr.json")!r}, likelihood="jax", sampler="hmc")
+        except BayeshfError as error:
+            print("ERROR", error)
+        print("JULIACALL", "juliacall" in sys.modules, "JAX-COMPILED-MODEL", "bayeshf.workspace" in sys.modules)
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON_JULIA",))}
+    env["PATH"] = str(Path(sys.executable).parent)  # the venv's bin: python, no julia
+    work = tmp_path / "cwd"
+    work.mkdir()
+    out = subprocess.run([sys.executable, "-c", script], cwd=work, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert f"ERROR {environment.JULIA_NOT_FOUND}" in out.stdout, out.stderr
+    assert "JULIACALL False" in out.stdout
+    assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, word", [
+    ({"likelihood": "pyhf"}, "likelihood"), ({"sampler": "nuts"}, "sampler"), ({"chains": 0}, "chains"),
+    ({"chains": 2.5}, "chains"), ({"steps": 0}, "steps"), ({"steps": True}, "steps"), ({"seed": -1}, "seed"),
+    ({"seed": 2**64}, "seed"),
+])
+def test_arguments_are_checked_before_julia(no_julia, kwargs, word):
+    with pytest.raises(BayeshfError) as raised:
+        sample(DATA / "thesis" / "2_bin_corr.json", **kwargs)
+    assert word in str(raised.value) and "Julia was not found" not in str(raised.value)
+    ok = dict(likelihood="jax", sampler="hmc", chains=2, steps=10, seed=3)
+    assert validate_arguments(**ok) == (2, 10, 3)
+
+
+def test_cli_setup_prints_the_sentence_and_exits_2(no_julia, capsys):
+    from bayeshf.cli import main
+
+    assert main(["julia", "setup"]) == 2
+    assert environment.JULIA_NOT_FOUND in capsys.readouterr().err
+    assert main(["julia", "status"]) == 1
+
+
+def test_installed_versions_reads_a_manifest(tmp_path):
+    from bayeshf.cli.julia import installed_versions
+
+    manifest = tmp_path / "Manifest.toml"
+    manifest.write_text('manifest_format = "2.0"\n[[deps.BAT]]\nuuid = "c0cd4b16-88b7-57fa-983b-ab80aecada7e"\n'
+                        'version = "4.3.1"\n[[deps.LiteHF]]\nversion = "0.1.1"\n')
+    assert installed_versions(manifest, ["BAT", "LiteHF", "AdvancedHMC"]) == {"BAT": "4.3.1", "LiteHF": "0.1.1"}
+    assert installed_versions(tmp_path / "absent.toml", ["BAT"]) == {}
+
+
+def test_benchmark_runners_report_not_run(no_julia):
+    for runner in RUNNERS:
+        assert status(runner).startswith("not run: Julia not found")
+        result = run(runner, ALL_KINDS, sampler="nuts", steps=100)
+        assert result.status.startswith("not run: Julia not found") and result.draws is None
+    with pytest.raises(BayeshfError):
+        status("bat-stan")
+
+
+# ----------------------------------------------------------------------------- prior expressions
+
+
+def _entry(family, params, lower=-math.inf, upper=math.inf, name="p"):
+    return PriorEntry(name, family, params, lower, upper)
+
+
+def _normal_logpdf(x, mu, sigma):
+    return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+
+
+def _normal_cdf(x, mu, sigma):
+    return 0.5 * (1 + math.erf((x - mu) / (sigma * math.sqrt(2))))
+
+
+def test_reader_uses_distributions_jl_parameterisation():
+    """Closed forms (math module only): Gamma takes a scale, truncated renormalises, LogNormal is in log x."""
+    gamma = read_expression("Gamma(3.0, 1 / 2.0)")  # shape 3, scale 1/2 == rate 2
+    for x in (0.1, 1.0, 2.5):
+        expected = 3.0 * math.log(2.0) - math.lgamma(3.0) + 2.0 * math.log(x) - 2.0 * x
+        assert gamma.logpdf(x) == pytest.approx(expected, rel=1e-12)
+    trunc = read_expression("truncated(Normal(1.0, 2.0), -1.0, 4.0)")
+    mass = _normal_cdf(4.0, 1.0, 2.0) - _normal_cdf(-1.0, 1.0, 2.0)
+    assert trunc.logpdf(0.3) == pytest.approx(_normal_logpdf(0.3, 1.0, 2.0) - math.log(mass), rel=1e-12)
+    assert trunc.logpdf(4.5) == -math.inf and trunc.logpdf(-1.5) == -math.inf
+    lognormal = read_expression("LogNormal(0.5, 0.3)")
+    x = 2.0
+    assert lognormal.logpdf(x) == pytest.approx(_normal_logpdf(math.log(x), 0.5, 0.3) - math.log(x), rel=1e-12)
+    assert read_expression("Uniform(-2.0, 3.0)").logpdf(0.0) == pytest.approx(-math.log(5.0))
+    assert read_expression("Cauchy(1.0, 2.0)").logpdf(3.0) == pytest.approx(-math.log(math.pi * 2.0 * 2.0))
+    assert read_expression("Dirac(1.5)").logpdf(1.5) == 0.0
+
+
+@pytest.mark.parametrize("expression", [
+    "truncated(Normal(0.0, 1.0), -5.0, 5.0)", "truncated(Gamma(26.0, 1 / 25.0), 1e-10, 10.0)",
+    "truncated(Normal(0.0, 0.7), 0.0, Inf)", "truncated(LogNormal(0.0, 0.5), 0.2, 3.0)",
+    "truncated(Cauchy(0.0, 1.0), -3.0, 10.0)",
+])
+def test_truncated_expressions_integrate_to_one(expression):
+    d = read_expression(expression)
+    hi = d.upper if math.isfinite(d.upper) else d.lower + 50.0
+    total, error = integrate.quad(lambda x: math.exp(d.logpdf(x)), d.lower, hi, limit=200, points=[0.0, 1.0])
+    assert total == pytest.approx(1.0, abs=1e-7 + 10 * error)
+
+
+@pytest.mark.parametrize("family, params, lower, upper", [
+    ("normal", {"mu": 0.3, "sigma": 1.7}, -math.inf, math.inf),
+    ("normal", {"mu": 1.0, "sigma": 0.1}, 1e-10, 10.0),
+    ("lognormal", {"mu": -0.2, "sigma": 0.4}, 0.0, math.inf),
+    ("lognormal", {"mu": 0.1, "sigma": 0.4}, 0.5, 2.0),
+    ("gamma", {"alpha": 26.0, "beta": 25.0}, 1e-10, 10.0),
+    ("gamma", {"alpha": 1.5, "beta": 0.5}, 0.0, math.inf),
+    ("uniform", {"low": 0.0, "high": 10.0}, 0.0, 10.0),
+    ("uniform", {"low": -1.0, "high": 4.0}, 0.0, 3.0),
+    ("halfnormal", {"sigma": 2.0}, 0.0, math.inf),
+    ("halfnormal", {"sigma": 2.0}, 0.0, 5.0),
+    ("cauchy", {"loc": 1.0, "scale": 0.5}, -math.inf, math.inf),
+    ("cauchy", {"loc": 1.0, "scale": 0.5}, -2.0, 6.0),
+    ("flat", {}, -3.0, 7.0),
+])
+def test_expression_matches_priorset_log_prob(family, params, lower, upper):
+    """Julia expression read back == PriorSet.log_prob up to the truncation constant; same support."""
+    entry = _entry(family, params, lower, upper)
+    expression = julia_expression(entry)
+    read = read_expression(expression)
+    prior_set = PriorSet((entry,))
+    lo = max(lower, -20.0) if math.isfinite(lower) or family not in ("lognormal", "gamma", "halfnormal") else lower
+    lo = 1e-3 if lo <= 0 and family in ("lognormal", "gamma", "halfnormal") else lo
+    hi = min(upper, 20.0)
+    xs = np.linspace(lo, hi, 41)
+    ours = np.array([float(prior_set.log_prob(np.array([x]))) for x in xs])
+    theirs = read.logpdf(xs)
+    difference = theirs - ours
+    assert np.all(np.isfinite(difference)), (expression, xs[~np.isfinite(difference)])
+    assert np.ptp(difference) < 1e-9 * max(1.0, np.max(np.abs(ours))), expression
+    if not (family == "flat" or (family == "uniform" and (lower, upper) != (params["low"], params["high"]))):
+        untruncated = "truncated(" not in expression
+        if untruncated:
+            assert np.max(np.abs(difference)) < 1e-9, expression
+    outside = [x for x in (lower - 1.0, upper + 1.0) if math.isfinite(x)]
+    for x in outside:
+        assert read.logpdf(x) == -math.inf
+        assert float(prior_set.log_prob(np.array([x]))) == -math.inf
+
+
+def test_expressions_for_every_default_prior(all_kinds):
+    """Default priors of a model with every modifier kind: fixed ones excluded, the rest equal up to constants."""
+    prior_set = build_priors(all_kinds)
+    free, expressions = prior_expressions(prior_set)
+    assert free == [int(i) for i in np.flatnonzero(~prior_set.fixed)]
+    assert any(prior_set.fixed), "the masked shapesys bin should be fixed"
+    rng = np.random.default_rng(1)
+    base = np.where(prior_set.fixed, prior_set.fixed_values, all_kinds.init)
+    for i, expression in zip(free, expressions):
+        entry = prior_set.entries[i]
+        lo, hi = max(entry.lower, -4.0), min(entry.upper, 4.0)
+        xs = rng.uniform(max(lo, 1e-3) if entry.family == "gamma" else lo, hi, size=9)
+        ours = []
+        for x in xs:
+            theta = base.copy()
+            theta[i] = x
+            ours.append(float(PriorSet((entry,)).log_prob(np.array([x]))))
+        difference = read_expression(expression).logpdf(xs) - np.array(ours)
+        assert np.ptp(difference) < 1e-9, (entry.name, expression)
+
+
+def test_gamma_expression_uses_scale_and_numbers_round_trip():
+    assert julia_expression(_entry("gamma", {"alpha": 3.0, "beta": 4.0})) == "Gamma(3.0, 1 / 4.0)"
+    assert julia_expression(_entry("normal", {"mu": 0.0, "sigma": 1.0}, -5.0, math.inf)) == \
+        "truncated(Normal(0.0, 1.0), -5.0, Inf)"
+    rng = np.random.default_rng(0)
+    for value in rng.normal(size=20) * 10.0 ** rng.integers(-12, 12, size=20):
+        expression = julia_expression(_entry("normal", {"mu": float(value), "sigma": 1.0}))
+        assert read_expression(expression).base.mean() == float(value)
+
+
+@pytest.mark.parametrize("bad", [
+    "Beta(1.0, 2.0)", "Gamma(1.0)", "Normal(0.0, -1.0)", "Uniform(2.0, 1.0)", "run(`rm -rf /`)",
+    "Normal(0.0, 1.0).mean", "Normal(mu=0.0, sigma=1.0)", "truncated(Normal(0.0, 1.0), 2.0, 1.0)",
+    "Normal(NaN, 1.0)", "Normal(Inf, 1.0)", "truncated(Dirac(1.0), 0.0, 2.0)", "Normal(0.0, 1.0",
+])
+def test_reader_rejects_everything_outside_the_grammar(bad):
+    with pytest.raises(BayeshfError):
+        read_expression(bad)
+
+
+def test_improper_flat_prior_is_refused():
+    with pytest.raises(BayeshfError, match="proper prior"):
+        julia_expression(_entry("flat", {}, 0.0, math.inf))
+    with pytest.raises(BayeshfError):
+        julia_expression(_entry("normal", {"mu": float("nan"), "sigma": 1.0}))
+
+
+# ----------------------------------------------------------------------------- term bookkeeping
+
+
+def _random_points(model, prior_set, n, seed):
+    rng = np.random.default_rng(seed)
+    lo = np.maximum(prior_set.lower, np.where(np.isfinite(prior_set.lower), prior_set.lower, -3.0))
+    hi = np.minimum(prior_set.upper, 3.0)
+    lo = np.where(prior_set.fixed, prior_set.fixed_values, np.maximum(lo, 0.5 * np.where(lo > 0, 1.0, 0.0) + lo))
+    hi = np.where(prior_set.fixed, prior_set.fixed_values, hi)
+    centre = np.where(prior_set.fixed, prior_set.fixed_values, model.init)
+    points = centre + 0.3 * (rng.uniform(size=(n, model.npars)) - 0.5) * (hi - lo)
+    return np.clip(points, lo + 1e-6, hi - 1e-6) if not np.any(prior_set.fixed) else \
+        np.where(prior_set.fixed, prior_set.fixed_values, np.clip(points, lo + 1e-6, hi - 1e-6))
+
+
+@pytest.mark.parametrize("source", [
+    "all-kinds", "thesis/2_bin_uncorr.json", "thesis/4_bin.json", "pyhf-validation/1bin_lumi.json",
+    "pyhf-validation/2bin_2channel.json",
+])
+def test_bat_posterior_counts_every_constraint_once(source, all_kinds):
+    """BAT's log posterior (likelihood + Distributions.jl priors) == model.logpdf + const; double counting is not."""
+    model = all_kinds if source == "all-kinds" else bayeshf.load(DATA / source)
+    prior_set = build_priors(model)
+    free, expressions = prior_expressions(prior_set)
+    read = [read_expression(e) for e in expressions]
+    points = _random_points(model, prior_set, 12, seed=7)
+    bat, logpdf, double = [], [], []
+    for theta in points:
+        prior = sum(float(d.logpdf(theta[i])) for i, d in zip(free, read))
+        likelihood = float(model.log_likelihood(theta))
+        bat.append(likelihood + prior)
+        logpdf.append(float(model.logpdf(theta)))
+        double.append(likelihood + float(model.log_constraint(theta)) + prior)  # pyhf_logjointof + priors
+        assert logpdf[-1] == pytest.approx(likelihood + float(model.log_constraint(theta)), rel=1e-10, abs=1e-9)
+    offset = np.array(bat) - np.array(logpdf)
+    assert np.ptp(offset) < 1e-8 * max(1.0, np.max(np.abs(logpdf)))
+    assert np.ptp(np.array(double) - np.array(logpdf)) > 1e-3  # the test would see a constraint counted twice
+
+
+def test_posterior_terms_ledger_counts_each_term_once():
+    for likelihood, terms in POSTERIOR_TERMS.items():
+        assert set(terms) == {"main Poisson term", "constraint terms", "priors of unconstrained parameters"}
+        assert terms["main Poisson term"].startswith("likelihood:")
+        assert all(terms[t].startswith("prior:") for t in terms if t != "main Poisson term")
+    assert "pyhf_logpriorof unused" in POSTERIOR_TERMS["litehf"]["constraint terms"]
+
+
+# ----------------------------------------------------------------------------- LiteHF
+
+
+def _litehf_names_from_spec(spec, model):
+    """LiteHF.jl's naming rule (src/pyhfparser.jl) applied to the JSON directly."""
+    nbins = {c["name"]: len(c["samples"][0]["data"]) for c in spec["channels"]}
+    names = set()
+    for channel in spec["channels"]:
+        for sample_ in channel["samples"]:
+            for modifier in sample_["modifiers"]:
+                if modifier["type"] in ("staterror", "shapesys", "shapefactor"):
+                    names |= {f"{modifier['name']}_bin{i}" for i in range(1, nbins[channel["name"]] + 1)}
+                else:
+                    names.add(modifier["name"])
+    return names
+
+
+@pytest.mark.parametrize("source", ["all-kinds", "thesis/2_bin_uncorr.json", "pyhf-validation/2bin_2channel.json"])
+def test_litehf_names_follow_litehf_rule(source, all_kinds):
+    model = all_kinds if source == "all-kinds" else bayeshf.load(DATA / source)
+    spec = ALL_KINDS if source == "all-kinds" else json.loads((DATA / source).read_text())
+    names = litehf_names(model)
+    assert len(names) == model.npars == len(set(names))
+    assert set(names) == _litehf_names_from_spec(spec, model)
+    for ours, theirs in zip(model.par_names, names):
+        match = re.fullmatch(r"(.+)\[(\d+)\]", ours)
+        assert theirs == (f"{match[1]}_bin{int(match[2]) + 1}" if match else ours)
+
+
+def test_litehf_spec_carries_the_models_data_and_measurement(all_kinds):
+    spec = json.loads(json.dumps(ALL_KINDS))
+    other = json.loads(json.dumps(spec["measurements"][0]))
+    other["name"] = "other"
+    spec["measurements"].insert(0, other)
+    model = bayeshf.load(spec, measurement="meas")
+    new_data = np.asarray(model.observed) + 3.0
+    shifted = model.with_data(new_data)
+    out = litehf_spec(shifted)
+    assert out["measurements"][0]["name"] == "meas" and len(out["measurements"]) == 2
+    assert out["observations"] == [{"name": "SR", "data": new_data.tolist()}]
+    assert spec["measurements"][0]["name"] == "other"  # the model's spec is not modified
+
+
+def test_litehf_support_checks():
+    with pytest.raises(BayeshfError, match="shapefactor"):
+        check_litehf_support(bayeshf.load(DATA / "pyhf-validation" / "2bin_2channel_coupledshapefactor.json"))
+    with pytest.warns(UserWarning, match="code1"):
+        check_litehf_support(bayeshf.load(DATA / "thesis" / "4_bin.json"))
+    same = bayeshf.load(DATA / "thesis" / "4_bin.json",
+                        modifier_settings={"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_litehf_support(same)
+
+
+# ----------------------------------------------------------------------------- JAX callback
+
+
+def test_callback_value_and_gradient(all_kinds):
+    model, prior_set = all_kinds, build_priors(all_kinds)
+    posterior = callback_adapter(model, prior_set)
+    likelihood = callback_adapter(model, prior_set, include_prior=False)
+    points = _random_points(model, prior_set, 4, seed=3)
+    offsets = []
+    for theta in points:
+        value, gradient = posterior(theta)
+        assert isinstance(value, float) and gradient.dtype == np.float64 and gradient.shape == (model.npars,)
+        offsets.append(value - float(model.logpdf(theta)))
+        assert likelihood.value(list(theta)) == pytest.approx(float(model.log_likelihood(theta)), rel=1e-12)
+        assert posterior.value(theta) == pytest.approx(value, rel=1e-13)
+        step = 1e-6
+        for i in np.flatnonzero(~prior_set.fixed):
+            up, down = theta.copy(), theta.copy()
+            up[i] += step
+            down[i] -= step
+            numeric = (posterior.value(up) - posterior.value(down)) / (2 * step)
+            assert gradient[i] == pytest.approx(numeric, rel=1e-5, abs=1e-5)
+    assert np.ptp(offsets) < 1e-9 * max(1.0, abs(offsets[0]))  # == pyhf logpdf + constant
+    with pytest.raises(BayeshfError):
+        posterior(np.zeros(model.npars + 1))
+
+
+def test_pyhf_callback_equals_pyhf_main_term():
+    import pyhf
+
+    path = DATA / "thesis" / "4_bin.json"
+    model = bayeshf.load(path)
+    before = pyhf.get_backend()
+    callback = pyhf_callback_adapter(model)
+    assert type(pyhf.get_backend()[0]) is type(before[0])  # backend restored
+    pyhf.set_backend("numpy")
+    reference = pyhf.Workspace(json.loads(path.read_text())).model()
+    theta = np.asarray(reference.config.suggested_init(), dtype=float) + 0.1
+    expected = float(reference.mainlogpdf(np.asarray(model.observed), theta))
+    value, gradient = callback(theta)
+    assert value == pytest.approx(expected, rel=1e-10)
+    assert value == pytest.approx(float(model.log_likelihood(theta)), rel=1e-10)
+    assert np.all(np.isfinite(gradient))
+
+
+# ----------------------------------------------------------------------------- BAT results
+
+
+def _loop_expansion(v, logd, weight, chainid, stepno):
+    """The oracle: walk each chain step by step, repeating each stored sample weight times."""
+    chains = {}
+    for row in sorted(range(len(weight)), key=lambda r: (chainid[r], stepno[r])):
+        for _ in range(int(weight[row])):
+            chains.setdefault(chainid[row], []).append((v[row], logd[row]))
+    length = min(len(c) for c in chains.values())
+    ids = sorted(chains)
+    theta = np.array([[chains[c][k][0] for k in range(length)] for c in ids])
+    lp = np.array([[chains[c][k][1] for k in range(length)] for c in ids])
+    return theta, lp, ids
+
+
+def _synthetic(seed=0, npars=3, ids=(7, 2, 5), per_chain=40):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for chain in ids:
+        steps = np.cumsum(rng.integers(1, 4, size=per_chain))
+        for s in steps:
+            rows.append((chain, s))
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    chainid = np.array([r[0] for r in rows], dtype=np.int32)
+    stepno = np.array([r[1] for r in rows], dtype=np.int64)
+    v = rng.normal(size=(len(rows), npars))
+    logd = rng.normal(size=len(rows))
+    weight = rng.integers(1, 5, size=len(rows)).astype(float)
+    return v, logd, weight, chainid, stepno
+
+
+def test_expand_chains_matches_a_step_by_step_walk():
+    arrays = _synthetic()
+    theta, lp, ids = expand_chains(BATSamples.from_arrays(*arrays))
+    expected_theta, expected_lp, expected_ids = _loop_expansion(*arrays)
+    assert list(ids) == expected_ids == [2, 5, 7]
+    np.testing.assert_array_equal(theta, expected_theta)
+    np.testing.assert_array_equal(lp, expected_lp)
+    assert theta.shape[0] == 3 and theta.shape[1] == min(
+        int(arrays[2][arrays[3] == c].sum()) for c in (2, 5, 7))
+
+
+def test_non_integer_weights_are_resampled_deterministically():
+    rng = np.random.default_rng(5)
+    n = 4000
+    v = rng.normal(size=(n, 1))
+    weight = np.exp(-0.5 * v[:, 0] ** 2) * 3.7  # importance weights of N(0, 1/2) from N(0, 1)
+    chainid = np.repeat([1, 2], n // 2)
+    stepno = np.tile(np.arange(n // 2), 2)
+    samples = BATSamples.from_arrays(v, np.zeros(n), weight, chainid, stepno)
+    first, _, _ = expand_chains(samples, seed=11)
+    again, _, _ = expand_chains(samples, seed=11)
+    np.testing.assert_array_equal(first, again)
+    weighted_mean = np.sum(weight * v[:, 0] ** 2) / np.sum(weight)  # second moment, ~0.5
+    resampled = first[..., 0].ravel() ** 2
+    standard_error = np.std(v[:, 0] ** 2) / np.sqrt(resampled.size) * 3  # generous: resampling adds variance
+    assert abs(resampled.mean() - weighted_mean) < 5 * standard_error
+
+
+@pytest.mark.parametrize("bad", ["length", "negative", "ndim", "zero"])
+def test_bad_bat_arrays_are_refused(bad):
+    v, logd, weight, chainid, stepno = _synthetic()
+    if bad == "length":
+        logd = logd[:-1]
+    elif bad == "negative":
+        weight[3] = -1.0
+    elif bad == "ndim":
+        v = v[:, 0]
+    else:
+        weight[:] = 0.0
+    with pytest.raises(BayeshfError):
+        BATSamples.from_arrays(v, logd, weight, chainid, stepno)
+
+
+def test_to_inference_data_keeps_chains_and_layout(all_kinds):
+    model = all_kinds
+    v, logd, weight, chainid, stepno = _synthetic(npars=model.npars, ids=(3, 9))
+    v = v * 0.01 + np.asarray(model.init)
+    idata = to_inference_data(BATSamples.from_arrays(v, logd, weight, chainid, stepno), model, prior_draws=0,
+                              attrs={"likelihood": "jax"})
+    expected_theta, expected_lp, _ = _loop_expansion(v, logd, weight, chainid, stepno)
+    posterior = idata.posterior
+    assert posterior.sizes["chain"] == 2 and posterior.sizes["draw"] == expected_theta.shape[1]
+    for pset in model.parameters:
+        values = np.asarray(posterior[pset.name].values).reshape(2, -1, pset.size)
+        np.testing.assert_array_equal(values, expected_theta[..., pset.slice])
+    np.testing.assert_array_equal(idata.sample_stats["lp"].values, expected_lp)
+    assert list(posterior.attrs["bat_chain_ids"]) == [3, 9] and posterior.attrs["likelihood"] == "jax"
+    with pytest.raises(BayeshfError):
+        to_inference_data(BATSamples.from_arrays(v[:, :2], logd, weight, chainid, stepno), model)
+
+
+# ----------------------------------------------------------------------------- Julia project files
+
+
+def test_juliapkg_json_agrees_with_the_julia_project():
+    from juliapkg.compat import Compat
+    from juliapkg.deps import PkgSpec
+
+    declared = json.loads((ROOT / "bayeshf" / "juliapkg.json").read_text())
+    project = tomllib.loads((ROOT / "julia" / "Project.toml").read_text())
+    Compat.parse(declared["julia"])
+    assert Compat.parse(declared["julia"]) & Compat.parse("^" + project["compat"]["julia"])
+    assert set(declared["packages"]) == set(project["deps"])
+    for name, entry in declared["packages"].items():
+        PkgSpec(name, entry["uuid"], version=entry["version"])  # juliapkg's own validation
+        assert entry["uuid"] == project["deps"][name]
+        assert Compat.parse(entry["version"]) and entry["version"] == project["compat"][name]
+    assert set(project["deps"]) | set(project["extras"]) - {"Test"} <= set(project["compat"]) | {"Test"}
+    assert {"BAT", "LiteHF", "Distributions", "DensityInterface", "AdvancedHMC", "ForwardDiff"} <= set(project["deps"])
+    assert project["compat"]["BAT"] == "4"
+
+
+def test_julia_source_defines_what_python_calls():
+    source = (ROOT / "julia" / "src" / "BayesHFBridge.jl").read_text()
+    for name in ("litehf_loglikelihood", "callback_loglikelihood", "sample_posterior", "parse_prior"):
+        assert re.search(rf"^(function )?{name}\(", source, re.M), name
+    sandbox = re.search(r"module PriorSandbox\s+using Distributions: ([^\n]+)", source)[1]
+    for constructor in ("Normal", "LogNormal", "Gamma", "Uniform", "Cauchy", "Dirac", "truncated"):
+        assert constructor in sandbox
+    for api in ("TransformedMCMC(", "RandomWalk()", "HamiltonianMC()", "PosteriorMeasure(", "bat_sample(",
+                "nchains =", "nsteps =", "pyhf_loglikelihoodof(", "info.chainid", "info.stepno"):
+        assert api in source, api
+    assert "pyhf_logjointof(" not in source  # the constraint terms come from bayeshf's priors only
+    tests = (ROOT / "julia" / "test" / "runtests.jl").read_text()
+    assert "BayesHFBridge" in tests
+
+
+def test_julia_test_inputs_are_current():
+    """julia/test/reference.json was written from today's Python side (else rerun julia/test/make_reference.py)."""
+    reference = json.loads((ROOT / "julia" / "test" / "reference.json").read_text())
+    settings = {"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}
+    for case in reference["workspaces"]:
+        path = (ROOT / "julia" / "test" / case["path"]).resolve()
+        model = bayeshf.load(path, modifier_settings=settings)
+        free, expressions = prior_expressions(build_priors(model))
+        assert case["litehf_names"] == litehf_names(model) and case["par_names"] == model.par_names
+        assert case["prior_expressions"] == expressions and case["free"] == [i + 1 for i in free]
+        for theta, main in zip(case["points"], case["main_logpdf"]):  # pyhf's numbers == our model's
+            assert float(model.log_likelihood(np.asarray(theta))) == pytest.approx(main, rel=1e-10)
+
+
+# ----------------------------------------------------------------------------- with Julia
+
+
+@pytest.mark.julia
+@needs_julia
+@pytest.mark.parametrize("likelihood, sampler", [("litehf", "mh"), ("jax", "hmc")])
+def test_bat_posterior_mean_matches_the_blackjax_posterior(likelihood, sampler):
+    """BAT's posterior of the 1-bin shapesys model vs bayeshf's own NUTS, within Monte Carlo error."""
+    import arviz as az
+
+    model = bayeshf.load(DATA / "pyhf-validation" / "1bin_shapesys.json")
+    idata = sample(model, likelihood=likelihood, sampler=sampler, chains=2, steps=4000, seed=1, prior_draws=0)
+    assert idata.posterior.sizes["chain"] == 2
+    from bayeshf.sampling import sample as blackjax_sample
+
+    reference = blackjax_sample(model, chains=2, draws=2000, seed=2, progress=False, prior_draws=0)
+    mu, mu_ref = idata.posterior["mu"].values, reference.posterior["mu"].values
+    error = math.hypot(float(az.mcse(idata.posterior["mu"])), float(az.mcse(reference.posterior["mu"])))
+    assert abs(mu.mean() - mu_ref.mean()) < 5 * error
