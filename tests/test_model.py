@@ -1,0 +1,106 @@
+"""Parity of the compiled model with pyhf 0.7.6 on every workspace in tests/data."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import bayeshf
+from conftest import WORKSPACES, data_path, pyhf_model, workspace_id
+
+CODES = {
+    "default": None,
+    "code1-code0": {"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}},
+    "code4-code2": {"normsys": {"interpcode": "code4"}, "histosys": {"interpcode": "code2"}},
+}
+
+
+def parameter_points(model, n, seed):
+    """The inits plus random points inside the bounds (spanning all interpolation regions)."""
+    rng = np.random.default_rng(seed)
+    low, high = model.bounds.T
+    high = np.minimum(high, low + 4.0)  # alphas in [-5, -1): all branches of every code are hit
+    points = [model.init]
+    for _ in range(n):
+        points.append(rng.uniform(low, high))
+    # alphas inside (-1, 1) too: the polynomial regions
+    points.append(np.where(model.bounds[:, 0] < 0, rng.uniform(-0.9, 0.9, model.npars), model.init))
+    return points
+
+
+@pytest.mark.parametrize("codes", list(CODES), ids=list(CODES))
+@pytest.mark.parametrize("case", WORKSPACES, ids=[workspace_id(c) for c in WORKSPACES])
+def test_counts_and_logpdf_match_pyhf(case, codes):
+    path, patch = data_path(case[0]), case[1] and data_path(case[1])
+    settings = CODES[codes]
+    model = bayeshf.load(path, patches=[patch] if patch else None, modifier_settings=settings)
+    reference, data = pyhf_model(path, patch, settings)
+
+    assert model.par_names == reference.config.par_names
+    assert model.par_order == reference.config.par_order
+    assert model.poi_name == reference.config.poi_name
+    np.testing.assert_array_equal(model.init, reference.config.suggested_init())
+    np.testing.assert_array_equal(model.bounds, np.asarray(reference.config.suggested_bounds()))
+    np.testing.assert_array_equal(model.fixed, reference.config.suggested_fixed())
+    np.testing.assert_array_equal(model.data, data)
+    np.testing.assert_array_equal(model.auxdata, reference.config.auxdata)
+
+    points = np.stack(parameter_points(model, 6, seed=sum(map(ord, str(case)))))
+    # one compiled program for every quantity at every point
+    ours = jax.jit(jax.vmap(lambda p: (model.expected_counts(p), model.asimov_data(p), model.logpdf(p))))
+    counts, asimov, logpdf = ours(points)
+    for i, pars in enumerate(points):
+        np.testing.assert_allclose(counts[i], reference.expected_actualdata(pars), rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(asimov[i], reference.expected_data(pars), rtol=1e-12)
+        np.testing.assert_allclose(float(logpdf[i]), reference.logpdf(pars, data)[0], rtol=1e-10)
+
+
+@pytest.mark.parametrize("case", WORKSPACES[:3] + WORKSPACES[-4:-1], ids=workspace_id)
+def test_gradient_matches_pyhf_jax(case):
+    path, patch = data_path(case[0]), case[1] and data_path(case[1])
+    model = bayeshf.load(path, patches=[patch] if patch else None)
+    reference, data = pyhf_model(path, patch, backend="jax")
+    try:
+        data = jnp.asarray(data)
+        grad_ours = jax.jit(jax.grad(model.logpdf))
+        grad_pyhf = jax.jit(jax.grad(lambda p: reference.logpdf(p, data)[0]))
+        for pars in parameter_points(model, 3, seed=7):
+            pars = jnp.asarray(pars)
+            np.testing.assert_allclose(grad_ours(pars), grad_pyhf(pars), rtol=1e-8, atol=1e-8)
+    finally:
+        import pyhf
+
+        pyhf.set_backend("numpy")
+
+
+def test_logpdf_decomposes_into_main_and_constraint():
+    model = bayeshf.load(data_path("thesis/4_bin.json"))
+    pars = model.init + 0.1
+    total = model.log_likelihood(pars) + model.log_constraint(pars)
+    assert float(model.logpdf(pars)) == pytest.approx(float(total), rel=1e-14)
+    assert float(model.twice_nll(pars)) == pytest.approx(-2 * float(total), rel=1e-14)
+
+
+def test_with_data_and_vmap():
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    pars = np.stack([model.init, model.init * 1.1])
+    batched = jax.vmap(model.logpdf)(pars)
+    assert batched.shape == (2,)
+    assert float(batched[1]) == pytest.approx(float(model.logpdf(pars[1])))
+    other = model.with_data(model.observed + 3.0)
+    assert float(other.logpdf(model.init)) != float(model.logpdf(model.init))
+    np.testing.assert_array_equal(other.observed, model.observed + 3.0)
+    # main-only data in logpdf equals with_data
+    assert float(model.logpdf(model.init, model.observed + 3.0)) == pytest.approx(float(other.logpdf(model.init)))
+
+
+def test_model_is_a_pytree_usable_inside_jit():
+    model = bayeshf.load(data_path("thesis/4_bin.json"))
+
+    @jax.jit
+    def f(m, p):
+        return m.logpdf(p)
+
+    assert float(f(model, model.init)) == pytest.approx(float(model.logpdf(model.init)))
