@@ -15,6 +15,7 @@ histosys weights with dense shift tables. No Python loop runs in traced code.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Mapping, NamedTuple
 
@@ -237,14 +238,24 @@ class HistFactoryModel:
     def from_tables(cls, tables: Tables, poi_name, codes=None, *, measurement=None, spec=None, label="<arrays>"):
         codes = dict(DEFAULT_CODES, **(codes or {}))
         static = _Static(codes["normsys"], codes["histosys"], len(tables.samples), len(tables.channels))
+        arrays = _compile_arrays(tables)
+        # keep only the light description on the host; the dense tables live on the device
+        light = dataclasses.replace(tables, histosys_up=None, histosys_down=None, nominal=None)
         meta = {
-            "tables": tables,
+            "tables": light,
             "poi_name": poi_name,
             "measurement": measurement,
             "spec": spec,
             "label": label,
         }
-        return cls(_compile_arrays(tables), static, meta)
+        return cls(arrays, static, meta)
+
+    @staticmethod
+    def from_arrays(*args, **kwargs) -> "HistFactoryModel":
+        """Compile straight from dense arrays; see :func:`bayeshf.arrays.model_from_arrays`."""
+        from bayeshf.arrays import model_from_arrays
+
+        return model_from_arrays(*args, **kwargs)
 
     def with_data(self, observed, auxdata=None) -> "HistFactoryModel":
         """Same model with other main (and optionally auxiliary) data."""
