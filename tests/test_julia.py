@@ -401,6 +401,9 @@ def test_litehf_spec_carries_the_models_data_and_measurement(all_kinds):
 def test_litehf_support_checks():
     with pytest.raises(BayeshfError, match="shapefactor"):
         check_litehf_support(bayeshf.load(DATA / "pyhf-validation" / "2bin_2channel_coupledshapefactor.json"))
+    with pytest.raises(BayeshfError, match="POI"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_litehf_support(bayeshf.load(DATA / "sbottom" / "RegionA" / "BkgOnly.json"))
     with pytest.warns(UserWarning, match="code1"):
         check_litehf_support(bayeshf.load(DATA / "thesis" / "4_bin.json"))
     same = bayeshf.load(DATA / "thesis" / "4_bin.json",

@@ -5,7 +5,8 @@ modifier: the POI first, then each modifier name once; per-bin modifiers
 (staterror, shapesys, shapefactor) become ``name_bin1``, ``name_bin2``, ...
 It interpolates normsys with code1 and histosys with code0 (pyhf 0.7's
 defaults are code4 / code4p), reads the POI and lumi sigma from the *first*
-measurement, and cannot build shapefactor modifiers.
+measurement, needs the POI among the modifiers, and cannot build shapefactor
+modifiers (``Shapefactor.(eachindex(data))`` has no one-argument constructor).
 
 Bookkeeping. ``pyhf_logjointof`` = ``pyhf_loglikelihoodof`` (main Poisson
 term) + ``pyhf_logpriorof`` (LiteHF's priors, which *are* the constraint
@@ -61,6 +62,9 @@ def check_litehf_support(model) -> None:
     """Raise :class:`BayeshfError` for models LiteHF.jl 0.1 cannot build; warn where it differs."""
     if model.spec is None:
         raise BayeshfError(f"{model.label} has no workspace spec, so LiteHF.jl cannot read it; use likelihood='jax'.")
+    if model.poi_name is None:
+        raise BayeshfError(f"{model.label} has no POI in the model, which LiteHF.jl 0.1 requires (apply a signal "
+                           "patch), or use likelihood='jax'.")
     kinds = {t for pset in model.parameters for t in pset.modifier_types}
     if "shapefactor" in kinds:
         raise BayeshfError(f"{model.label} has shapefactor modifiers, which LiteHF.jl 0.1 cannot build; "
