@@ -41,13 +41,24 @@ module PriorSandbox
 using Distributions: Normal, LogNormal, Gamma, Uniform, Cauchy, Dirac, truncated
 end
 
+const _ALLOWED_CALLS = (:Normal, :LogNormal, :Gamma, :Uniform, :Cauchy, :Dirac, :truncated, :/, :-)
+
+# the grammar bayeshf/julia/expressions.py writes: constructor calls, numbers, Inf, unary minus, division
+_allowed(x::Real) = true
+_allowed(x::Symbol) = x === :Inf
+_allowed(x::Expr) = x.head === :call && x.args[1] in _ALLOWED_CALLS && all(_allowed, x.args[2:end])
+_allowed(x) = false
+
 """
     parse_prior(expression) -> UnivariateDistribution
 
-Evaluate one prior expression such as `"truncated(Gamma(26.0, 1 / 25.0), 1e-10, 10.0)"`.
+Evaluate one prior expression such as `"truncated(Gamma(26.0, 1 / 25.0), 1e-10, 10.0)"`;
+anything outside the grammar bayeshf writes is refused before evaluation.
 """
 function parse_prior(expression::AbstractString)
-    d = Core.eval(PriorSandbox, Meta.parse(String(expression)))
+    parsed = Meta.parse(String(expression))
+    _allowed(parsed) || throw(ArgumentError("prior expression $(repr(expression)) is outside the bridge's grammar"))
+    d = Core.eval(PriorSandbox, parsed)
     d isa UnivariateDistribution || throw(ArgumentError("prior expression $(repr(expression)) is not a univariate distribution"))
     return d
 end
