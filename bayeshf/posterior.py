@@ -19,6 +19,7 @@ support             theta(z)                         log |d theta / d z|
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import jax
@@ -103,6 +104,18 @@ class Posterior:
         theta = self.constrain(z)
         return self.model.log_likelihood(theta) + self.prior_set.log_prob(theta) + self.log_jacobian(z)
 
+    def with_model(self, model) -> "Posterior":
+        """The same posterior (priors, transforms) with another model of the same structure (e.g. other data)."""
+        new = copy.copy(self)
+        new.model = model
+        new.logdensity_fn = new._logdensity
+        return new
+
+    @property
+    def structure(self) -> "Structure":
+        """Hashable key for compiled programs: equal for posteriors sharing this prior set."""
+        return Structure(self)
+
     def clip_inside(self, theta, margin: float = 1e-6):
         """Move ``theta`` strictly inside the support (relative ``margin`` of the width)."""
         ps = self.prior_set
@@ -114,14 +127,42 @@ class Posterior:
         return theta
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(posterior: Posterior):
-    """Jitted value-and-gradient and Hessian of the log-densities (cached per posterior)."""
-    return dict(
-        z_value_and_grad=jax.jit(jax.value_and_grad(posterior.logdensity_fn)),
-        z_hessian=jax.jit(jax.hessian(posterior.logdensity_fn)),
-        theta_value_and_grad=jax.jit(jax.value_and_grad(posterior.log_posterior)),
-    )
+class Structure:
+    """Static jit argument standing for a posterior's priors and transforms.
+
+    Compiled functions take ``(structure, model, x)``: the model is a traced
+    pytree argument, so posteriors that share a prior set and differ only in
+    data (``model.with_data``) reuse one compiled program.
+    """
+
+    __slots__ = ("template",)
+
+    def __init__(self, posterior: Posterior):
+        self.template = posterior
+
+    def __hash__(self) -> int:
+        return hash(id(self.template.prior_set))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Structure) and other.template.prior_set is self.template.prior_set
+
+    def bind(self, model) -> Posterior:
+        return self.template.with_model(model)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _z_value_and_grad(structure: Structure, model, z):
+    return jax.value_and_grad(structure.bind(model).logdensity_fn)(z)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _z_hessian(structure: Structure, model, z):
+    return jax.hessian(structure.bind(model).logdensity_fn)(z)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _theta_value_and_grad(structure: Structure, model, theta):
+    return jax.value_and_grad(structure.bind(model).log_posterior)(theta)
 
 
 def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000) -> np.ndarray:
@@ -132,7 +173,6 @@ def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000) -> np.nd
     """
     from scipy.optimize import minimize
 
-    fns = _compiled(posterior)
     free = posterior.free_index
     theta = np.array(posterior.theta_init if theta0 is None else theta0, dtype=float)
     theta = posterior.clip_inside(theta, 0.0)
@@ -141,7 +181,7 @@ def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000) -> np.nd
     def objective(x):
         full = theta.copy()
         full[free] = x
-        value, grad = fns["theta_value_and_grad"](jnp.asarray(full))
+        value, grad = _theta_value_and_grad(posterior.structure, posterior.model, jnp.asarray(full))
         return -float(value), -np.asarray(grad)[free]
 
     bounds = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b)
@@ -160,12 +200,11 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
     """
     from scipy.optimize import minimize
 
-    fns = _compiled(posterior)
     z = np.asarray(posterior.initial_position if z0 is None else z0, dtype=float)
     z = np.where(np.isfinite(z), z, 0.0)
 
     def objective(x):
-        value, grad = fns["z_value_and_grad"](jnp.asarray(x))
+        value, grad = _z_value_and_grad(posterior.structure, posterior.model, jnp.asarray(x))
         value, grad = float(value), np.asarray(grad)
         if not np.isfinite(value):
             return 1e300, np.zeros_like(x)
@@ -175,7 +214,7 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
     z = result.x
     covariance = None
     if posterior.ndim <= 2000:
-        hessian = np.asarray(fns["z_hessian"](jnp.asarray(z)))
+        hessian = np.asarray(_z_hessian(posterior.structure, posterior.model, jnp.asarray(z)))
         try:
             covariance = np.linalg.inv(-hessian)
             covariance = 0.5 * (covariance + covariance.T)

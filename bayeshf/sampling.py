@@ -129,13 +129,18 @@ def _kernel(posterior: Posterior, sampler: str, max_tree_depth: int, num_integra
 
 
 @functools.lru_cache(maxsize=16)
-def _program(posterior: Posterior, sampler: str, dense: bool, max_tree_depth: int,
-             num_integration_steps: int, target: float):
-    """The jitted chunk program: (carry, flags[chunk]) -> (carry, StepStats[chunk, chains])."""
+def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float):
+    """Jitted ``start(model, ...)`` and ``run_chunk(model, carry, flags[chunk])`` -> (carry, StepStats[chunk, chains]).
+
+    Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
+    is a traced argument, so other data reuse the compiled program.
+    """
     from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
     from blackjax.adaptation.step_size import dual_averaging_adaptation
 
-    init, step = _kernel(posterior, sampler, max_tree_depth, num_integration_steps, dense)
+    def kernel(model):
+        return _kernel(structure.bind(model), sampler, max_tree_depth, num_integration_steps, dense)
+
     da_init, da_update, _ = dual_averaging_adaptation(target)
     _, mm_update, mm_final = mass_matrix_adaptation(not dense)
 
@@ -155,7 +160,9 @@ def _program(posterior: Posterior, sampler: str, dense: bool, max_tree_depth: in
     def finalize(adaptation: Adaptation) -> Adaptation:
         return adaptation._replace(step_size=jnp.exp(adaptation.dual_averaging.log_step_size_avg))
 
-    def advance(carry, flags: StepFlags):
+    def advance(model, carry, flags: StepFlags):
+        posterior = structure.bind(model)
+        step = kernel(model)[1]
         states, adaptation, keys = carry
         pairs = jax.vmap(jax.random.split)(keys)
         keys, subkeys = pairs[:, 0], pairs[:, 1]
@@ -170,21 +177,21 @@ def _program(posterior: Posterior, sampler: str, dense: bool, max_tree_depth: in
         adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
         return (states, adaptation, keys), stats
 
-    def body(carry, flags: StepFlags):
-        shapes = jax.eval_shape(lambda c: advance(c, flags)[1], carry)
-        skip = lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
-        return jax.lax.cond(flags.active, lambda c: advance(c, flags), skip, carry)
-
     @jax.jit
-    def run_chunk(carry, flags: StepFlags):
+    def run_chunk(model, carry, flags: StepFlags):
+        def body(carry, flags: StepFlags):
+            shapes = jax.eval_shape(lambda c: advance(model, c, flags)[1], carry)
+            skip = lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
+            return jax.lax.cond(flags.active, lambda c: advance(model, c, flags), skip, carry)
+
         return jax.lax.scan(body, carry, flags)
 
     @jax.jit
-    def start(positions, step_size, inverse_mass_matrix, keys):
+    def start(model, positions, step_size, inverse_mass_matrix, keys):
         from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
 
         mm_init = mma(not dense)[0]
-        states = jax.vmap(init)(positions)
+        states = jax.vmap(kernel(model)[0])(positions)
         chains, ndim = positions.shape
         mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
         da = jax.vmap(da_init)(step_size)
@@ -253,7 +260,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         raise BayeshfError("the model has no free parameter to sample.")
     dense = metric == "dense"
     target = TARGET_ACCEPTANCE[sampler] if target_acceptance is None else float(target_acceptance)
-    start, run_chunk = _program(posterior, sampler, dense, int(max_tree_depth), int(num_integration_steps), target)
+    start, run_chunk = _program(posterior.structure, sampler, dense, int(max_tree_depth), int(num_integration_steps), target)
 
     key = jax.random.PRNGKey(seed)
     init_key, chain_key = jax.random.split(key)
@@ -265,7 +272,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         imm = np.diag(covariance).copy() if not dense else covariance
     if step_size is None:
         step_size = 2.38 / math.sqrt(ndim) if sampler == "mh" else (1.0 if covariance is not None else 0.1)
-    carry = start(jnp.asarray(positions), jnp.full(chains, float(step_size)),
+    model = posterior.model
+    carry = start(model, jnp.asarray(positions), jnp.full(chains, float(step_size)),
                   jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
 
     chunk = max(1, min(int(chunk_size), warmup + draws))
@@ -277,7 +285,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     try:
         for begin in range(0, padded, chunk):
             chunk_flags = StepFlags(*(jnp.asarray(f[begin:begin + chunk]) for f in flags))
-            carry, stats = run_chunk(carry, chunk_flags)
+            carry, stats = run_chunk(model, carry, chunk_flags)
             stats = jax.tree.map(np.asarray, stats)  # waits for the chunk
             pieces.append(stats)
             step_count = min(chunk, warmup + draws - begin)
