@@ -132,16 +132,22 @@ def run_suite(name: str, options: Options) -> Path | None:
     """Run one suite, write its JSON, return the path (None with ``--no-save``)."""
     from bayeshf.bench.harness import Recorder
 
+    from bayeshf.bench.cases import check_case
+
     if name not in SUITES:
         raise BayeshfError(f"unknown benchmark suite {name!r}; choose one of {', '.join(SUITES)}.")
+    for case in options.cases or []:
+        check_case(case)
     module = importlib.import_module(f"bayeshf.bench.{SUITES[name]}")
     print(f"suite {name}{' (quick)' if options.quick else ''}", file=sys.stderr)
     recorder = Recorder(name, options.as_dict(), options.output)
     try:
         module.run(options, recorder)
-    finally:
-        path = recorder.save()
-    return path
+    except BaseException:
+        recorder.suite = f"{name}.partial"  # keep the last complete results in place
+        recorder.save()
+        raise
+    return recorder.save()
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:

@@ -52,12 +52,19 @@ def _apply_patch(spec: dict[str, Any], patch: list[dict[str, Any]], path: Path) 
         raise BayeshfError(f"{path}: the patch does not apply ({error}).") from error
 
 
-def load_case(name: str, data: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The (patched) workspace spec of a named case: a real one or ``nbin_<n>``."""
-    if name.startswith("nbin_"):
-        return nbin_workspace(int(name.split("_", 1)[1]))
+def check_case(name: str) -> None:
+    """Raise :class:`BayeshfError` unless ``name`` is a known case or ``nbin_<n>``."""
+    if name.startswith("nbin_") and name[5:].isdigit() and int(name[5:]) > 0:
+        return
     if name not in REAL_CASES:
         raise BayeshfError(f"unknown benchmark case {name!r}; known: {', '.join(REAL_CASES)} or nbin_<n>.")
+
+
+def load_case(name: str, data: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The (patched) workspace spec of a named case: a real one or ``nbin_<n>``."""
+    check_case(name)
+    if name.startswith("nbin_"):
+        return nbin_workspace(int(name[5:]))
     folder = data_dir(data)
     workspace, patch = REAL_CASES[name]
     path = folder / workspace

@@ -72,30 +72,53 @@ def reorder(point: np.ndarray, names: list[str], target: list[str], who: str) ->
     return np.asarray([point[index[name]] for name in target], dtype=float)
 
 
-def _jax_thunks(logpdf: Callable, x: Any, v: Any, prepared: Prepared) -> None:
-    """Jit value, value-and-grad and HVP of a JAX log-density; time their first calls."""
+def _jax_thunks(logpdf: Callable, state: Any, x: Any, v: Any, prepared: Prepared, *, closure: bool) -> None:
+    """Jit value, value-and-grad and HVP of ``logpdf(state, pars)``; time their first calls.
+
+    ``closure=True`` jits ``lambda p: logpdf(state, p)`` as a user typically
+    writes it (the model's arrays become compile-time constants: least
+    dispatch work per call); ``closure=False`` passes ``state`` (a pytree) as
+    a jit argument (no constants; every leaf is an argument at every call).
+    """
     import jax
 
-    value = jax.jit(logpdf)
-    value_and_grad = jax.jit(jax.value_and_grad(logpdf))
-    hvp = jax.jit(lambda p, d: jax.jvp(jax.grad(logpdf), (p,), (d,))[1])
-    for metric, fn, args in (("value", value, (x,)), ("value_and_grad", value_and_grad, (x,)), ("hvp", hvp, (x, v))):
+    if closure:
+        def bind(fn: Callable) -> Callable:
+            return lambda *args: fn(state, *args)
+
+        value = jax.jit(bind(logpdf))
+        value_and_grad = jax.jit(bind(jax.value_and_grad(logpdf, argnums=1)))
+        head: tuple = ()
+    else:
+        value = jax.jit(logpdf)
+        value_and_grad = jax.jit(jax.value_and_grad(logpdf, argnums=1))
+        head = (state,)
+
+    def hvp_fn(s: Any, p: Any, d: Any) -> Any:
+        return jax.jvp(lambda q: jax.grad(logpdf, argnums=1)(s, q), (p,), (d,))[1]
+
+    hvp = jax.jit(lambda p, d: hvp_fn(state, p, d)) if closure else jax.jit(hvp_fn)
+    for metric, fn, args in (("value", value, (*head, x)), ("value_and_grad", value_and_grad, (*head, x)),
+                             ("hvp", hvp, (*head, x, v))):
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
         prepared.setup[f"first_call_{metric}"] = time.perf_counter() - start
         if metric == "value":
             prepared.logpdf = float(out)
-    prepared.value = lambda: jax.block_until_ready(value(x))
-    prepared.value_and_grad = lambda: jax.block_until_ready(value_and_grad(x))
-    prepared.hvp = lambda: jax.block_until_ready(hvp(x, v))
+    prepared.value = lambda: jax.block_until_ready(value(*head, x))
+    prepared.value_and_grad = lambda: jax.block_until_ready(value_and_grad(*head, x))
+    prepared.hvp = lambda: jax.block_until_ready(hvp(*head, x, v))
 
 
 def _direction(n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=n)
 
 
-def prepare_bayeshf(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
-    """bayeshf: ``bayeshf.load`` then ``jax.jit`` of ``model.logpdf`` (and its grad / HVP)."""
+def prepare_bayeshf(spec: dict[str, Any], names: list[str], point: np.ndarray, *, closure: bool = True) -> Prepared:
+    """bayeshf: ``bayeshf.load`` then ``jax.jit`` of ``model.logpdf`` (and its grad / HVP).
+
+    ``closure=False`` (runner ``bayeshf-pytree``) passes the model pytree as a jit argument instead.
+    """
     try:
         import bayeshf
     except ImportError as error:  # the core may be missing while it is being written
@@ -106,8 +129,9 @@ def prepare_bayeshf(spec: dict[str, Any], names: list[str], point: np.ndarray) -
     model = bayeshf.load(spec)
     load_s = time.perf_counter() - start
     x = reorder(point, names, list(model.par_names), "bayeshf")
-    prepared = Prepared("bayeshf", list(model.par_names), x, setup={"load": load_s})
-    _jax_thunks(model.logpdf, jnp.asarray(x), jnp.asarray(_direction(len(x))), prepared)
+    prepared = Prepared("bayeshf" if closure else "bayeshf-pytree", list(model.par_names), x, setup={"load": load_s})
+    _jax_thunks(lambda m, p: m.logpdf(p), model, jnp.asarray(x), jnp.asarray(_direction(len(x))), prepared,
+                closure=closure)
     return prepared
 
 
@@ -125,7 +149,8 @@ def prepare_pyhf_jax(spec: dict[str, Any], names: list[str], point: np.ndarray) 
     load_s = time.perf_counter() - start
     x = reorder(point, names, list(model.config.par_names), "pyhf")
     prepared = Prepared("pyhf-jax", list(model.config.par_names), x, setup={"load": load_s})
-    _jax_thunks(lambda p: model.logpdf(p, data)[0], jnp.asarray(x), jnp.asarray(_direction(len(x))), prepared)
+    _jax_thunks(lambda d, p: model.logpdf(p, d)[0], data, jnp.asarray(x), jnp.asarray(_direction(len(x))), prepared,
+                closure=True)
     return prepared
 
 
@@ -177,6 +202,7 @@ def prepare_nextstat(spec: dict[str, Any], names: list[str], point: np.ndarray) 
 #: name -> prepare function, in the order tables list them (bayeshf first)
 LOGDENSITY_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], list[str], np.ndarray], Prepared]] = {
     "bayeshf": prepare_bayeshf,
+    "bayeshf-pytree": lambda spec, names, point: prepare_bayeshf(spec, names, point, closure=False),
     "pyhf-jax": prepare_pyhf_jax,
     "pyhf-numpy": prepare_pyhf_numpy,
     "nextstat": prepare_nextstat,

@@ -1,0 +1,332 @@
+"""Regenerate the plots and docs/benchmarks.md from the recorded results (``python -m benchmarks report``).
+
+Nothing here measures: every number comes from ``<results>/<suite>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bayeshf.bench.harness import format_seconds
+from bayeshf.io import write_text
+
+ORDER = ["bayeshf", "bayeshf-pytree", "pyhf-jax", "pyhf-numpy", "nextstat", "blackjax-pyhf", "pyhf-numpy-slsqp", "pyhf-numpy-minuit",
+         "pyhf-jax-slsqp", "bat-litehf", "bat-jax-callback", "bat-pyhf"]
+
+
+def load_results(results: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted(Path(results).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "suite" in data:
+            out[data["suite"]] = data
+    return out
+
+
+def _rows(data: dict[str, Any] | None, **match: Any) -> list[dict[str, Any]]:
+    if not data:
+        return []
+    return [r for r in data["rows"] if all(r.get(k) == v for k, v in match.items())]
+
+
+def _impls(rows: list[dict[str, Any]]) -> list[str]:
+    names = {r["implementation"] for r in rows}
+    return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+
+
+def _sec(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "–"
+    text = format_seconds(row["median"])
+    if len(row.get("repeats", [])) > 1 and row["median"] > 0:
+        text += f" ±{100 * row['iqr'] / 2 / row['median']:.0f}%"
+    return text
+
+
+def _index(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, dict[str, Any]]:
+    return {tuple(r.get(k) for k in keys): r for r in rows}
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _machine(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    load = data.get("load_average") or {}
+    return (f"{m['cpu']}, {m['cpu_count']} cores, {m['memory_gb']} GB, Python {m['python']}; {versions}; "
+            f"git {str(m.get('git_commit'))[:10]}; run {data['started']} ({data['duration_s']} s); "
+            f"load average at start {load.get('start')}")
+
+
+def _command(data: dict[str, Any]) -> str:
+    return f"`{data['command'].strip()}`"
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+def section_logdensity(data: dict[str, Any]) -> list[str]:
+    out = ["## Log-density: value, value + gradient, Hessian-vector product", "",
+           f"Reproduce: {_command(data)}. Machine: {_machine(data)}.", "",
+           "Time per call after the first call (median of the repeats, ± half the interquartile range); "
+           "ratios are peer time / bayeshf time measured in the same process (> 1: bayeshf is faster).", ""]
+    rows = _rows(data)
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    impls = _impls(rows)
+    index = _index(rows, "case", "implementation", "metric")
+    for metric in ("value", "value_and_grad", "hvp"):
+        peers = [i for i in impls if i != "bayeshf" and any((c, i, metric) in index for c in cases)]
+        columns = [i for i in impls if any((c, i, metric) in index for c in cases)]
+        header = ["case", "pars", *columns, *(f"{p} / bayeshf" for p in peers)]
+        body = []
+        for case in cases:
+            any_row = next((index[(case, i, metric)] for i in impls if (case, i, metric) in index), None)
+            if any_row is None:
+                continue
+            line = [case, str(any_row.get("npars", ""))]
+            line += [_sec(index.get((case, i, metric))) for i in columns]
+            mine = index.get((case, "bayeshf", metric))
+            for peer in peers:
+                other = index.get((case, peer, metric))
+                line.append(f"{other['median'] / mine['median']:.2f}x" if mine and other else "–")
+            body.append(line)
+        out += [f"**{metric.replace('_', ' + ').replace('value + and + grad', 'value + gradient')}**", "",
+                _table(header, body), ""]
+    header = ["case"] + [f"{i} {m}" for i in ("bayeshf", "pyhf-jax") for m in ("load", "first value+grad")]
+    body = []
+    for case in cases:
+        line = [case]
+        for impl in ("bayeshf", "pyhf-jax"):
+            line += [_sec(index.get((case, impl, "load"))), _sec(index.get((case, impl, "first_call_value_and_grad")))]
+        body.append(line)
+    out += ["**Setup: model build (`load`) and first value + gradient call (trace + compile + run)**", "",
+            _table(header, body), ""]
+    agreement = []
+    for case in cases:
+        values = {i: index[(case, i, "value")].get("logpdf") for i in impls if (case, i, "value") in index}
+        ref = values.get("pyhf-numpy")
+        if ref is None:
+            continue
+        worst = max((abs(v - ref) / max(abs(ref), 1.0) for v in values.values() if v is not None), default=0.0)
+        agreement.append(f"{case}: {worst:.1e}")
+    if agreement:
+        out += ["Agreement of the log-density at the timed point (max relative difference to pyhf numpy): "
+                + "; ".join(agreement) + ".", ""]
+    out += targets(index)
+    return out
+
+
+def targets(index: dict[tuple, dict[str, Any]]) -> list[str]:
+    """Issue 2's speed targets, checked against the recorded rows."""
+    out = ["**Targets (issue 2)**", ""]
+    for case in ("ttbar_ljets", "sbottom_RegionA_1300_205_60"):
+        mine = index.get((case, "bayeshf", "value_and_grad"))
+        pyhf_jax = index.get((case, "pyhf-jax", "value_and_grad"))
+        nextstat = index.get((case, "nextstat", "value_and_grad"))
+        if not mine:
+            out.append(f"- {case}: bayeshf not measured.")
+            continue
+        if pyhf_jax:
+            ratio = pyhf_jax["median"] / mine["median"]
+            out.append(f"- {case}: value + gradient {ratio:.1f}x faster than pyhf's jitted jax backend "
+                       f"(target >= 5x: {'met' if ratio >= 5 else 'NOT met'}).")
+        if nextstat:
+            ratio = nextstat["median"] / mine["median"]
+            out.append(f"- {case}: NextStat nll + grad_nll / bayeshf = {ratio:.2f} "
+                       f"(target: ahead of NextStat, > 1: {'met' if ratio > 1 else 'NOT met'}).")
+    first = index.get(("ttbar_ljets", "bayeshf", "first_call_value_and_grad"))
+    if first:
+        out.append(f"- ttbar first value + gradient call (trace + compile): {format_seconds(first['median'])} "
+                   f"(target < 1 s: {'met' if first['median'] < 1 else 'NOT met'}).")
+    return out + [""]
+
+
+def section_sampling(data: dict[str, Any], plots: Path, docs: Path) -> list[str]:
+    out = ["## Sampling: wall time and ESS/s", "", f"Reproduce: {_command(data)}. Machine: {_machine(data)}.", "",
+           "2 chains; `steps` = draws per chain after `warmup` adaptation steps. *cold* = first call in the "
+           "process (trace + compile + run), *warm* = the same call again with another seed; ESS/s = minimum "
+           "bulk ESS over parameters (ArviZ) / warm time.", ""]
+    rows = _rows(data)
+    index = _index(rows, "case", "implementation", "sampler", "steps", "metric")
+    keys = sorted({(r["case"], r.get("sampler"), r.get("steps"), r["implementation"]) for r in rows
+                   if r["metric"] == "warm"},
+                  key=lambda k: (k[0], str(k[1]), k[2] or 0, ORDER.index(k[3]) if k[3] in ORDER else 99))
+    body = []
+    for case, sampler, steps, impl in keys:
+        get = lambda m: index.get((case, impl, sampler, steps, m))  # noqa: E731
+        ess, ess_s = get("min_ess_bulk"), get("ess_per_s")
+        body.append([case, sampler, str(steps), impl, _sec(get("cold")), _sec(get("warm")),
+                     f"{ess['median']:.0f}" if ess else "–", f"{ess_s['median']:.0f}" if ess_s else "–"])
+    out += [_table(["case", "sampler", "steps", "implementation", "cold", "warm", "min bulk ESS", "ESS/s"], body), ""]
+    published = [r for r in rows if r["metric"] == "published"]
+    if published:
+        out += ["Thesis Table 5.1, 10,000 HMC steps, 2 chains, 2_bin_corr (**published, another machine**): "
+                + ", ".join(f"{r['implementation']} {format_seconds(r['median'])}" for r in published)
+                + ". Compare with the `hmc` / 10000 rows above.", ""]
+    path = plot_sampling(rows, plots)
+    if path:
+        out += [f"![run time vs steps]({_rel(path, docs)})", ""]
+    return out
+
+
+def section_fit(data: dict[str, Any]) -> list[str]:
+    out = ["## Fit: wall time and twice_nll reached", "", f"Reproduce: {_command(data)}. Machine: {_machine(data)}.",
+           "", "*fit* = warm fit (median of repeats), *first* = first fit in the process (includes compilation). "
+           "Δ = twice_nll reached minus the lowest twice_nll any implementation reached on that case.", ""]
+    rows = _rows(data)
+    index = _index(rows, "case", "implementation", "metric")
+    body = []
+    for case in dict.fromkeys(r["case"] for r in rows):
+        best = min(r["twice_nll"] for r in rows if r["case"] == case and r["metric"] == "fit")
+        for impl in _impls([r for r in rows if r["case"] == case]):
+            fit = index.get((case, impl, "fit"))
+            if not fit:
+                continue
+            body.append([case, impl, _sec(fit), _sec(index.get((case, impl, "first_fit"))),
+                         f"{fit['twice_nll']:.6f}", f"{fit['twice_nll'] - best:.1e}"])
+    return out + [_table(["case", "implementation", "fit", "first", "twice_nll", "Δ"], body), ""]
+
+
+def section_nbin(data: dict[str, Any], plots: Path, docs: Path) -> list[str]:
+    out = ["## n-bin sweep (thesis n-bin model, n + 1 parameters)", "",
+           f"Reproduce: {_command(data)}. Machine: {_machine(data)}.", ""]
+    rows = _rows(data)
+    for suite, metric, label in (("logdensity", "value_and_grad", "log-density value + gradient per call"),
+                                 ("fit", "fit", "fit wall time"), ("sampling", "warm", "NUTS 1000 draws x 2 chains (warm)")):
+        selected = [r for r in rows if r.get("suite") == suite and r["metric"] == metric]
+        if not selected:
+            continue
+        sizes = sorted({r["n_bins"] for r in selected})
+        impls = _impls(selected)
+        index = _index(selected, "n_bins", "implementation")
+        body = [[str(n)] + [_sec(index.get((n, i))) for i in impls] for n in sizes]
+        out += [f"**{label}**", "", _table(["n bins", *impls], body), ""]
+        path = plot_vs_bins(selected, plots / f"nbin_{suite}.png", f"{label} vs number of bins")
+        if path:
+            out += [f"![{label}]({_rel(path, docs)})", ""]
+    return out
+
+
+def section_large(data: dict[str, Any]) -> list[str]:
+    out = ["## Large synthetic model (bayeshf)", "", f"Reproduce: {_command(data)}. Machine: {_machine(data)}.", "",
+           "1 signal + 4 flat backgrounds, every systematic a histosys on every sample "
+           "(`bayeshf.generators.synthetic_arrays`).", ""]
+    body = []
+    for r in _rows(data):
+        value = _sec(r) if r["unit"] == "s" else f"{r['median']:.0f} {r['unit']}"
+        extra = f" (twice_nll {r['twice_nll']:.2f})" if "twice_nll" in r else ""
+        body.append([r["case"], r["metric"], value + extra])
+    return out + [_table(["case", "metric", "value"], body), ""]
+
+
+def section_skips(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for suite, data in results.items():
+        seen = set()
+        for skip in data.get("skips", []):
+            key = (skip["implementation"], skip["reason"])
+            if key not in seen:
+                seen.add(key)
+                lines.append(f"- {suite} / {skip['implementation']}: {skip['reason']}")
+    return (["## Not run", "", *lines, ""] if lines else [])
+
+
+# -- plots --------------------------------------------------------------------------------
+
+
+def _rel(path: Path, docs: Path) -> str:
+    import os
+
+    return os.path.relpath(path, docs.parent)
+
+
+def _axes():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), constrained_layout=True)
+    return fig, ax, plt
+
+
+def plot_vs_bins(rows: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    if not rows:
+        return None
+    fig, ax, plt = _axes()
+    for impl in _impls(rows):
+        points = sorted((r["n_bins"], r["median"]) for r in rows if r["implementation"] == impl)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=impl)
+    ax.set(xscale="log", yscale="log", xlabel="number of bins", ylabel="seconds", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_sampling(rows: list[dict[str, Any]], plots: Path) -> Path | None:
+    warm = [r for r in rows if r["metric"] == "warm" and r["case"] == "thesis_2_bin_corr"]
+    if not warm:
+        return None
+    fig, ax, plt = _axes()
+    for impl in _impls(warm):
+        for sampler in sorted({r["sampler"] for r in warm if r["implementation"] == impl}):
+            points = sorted((r["steps"], r["median"]) for r in warm if r["implementation"] == impl and r["sampler"] == sampler)
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{impl} {sampler}")
+    for r in rows:
+        if r["metric"] == "published":
+            ax.scatter([r["steps"]], [r["median"]], marker="x", s=60, label=f"{r['implementation']} (published)")
+    ax.set(xscale="log", yscale="log", xlabel="steps per chain (2 chains)", ylabel="seconds (warm)",
+           title="thesis 2_bin_corr: run time vs steps")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    path = plots / "sampling_steps.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def write_report(results: Path, docs: Path | None = None, plots: Path | None = None) -> Path:
+    """Write the plots and docs/benchmarks.md (default locations next to ``results``); return the doc path."""
+    results = Path(results)
+    repo_docs = results.parent.parent / "docs"
+    docs = Path(docs) if docs else (repo_docs / "benchmarks.md" if repo_docs.is_dir() else results / "benchmarks.md")
+    plots = Path(plots) if plots else results.parent / "plots"
+    found = load_results(results)
+    lines = ["# Benchmarks", "",
+             "Generated by `python -m benchmarks report` from the JSON files in benchmarks/results/ "
+             "(do not edit by hand). Each suite's section names the command that reproduces it and the machine "
+             "it ran on; every JSON file holds all repeats, seeds and package versions. Timings on a shared "
+             "machine are inflated by its load (recorded as the load average); ratios between implementations "
+             "measured in the same run are the robust numbers.", ""]
+    if "logdensity" in found:
+        lines += section_logdensity(found["logdensity"])
+    if "sampling" in found:
+        lines += section_sampling(found["sampling"], plots, docs)
+    if "fit" in found:
+        lines += section_fit(found["fit"])
+    if "nbin" in found:
+        lines += section_nbin(found["nbin"], plots, docs)
+    if "large" in found:
+        lines += section_large(found["large"])
+    lines += section_skips(found)
+    write_text(docs, "\n".join(lines).rstrip() + "\n")
+    print(f"wrote {docs}", file=sys.stderr)
+    return docs
