@@ -142,7 +142,7 @@ def test_sample_fails_at_once_without_importing_juliacall_or_writing(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    ({"likelihood": "pyhf"}, "likelihood"), ({"sampler": "nuts"}, "sampler"), ({"chains": 0}, "chains"),
+    ({"likelihood": "pyhf"}, "likelihood"), ({"sampler": "gibbs"}, "sampler"), ({"chains": 0}, "chains"),
     ({"chains": 2.5}, "chains"), ({"steps": 0}, "steps"), ({"steps": True}, "steps"), ({"seed": -1}, "seed"),
     ({"seed": 2**64}, "seed"),
 ])
@@ -151,7 +151,8 @@ def test_arguments_are_checked_before_julia(no_julia, kwargs, word):
         sample(DATA / "thesis" / "2_bin_corr.json", **kwargs)
     assert word in str(raised.value) and "Julia was not found" not in str(raised.value)
     ok = dict(likelihood="jax", sampler="hmc", chains=2, steps=10, seed=3)
-    assert validate_arguments(**ok) == (2, 10, 3)
+    assert validate_arguments(**ok) == ("hmc", 2, 10, 3)
+    assert validate_arguments(**dict(ok, sampler="nuts"))[0] == "hmc"
 
 
 def test_cli_setup_prints_the_sentence_and_exits_2(no_julia, capsys):
@@ -160,6 +161,15 @@ def test_cli_setup_prints_the_sentence_and_exits_2(no_julia, capsys):
     assert main(["julia", "setup"]) == 2
     assert environment.JULIA_NOT_FOUND in capsys.readouterr().err
     assert main(["julia", "status"]) == 1
+
+
+def test_cli_sample_backend_bat_fails_cleanly(no_julia, capsys, tmp_path):
+    from bayeshf.cli import main
+
+    out = tmp_path / "out"
+    assert main(["sample", str(DATA / "thesis" / "2_bin_corr.json"), "--backend", "bat", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"bayeshf sample: error: {environment.JULIA_NOT_FOUND}"
+    assert not out.exists()
 
 
 def test_installed_versions_reads_a_manifest(tmp_path):

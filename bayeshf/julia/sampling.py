@@ -21,6 +21,8 @@ from bayeshf.errors import BayeshfError
 
 LIKELIHOODS = ("litehf", "jax")
 SAMPLERS = ("mh", "hmc")
+#: other names accepted for BAT's samplers (BAT's HamiltonianMC uses a no-U-turn termination)
+SAMPLER_ALIASES = {"nuts": "hmc", "rwmh": "mh"}
 
 
 def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> int:
@@ -32,16 +34,17 @@ def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> in
     return int(value)
 
 
-def validate_arguments(*, likelihood: str, sampler: str, chains, steps, seed) -> tuple[int, int, int]:
-    """Check ``sample``'s options (raises :class:`BayeshfError` with one sentence)."""
+def validate_arguments(*, likelihood: str, sampler: str, chains, steps, seed) -> tuple[str, int, int, int]:
+    """Check ``sample``'s options; returns ``(sampler, chains, steps, seed)`` (raises :class:`BayeshfError`)."""
     if likelihood not in LIKELIHOODS:
         raise BayeshfError(f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}.")
+    sampler = SAMPLER_ALIASES.get(sampler, sampler) if isinstance(sampler, str) else sampler
     if sampler not in SAMPLERS:
-        raise BayeshfError(f"BAT sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}.")
+        raise BayeshfError(f"BAT sampler must be one of {', '.join(SAMPLERS)} (or nuts for hmc), got {sampler!r}.")
     chains = _check_int("chains", chains, 1, 1024)
     steps = _check_int("steps", steps, 1)
     seed = _check_int("seed", seed, 0, 2**64 - 1)
-    return chains, steps, seed
+    return sampler, chains, steps, seed
 
 
 def _as_model(model_or_path):
@@ -69,12 +72,13 @@ def _julia_callback(callback):
 
 
 def sample(model_or_path, *, likelihood: str = "litehf", sampler: str = "mh", chains: int = 4, steps: int = 10000,
-           seed: int = 0, priors=None, prior_draws: int = 1000, callback=None):
+           seed: int = 0, priors=None, shapesys: str = "flat", prior_draws: int = 1000, callback=None):
     """Sample the posterior with BAT.jl's ``TransformedMCMC``; returns an ``arviz.InferenceData``.
 
     likelihood: "litehf" (LiteHF.jl's main Poisson term, pure Julia) or "jax"
     (bayeshf's jitted JAX log-likelihood and gradient, called back from Julia).
-    sampler: "mh" (``RandomWalk``) or "hmc" (``HamiltonianMC``, AdvancedHMC).
+    sampler: "mh" (``RandomWalk``) or "hmc" (``HamiltonianMC``, AdvancedHMC with
+    the generalised no-U-turn termination; "nuts" is accepted for it).
     chains, steps: BAT's ``nchains`` and ``nsteps`` (steps per chain after
     BAT's own burn-in). priors: as :func:`bayeshf.priors.build_priors`; BAT's
     prior is the same PriorSet as Distributions.jl objects, and the
@@ -87,8 +91,8 @@ def sample(model_or_path, *, likelihood: str = "litehf", sampler: str = "mh", ch
     Raises :class:`BayeshfError` at once, before touching Julia, for a bad
     argument or where Julia is missing (the sentence says how to get it).
     """
-    chains, steps, seed = validate_arguments(likelihood=likelihood, sampler=sampler, chains=chains,
-                                             steps=steps, seed=seed)
+    sampler, chains, steps, seed = validate_arguments(likelihood=likelihood, sampler=sampler, chains=chains,
+                                                      steps=steps, seed=seed)
     if callback is not None and (likelihood != "jax" or not callable(callback) or not hasattr(callback, "value")):
         raise BayeshfError("callback needs likelihood='jax' and a LogDensityCallback-like object (call and .value).")
     from bayeshf.julia.environment import load_bridge, require_julia
@@ -99,7 +103,7 @@ def sample(model_or_path, *, likelihood: str = "litehf", sampler: str = "mh", ch
     from bayeshf.julia.results import BATSamples, to_inference_data
     from bayeshf.priors import PriorSet, build_priors
 
-    prior_set = priors if isinstance(priors, PriorSet) else build_priors(model, priors)
+    prior_set = priors if isinstance(priors, PriorSet) else build_priors(model, priors, shapesys=shapesys)
     free, expressions = prior_expressions(prior_set)
     if not free:
         raise BayeshfError(f"{model.label} has no free parameter to sample.")
