@@ -29,8 +29,9 @@ __all__ = ["FitResult", "fit", "compiled_functions"]
 _METHODS = ("trust-krylov", "trust-exact", "trust-ncg", "auto")
 #: models with at most this many parameters use trust-exact under method="auto"
 _EXACT_MAX_PARS = 400
-#: how close (fraction of the box width) a parameter must end to be pinned on its bound
-_BOUND_TOLERANCE = 1e-7
+#: up to this many parameters, Hessian-vector products come from one dense Hessian per iterate
+_DENSE_HVP_MAX_PARS = 1000
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,61 +129,78 @@ def _from_unit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) 
     return z
 
 
+def _x_of(z, fixed_mask, fixed_values, lo, hi, kind):
+    return jnp.where(fixed_mask, fixed_values, _to_unit(z, lo, hi, kind))
+
+
+def _objective_z(model, z, data, fixed_mask, fixed_values, lo, hi, kind):
+    return model.twice_nll(_x_of(z, fixed_mask, fixed_values, lo, hi, kind), data)
+
+
+_grad_z = jax.grad(_objective_z, argnums=1)
+
+
+@jax.jit
+def _hvp_z(model, z, p, data, fixed_mask, *rest):
+    tangent = jax.jvp(lambda zz: _grad_z(model, zz, data, fixed_mask, *rest), (z,), (p,))[1]
+    return jnp.where(fixed_mask, p, tangent)
+
+
+@jax.jit
+def _hess_z(model, z, data, fixed_mask, *rest):
+    h = jax.hessian(_objective_z, argnums=1)(model, z, data, fixed_mask, *rest)
+    keep = ~fixed_mask
+    h = jnp.where(keep[:, None] & keep[None, :], h, 0.0)
+    return h + jnp.diag(fixed_mask.astype(h.dtype))
+
+
+_value_and_grad_z = jax.jit(jax.value_and_grad(_objective_z, argnums=1))
+_x_of_jit = jax.jit(_x_of)
+_asimov = jax.jit(lambda model, x: model.asimov_data(x))
+
+
 class _Compiled:
-    """Jitted objective, gradient, Hessian-vector product and Hessian for one model."""
+    """The jitted objective, gradient, Hessian-vector product and Hessian bound to one model.
+
+    The model (a JAX pytree) is passed as an argument, so its arrays are not
+    baked into the compiled programs and JAX's cache (keyed on the model's
+    static structure) serves every fit of the model and of ``with_data`` copies.
+    Functions of the original parameters reuse the unconstrained-space programs
+    with the identity map (kind 3), so a model compiles three programs in all.
+    """
 
     def __init__(self, model: Any) -> None:
-        twice_nll = model.twice_nll
+        self.model = model
+        n = int(model.npars)
+        self._identity = (jnp.zeros(n, dtype=bool), jnp.zeros(n), jnp.zeros(n), jnp.ones(n), jnp.full(n, 3))
 
-        def x_of(z, fixed_mask, fixed_values, lo, hi, kind):
-            return jnp.where(fixed_mask, fixed_values, _to_unit(z, lo, hi, kind))
+    def value_and_grad_z(self, z, *args):
+        return _value_and_grad_z(self.model, z, *args)
 
-        def objective_z(z, data, fixed_mask, fixed_values, lo, hi, kind):
-            return twice_nll(x_of(z, fixed_mask, fixed_values, lo, hi, kind), data)
+    def hvp_z(self, z, p, *args):
+        return _hvp_z(self.model, z, p, *args)
 
-        grad_z = jax.grad(objective_z)
+    def hess_z(self, z, *args):
+        return _hess_z(self.model, z, *args)
 
-        def hvp_z(z, p, *args):
-            fixed_mask = args[1]
-            tangent = jax.jvp(lambda zz: grad_z(zz, *args), (z,), (p,))[1]
-            return jnp.where(fixed_mask, p, tangent)
+    def x_of(self, z, *args):
+        return _x_of_jit(z, *args)
 
-        def hess_z(z, *args):
-            fixed_mask = args[1]
-            h = jax.hessian(objective_z)(z, *args)
-            keep = ~fixed_mask
-            h = jnp.where(keep[:, None] & keep[None, :], h, 0.0)
-            return h + jnp.diag(fixed_mask.astype(h.dtype))
+    def value_and_grad(self, x, data):
+        """twice_nll and its gradient in the original parameters."""
+        return _value_and_grad_z(self.model, x, data, *self._identity)
 
-        self.value_and_grad_z = jax.jit(jax.value_and_grad(objective_z))
-        self.hvp_z = jax.jit(hvp_z)
-        self.hess_z = jax.jit(hess_z)
-        self.x_of = jax.jit(x_of)
-        self.twice_nll = jax.jit(lambda x, data: twice_nll(x, data))
-        self.value_and_grad = jax.jit(jax.value_and_grad(lambda x, data: twice_nll(x, data)))
-        self.hessian = jax.jit(jax.hessian(lambda x, data: twice_nll(x, data)))
-        self.asimov_data = jax.jit(model.asimov_data)
+    def hessian(self, x, data):
+        """Hessian of twice_nll in the original parameters."""
+        return _hess_z(self.model, x, data, *self._identity)
+
+    def asimov_data(self, x):
+        return _asimov(self.model, x)
 
 
 def compiled_functions(model: Any) -> _Compiled:
-    """The jitted functions of ``model``, built once and cached on the model."""
-    cached = getattr(model, "_bayeshf_fit_compiled", None)
-    if cached is not None:
-        return cached
-    hit = _FALLBACK_CACHE.get(id(model))
-    if hit is not None and hit[0] is model:
-        return hit[1]
-    compiled = _Compiled(model)
-    try:
-        object.__setattr__(model, "_bayeshf_fit_compiled", compiled)
-    except (AttributeError, TypeError):  # pragma: no cover - slotted models
-        _FALLBACK_CACHE[id(model)] = (model, compiled)
-        if len(_FALLBACK_CACHE) > 16:
-            _FALLBACK_CACHE.pop(next(iter(_FALLBACK_CACHE)))
-    return compiled
-
-
-_FALLBACK_CACHE: dict[int, tuple[Any, _Compiled]] = {}
+    """The jitted functions of ``model`` (compiled on first use, cached by JAX per model structure)."""
+    return _Compiled(model)
 
 
 # ---------------------------------------------------------------------------
@@ -270,7 +288,7 @@ def fit(
     fixed: Mapping[str, float | None] | Sequence[str] | np.ndarray | None = None,
     bounds: np.ndarray | Mapping[str, Sequence[float]] | None = None,
     data: Sequence[float] | None = None,
-    gtol: float = 1e-9,
+    gtol: float = 1e-6,
     maxiter: int = 1000,
 ) -> FitResult:
     """Minimise twice_nll of ``model`` (maximum-likelihood fit).
@@ -309,6 +327,10 @@ def fit(
         kwargs: dict[str, Any] = {}
         if method == "trust-exact":
             kwargs["hess"] = lambda z: np.asarray(fns.hess_z(z, *args))
+        elif model.npars <= _DENSE_HVP_MAX_PARS:
+            kwargs["hessp"] = _DenseProducts(fns, args)
+            if method == "trust-krylov":  # products are cheap: solve each subproblem exactly
+                options["inexact"] = False
         else:
             kwargs["hessp"] = lambda z, p: np.asarray(fns.hvp_z(z, p, *args))
         with np.errstate(all="ignore"):
@@ -319,24 +341,19 @@ def fit(
         z = z0
     x = np.asarray(fns.x_of(z, *args[1:]))
 
-    # 2. pin parameters that ended on a bound; 3. Newton polish of the rest
-    width = np.where(kind == 0, hi - lo, 1.0)
-    near_lo = np.isfinite(lo) & (x - lo <= _BOUND_TOLERANCE * width) & ~mask
-    near_hi = np.isfinite(hi) & (hi - x <= _BOUND_TOLERANCE * width) & ~mask
-    x = np.where(near_lo, lo, np.where(near_hi, hi, x))
-    at_bound = near_lo | near_hi
-    x, value, grad, hess, polished = _newton_polish(fns, x, data_arr, mask | at_bound, lo, hi)
+    # 2. active-set Newton polish in the original space (pins parameters on bounds)
+    x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi)
     free = ~(mask | at_bound)
     edm = _edm(grad, hess, free)
 
-    # 4. uncertainties from the Hessian over all non-fixed parameters
-    covariance, ok_cov = _covariance(np.asarray(fns.hessian(jnp.asarray(x), data_arr)), ~mask)
+    # 3. uncertainties from the Hessian over all non-fixed parameters
+    covariance, ok_cov = _covariance(hess, ~mask)
     uncertainties = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     denom = np.where(uncertainties > 0, uncertainties, 1.0)
     correlation = covariance / np.outer(denom, denom)
     np.fill_diagonal(correlation, np.where(uncertainties > 0, 1.0, 0.0))
 
-    success = bool(np.isfinite(value) and edm < 1e-6 and _kkt_ok(grad, near_lo, near_hi))
+    success = bool(np.isfinite(value) and edm < 1e-8 and _kkt_ok(grad, x, lo, hi, at_bound))
     if iterations and status not in (0,) and success:
         message = f"{message} (then converged by Newton polish)"
     if not ok_cov:
@@ -360,42 +377,87 @@ def fit(
     )
 
 
-def _newton_polish(fns: _Compiled, x: np.ndarray, data: jax.Array, pinned: np.ndarray,
-                   lo: np.ndarray, hi: np.ndarray, steps: int = 4):
-    """Exact Newton steps on the free parameters, kept inside the bounds, accepted only if twice_nll drops."""
-    free = ~pinned
+class _DenseProducts:
+    """Hessian-vector products from one dense JAX Hessian per iterate.
+
+    For small models one vectorised ``jax.hessian`` costs about as much as a
+    dozen separate products, while a Krylov solve asks for dozens; caching the
+    dense matrix per iterate makes each product a host matrix-vector multiply.
+    """
+
+    def __init__(self, fns: "_Compiled", args: tuple) -> None:
+        self.fns, self.args = fns, args
+        self.z: np.ndarray | None = None
+        self.h: np.ndarray | None = None
+
+    def __call__(self, z: np.ndarray, p: np.ndarray) -> np.ndarray:
+        if self.z is None or not np.array_equal(z, self.z):
+            self.h = np.asarray(self.fns.hess_z(z, *self.args))
+            self.z = np.array(z, copy=True)
+        return self.h @ p
+
+
+def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
+            lo: np.ndarray, hi: np.ndarray, steps: int = 8):
+    """Projected Newton steps with an active set of parameters pinned on their bounds.
+
+    Parameters close to a bound whose gradient points outward are pinned on it;
+    a pinned parameter whose gradient points inward is released. The free ones
+    take exact Newton steps, shortened to stay in the box (a parameter the
+    shortened step reaches is pinned), accepted only if twice_nll drops.
+    Returns the point, twice_nll, gradient and Hessian there, the pinned mask
+    and the number of accepted steps.
+    """
+    width = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
     value, grad = fns.value_and_grad(jnp.asarray(x), data)
     value, grad = float(value), np.asarray(grad)
+    near_lo = ~mask & np.isfinite(lo) & (x - lo <= 1e-4 * width) & (grad > 0)
+    near_hi = ~mask & np.isfinite(hi) & (hi - x <= 1e-4 * width) & (grad < 0)
+    if np.any(near_lo | near_hi):
+        x = np.where(near_lo, lo, np.where(near_hi, hi, x))
+        value, grad = fns.value_and_grad(jnp.asarray(x), data)
+        value, grad = float(value), np.asarray(grad)
+    at_lo, at_hi = near_lo, near_hi
     hess = np.asarray(fns.hessian(jnp.asarray(x), data))
-    done = 0
+    fresh = True  # hess was computed at x
+    accepted = 0
     for _ in range(steps):
+        release = (at_lo & (grad < 0)) | (at_hi & (grad > 0))
+        at_lo, at_hi = at_lo & ~release, at_hi & ~release
+        free = ~(mask | at_lo | at_hi)
         if not np.any(free):
             break
-        h = hess[np.ix_(free, free)]
+        if not fresh:
+            hess = np.asarray(fns.hessian(jnp.asarray(x), data))
+            fresh = True
         try:
-            chol = np.linalg.cholesky(h)
+            chol = np.linalg.cholesky(hess[np.ix_(free, free)])
         except np.linalg.LinAlgError:
             break
-        step_free = -scipy.linalg.cho_solve((chol, True), grad[free])
-        if not np.all(np.isfinite(step_free)) or np.max(np.abs(step_free)) == 0.0:
-            break
         step = np.zeros_like(x)
-        step[free] = step_free
-        # stay inside the box: shorten the step if it would cross a bound
+        step[free] = -scipy.linalg.cho_solve((chol, True), grad[free])
+        if not np.all(np.isfinite(step)):
+            break
+        if 0.5 * float(-step[free] @ grad[free]) < 1e-15 * max(1.0, abs(value)) and not np.any(release):
+            break  # converged: the Newton decrement is below round-off
         with np.errstate(divide="ignore", invalid="ignore"):
             room = np.where(step < 0, (lo - x) / step, np.where(step > 0, (hi - x) / step, np.inf))
-        scale = min(1.0, 0.999 * float(np.min(room))) if np.any(np.isfinite(room)) else 1.0
-        trial = x + scale * step
+        scale = min(1.0, float(np.min(room)))
+        trial = np.clip(x + scale * step, lo, hi)
+        if scale < 1.0:  # the step reached a bound: pin that parameter there
+            hit = free & (room <= scale * (1 + 1e-12))
+            trial = np.where(hit & (step < 0), lo, np.where(hit & (step > 0), hi, trial))
+            at_lo, at_hi = at_lo | (hit & (step < 0)), at_hi | (hit & (step > 0))
         t_value, t_grad = fns.value_and_grad(jnp.asarray(trial), data)
         t_value = float(t_value)
-        if not np.isfinite(t_value) or t_value > value + 1e-12 * max(1.0, abs(value)):
+        if not np.isfinite(t_value) or t_value > value + 1e-13 * max(1.0, abs(value)):
             break
         x, value, grad = trial, t_value, np.asarray(t_grad)
+        fresh = False
+        accepted += 1
+    if not fresh and accepted:
         hess = np.asarray(fns.hessian(jnp.asarray(x), data))
-        done += 1
-        if np.max(np.abs(scale * step_free)) < 1e-13 * (1.0 + np.max(np.abs(x))):
-            break
-    return x, value, grad, hess, done
+    return x, value, grad, hess, at_lo | at_hi, accepted
 
 
 def _edm(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> float:
@@ -408,10 +470,12 @@ def _edm(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> float:
         return float("inf")
 
 
-def _kkt_ok(grad: np.ndarray, near_lo: np.ndarray, near_hi: np.ndarray) -> bool:
+def _kkt_ok(grad: np.ndarray, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, at_bound: np.ndarray) -> bool:
     """On a lower bound the gradient must not point inward (and vice versa)."""
     tol = 1e-6
-    return bool(np.all(grad[near_lo] >= -tol) and np.all(grad[near_hi] <= tol))
+    on_lo = at_bound & (x == lo)
+    on_hi = at_bound & (x == hi)
+    return bool(np.all(grad[on_lo] >= -tol) and np.all(grad[on_hi] <= tol))
 
 
 def _covariance(hess: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, bool]:
