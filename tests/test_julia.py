@@ -109,6 +109,19 @@ def test_find_julia_honours_every_override(no_julia, monkeypatch, tmp_path, how)
     assert environment.available() == (True, str(exe))
 
 
+def test_julia_without_installed_packages_is_not_started(no_julia, monkeypatch, tmp_path):
+    """Julia present but juliapkg never resolved: one sentence pointing to `bayeshf julia setup`, no install."""
+    import juliapkg
+
+    calls = []
+    monkeypatch.setattr(juliapkg, "resolve", lambda **kwargs: calls.append(kwargs) or False)
+    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(_fake_julia(tmp_path / "bin")))
+    with pytest.raises(BayeshfError, match="bayeshf julia setup") as raised:
+        environment.load_bridge()
+    assert calls == [{"dry_run": True}] and "\n" not in str(raised.value)
+    assert "juliacall" not in sys.modules
+
+
 def test_a_non_executable_file_is_not_julia(no_julia, monkeypatch, tmp_path):
     fake = tmp_path / "julia"
     fake.write_text("not a program")

@@ -46,13 +46,14 @@ def installed_versions(manifest: str | Path, names) -> dict[str, str]:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from bayeshf.julia.environment import available, juliapkg_file
+    from bayeshf.julia.environment import available, juliapkg_file, packages_ready
 
     ok, reason = available()
     if ok:
         print(f"Julia found: {reason}")
-        print(f"Julia packages declared in {juliapkg_file()}")
-        return 0
+        ready = packages_ready()
+        print(f"Julia packages of {juliapkg_file()}: " + ("installed" if ready else "not installed (run `bayeshf julia setup`)"))
+        return 0 if ready else 1
     print(reason, file=sys.stderr)
     return 1
 

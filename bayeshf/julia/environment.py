@@ -127,6 +127,23 @@ def juliapkg_file() -> Path:
 _BRIDGE = None
 
 
+def packages_ready() -> bool:
+    """True when juliacall can start without installing anything (juliapkg resolved before, nothing changed).
+
+    Uses ``juliapkg.resolve(dry_run=True)``, which never installs; with
+    ``PYTHON_JULIACALL_EXE`` and ``PYTHON_JULIACALL_PROJECT`` set, juliacall
+    bypasses juliapkg and the user's project is trusted.
+    """
+    if _option("juliacall-exe", "PYTHON_JULIACALL_EXE") and _option("juliacall-project", "PYTHON_JULIACALL_PROJECT"):
+        return True
+    try:
+        import juliapkg
+
+        return bool(juliapkg.resolve(dry_run=True))
+    except Exception:  # no juliapkg, unreadable state, lock trouble: not ready
+        return False
+
+
 def load_bridge():
     """Start Julia through juliacall (once) and return the ``BayesHFBridge`` module.
 
@@ -135,8 +152,13 @@ def load_bridge():
     global _BRIDGE
     if _BRIDGE is not None:
         return _BRIDGE
-    require_julia()
+    exe = require_julia()
     source = julia_project_dir() / "src" / f"{BRIDGE_MODULE}.jl"
+    if not packages_ready():
+        raise BayeshfError(
+            f"Julia was found ({exe}) but the bridge's Julia packages are not installed yet: run "
+            "`bayeshf julia setup` once (it needs the internet) and try again."
+        )
     try:
         from juliacall import Main as jl  # noqa: PLC0415 - lazy on purpose: importing starts Julia
 
