@@ -8,7 +8,6 @@ resident memory (current after each stage, peak at the end).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -23,48 +22,13 @@ WORKSPACE_LIMIT = 2_000_000  # template numbers
 
 
 def model_from_arrays(arrays: SyntheticArrays) -> Any:
-    """A bayeshf model of ``arrays`` without going through JSON.
-
-    Uses ``HistFactoryModel.from_arrays`` when the core provides it. Otherwise
-    compiles a one-bin workspace with the same modifiers (for the parameter
-    table) and swaps in the full nominal, observed and histosys arrays.
-    """
+    """A bayeshf model of ``arrays`` without going through JSON (``HistFactoryModel.from_arrays``)."""
     from bayeshf.model import HistFactoryModel
 
     from_arrays = getattr(HistFactoryModel, "from_arrays", None)
-    if from_arrays is not None:
-        try:
-            return from_arrays(arrays)
-        except TypeError:
-            pass  # another signature: fall back to the table route below
-    from bayeshf.build import tables_from_spec
-
-    small = dataclasses.replace(
-        arrays, nominal=arrays.nominal[:, :1], histosys_up=arrays.histosys_up[:, :, :1],
-        histosys_down=arrays.histosys_down[:, :, :1], observed=arrays.observed[:1], x=arrays.x[:1])
-    spec = small.to_workspace()
-    tables, poi = tables_from_spec(spec, spec["measurements"][0], "<synthetic>", None)
-    if list(tables.samples) != list(arrays.sample_names):
-        raise Unavailable("the core orders samples differently from the generator")
-    names = {}
-    for pset in tables.parameters:
-        for offset in range(pset.slice.stop - pset.slice.start):
-            names[pset.slice.start + offset] = pset.name
-    row_of = {name: k for k, name in enumerate(arrays.systematic_names)}
-    order = np.asarray([row_of[names[int(p)]] for p in tables.histosys_param])
-    nominal = arrays.nominal
-    full = dataclasses.replace(
-        tables,
-        channel_nbins={arrays.channel: arrays.n_bins},
-        nominal=nominal,
-        observed=arrays.observed,
-        factor_bin=np.arange(arrays.n_bins).repeat(len(tables.factor_bin)) if len(tables.factor_bin) else tables.factor_bin,
-        factor_param=np.repeat(tables.factor_param, arrays.n_bins),
-        factor_sample=np.repeat(tables.factor_sample, arrays.n_bins),
-        histosys_up=arrays.histosys_up[order] - nominal[None],
-        histosys_down=nominal[None] - arrays.histosys_down[order],
-    )
-    return HistFactoryModel.from_tables(full, poi, label="<synthetic arrays>")
+    if from_arrays is None:
+        raise Unavailable("this bayeshf has no HistFactoryModel.from_arrays")
+    return from_arrays(arrays)
 
 
 def model_bytes(model: Any) -> int:

@@ -169,15 +169,16 @@ def run(options: Any, recorder: Recorder) -> None:
     implementations = options.implementations or list(SAMPLING_IMPLEMENTATIONS)
     add_published(recorder)
     if options.quick:  # MH compiles fastest; NextStat only has NUTS (NUTS/HMC compiles take ~10-20 s each)
-        plan = [("thesis_2_bin_corr", ["mh"], options.steps or [200], None),
-                ("thesis_2_bin_corr", ["nuts"], options.steps or [200], ["nextstat"])]
-        repeats, warmup = 1, QUICK_WARMUP
-    else:
-        plan = [("thesis_2_bin_corr", ["hmc", "nuts", "mh"], options.steps or [5000, 10000, 50000], None)]
+        plan = [("thesis_2_bin_corr", ["mh"], options.steps or [200], None, 1),
+                ("thesis_2_bin_corr", ["nuts"], options.steps or [200], ["nextstat"], 1)]
+        warmup = QUICK_WARMUP
+    else:  # warm repeats: 2 on the thesis model, 1 on the ATLAS workspaces (minutes per run for pyhf's logpdf)
+        repeats = max(1, min(options.repeats, 2))
+        plan = [("thesis_2_bin_corr", ["hmc", "nuts", "mh"], options.steps or [5000, 10000, 50000], None, repeats)]
         for case in options.cases or ["sbottom_RegionA_1300_205_60", "ttbar_ljets"]:
-            plan.append((case, ["nuts"], [1000], None))
-        repeats, warmup = max(1, min(options.repeats, 2)), WARMUP
-    for case, samplers, steps, only in progress(plan, desc="sampling"):
+            plan.append((case, ["nuts"], [1000], None, 1))
+        warmup = WARMUP
+    for case, samplers, steps, only, repeats in progress(plan, desc="sampling"):
         chosen = [name for name in implementations if only is None or name in only]
         measure(case, load_case(case, options.data), recorder, implementations=chosen, samplers=samplers,
                 steps=steps, repeats=repeats, seed=options.seed, warmup=warmup)

@@ -1,0 +1,123 @@
+"""Benchmark harness: every suite's --quick mode runs and records sane JSON; no timing asserts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from bayeshf.bench import main
+from bayeshf.bench.harness import format_seconds, summarize, time_per_call
+from bayeshf.bench.report import targets, write_report
+from bayeshf.cli import main as cli_main
+
+
+def run_quick(tmp_path, suite, *extra):
+    assert main([suite, "--quick", "--output", str(tmp_path), *extra]) == 0
+    data = json.loads((tmp_path / "quick" / f"{suite}.json").read_text())
+    assert data["suite"] == suite
+    assert data["machine"]["versions"]["pyhf"] and data["machine"]["cpu_count"] >= 1
+    for row in data["rows"]:
+        assert row["min"] <= row["median"] <= row["max"]
+        assert len(row["repeats"]) >= 1 and all(np.isfinite(row["repeats"]))
+    for skip in data["skips"]:
+        assert skip["reason"]
+    return data
+
+
+def rows(data, **match):
+    return [r for r in data["rows"] if all(r.get(k) == v for k, v in match.items())]
+
+
+def julia_available() -> bool:
+    from bayeshf.julia import environment
+
+    return environment.available()[0]
+
+
+def test_summarize_is_median_and_interquartile_range():
+    summary = summarize([4.0, 1.0, 100.0, 3.0, 2.0])
+    assert summary["median"] == 3.0 and summary["min"] == 1.0 and summary["max"] == 100.0
+    assert summary["iqr"] == pytest.approx(2.0)  # numpy's linear quartiles of 1..4,100 are 2 and 4
+    assert summary["repeats"] == [4.0, 1.0, 100.0, 3.0, 2.0]
+
+
+def test_time_per_call_counts_calls():
+    calls = []
+    summary = time_per_call(lambda: calls.append(1), repeats=3, min_time=0.001)
+    assert len(summary["repeats"]) == 3 and summary["number"] >= 1
+    assert len(calls) >= 3 * summary["number"]
+
+
+def test_format_seconds_units():
+    assert format_seconds(2.5e-7) == "250 ns"
+    assert format_seconds(3.2e-5) == "32 us"
+    assert format_seconds(0.0123) == "12.3 ms"
+    assert format_seconds(4.0) == "4 s"
+
+
+def test_targets_compare_medians():
+    index = {
+        ("ttbar_ljets", "bayeshf", "value_and_grad"): {"median": 1e-4},
+        ("ttbar_ljets", "pyhf-jax", "value_and_grad"): {"median": 6e-4},
+        ("ttbar_ljets", "nextstat", "value_and_grad"): {"median": 0.5e-4},
+        ("ttbar_ljets", "bayeshf", "first_call_value_and_grad"): {"median": 2.0},
+    }
+    text = "\n".join(targets(index))
+    assert "6.0x faster than pyhf's jitted jax backend (target >= 5x: met)" in text
+    assert "= 0.50 (target: ahead of NextStat, > 1: NOT met)" in text
+    assert "(target < 1 s: NOT met)" in text
+
+
+def test_quick_logdensity_implementations_agree(tmp_path):
+    data = run_quick(tmp_path, "logdensity", "--cases", "thesis_2_bin_corr")
+    values = {r["implementation"]: r["logpdf"] for r in rows(data, metric="value")}
+    assert {"bayeshf", "pyhf-jax", "pyhf-numpy"} <= set(values)
+    for name, value in values.items():  # same point (matched by parameter name) -> same log-density
+        assert value == pytest.approx(values["pyhf-numpy"], rel=1e-9), name
+    assert rows(data, implementation="bayeshf", metric="hvp")
+    assert any("no gradient" in s["reason"] for s in data["skips"] if s["implementation"] == "pyhf-numpy")
+
+
+def test_quick_fit_reaches_the_same_minimum(tmp_path):
+    data = run_quick(tmp_path, "fit", "--cases", "thesis_2_bin_corr",
+                     "--impl", "bayeshf,pyhf-numpy-minuit,nextstat")
+    reached = {r["implementation"]: r["twice_nll"] for r in rows(data, metric="fit")}
+    assert "bayeshf" in reached and "pyhf-numpy-minuit" in reached
+    for name, value in reached.items():
+        assert value == pytest.approx(reached["pyhf-numpy-minuit"], abs=1e-4), name
+
+
+def test_quick_sampling_records_ess_and_skips_julia(tmp_path):
+    data = run_quick(tmp_path, "sampling", "--steps", "100")
+    assert rows(data, implementation="bayeshf", metric="ess_per_s", sampler="mh")
+    for row in rows(data, metric="min_ess_bulk"):
+        assert 0 < row["median"] <= 2 * 100 * 2  # never above a few times chains x draws (antithetic at most)
+    assert {r["implementation"] for r in rows(data, metric="published")} == {
+        "Julia+LiteHF (thesis)", "Python+BAT (thesis)"}
+    if not julia_available():
+        julia = [s for s in data["skips"] if s["implementation"].startswith("bat-")]
+        assert julia and all(s["reason"] == "not run: Julia not found" for s in julia)
+
+
+def test_quick_nbin_and_large_and_report(tmp_path):
+    nbin = run_quick(tmp_path, "nbin", "--sizes", "2", "--impl", "bayeshf,nextstat")
+    assert {r["n_bins"] for r in nbin["rows"]} == {2}
+    assert {r["suite"] for r in nbin["rows"]} == {"logdensity", "fit"}
+    large = run_quick(tmp_path, "large", "--bins", "40", "--systematics", "3")
+    model_mb = rows(large, metric="model")[0]["median"]
+    arrays_mb = rows(large, metric="arrays")[0]["median"]
+    assert 0.5 * arrays_mb < model_mb < 20 * arrays_mb
+    fit = rows(large, metric="fit")
+    assert fit and np.isfinite(fit[0]["twice_nll"])
+    docs = write_report(tmp_path / "quick", docs=tmp_path / "benchmarks.md", plots=tmp_path / "plots")
+    text = docs.read_text()
+    assert "## n-bin sweep" in text and "## Large synthetic model" in text
+    assert "python -m benchmarks nbin --quick" in text
+
+
+def test_cli_bad_case_is_one_sentence(capsys):
+    assert cli_main(["bench", "logdensity", "--cases", "no_such_case", "--no-save"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bayeshf bench: error: unknown benchmark case 'no_such_case'")
