@@ -61,6 +61,11 @@ def _julia_callback(callback):
     """Wrap the Python callback as a Julia CallbackLogDensity (conversions done by PythonCall in Main)."""
     from juliacall import Main as jl
 
+    threads = int(jl.seval("Threads.maxthreadid()"))
+    if threads > 1:  # BAT spawns a task per chain; PythonCall must stay on the thread holding the GIL
+        raise BayeshfError(f"the JAX callback path needs Julia with one thread but it runs {threads}; "
+                           "set PYTHON_JULIACALL_THREADS=1 (or unset JULIA_NUM_THREADS) before starting Python.")
+
     wrap = jl.seval(
         "(f, bridge) -> bridge.callback_loglikelihood("
         "x -> PythonCall.pyconvert(Float64, f.value(x)), "

@@ -148,7 +148,14 @@ CallbackLogDensity(value, value_and_gradient) =
 
 callback_loglikelihood(value, value_and_gradient) = CallbackLogDensity(value, value_and_gradient)
 
+# PythonCall may only be used from the thread that holds Python's GIL (Julia's thread 1 under juliacall)
+function _check_thread()
+    Threads.threadid() == 1 || error("the Python log-density callback was called from Julia thread " *
+                                     "$(Threads.threadid()); start Julia with one thread (PYTHON_JULIACALL_THREADS=1)")
+end
+
 function (c::CallbackLogDensity)(theta::AbstractVector{<:Real})
+    _check_thread()
     lock(c.lock) do
         c.ncalls += 1
         Float64(c.value(Vector{Float64}(theta)))
@@ -156,6 +163,7 @@ function (c::CallbackLogDensity)(theta::AbstractVector{<:Real})
 end
 
 function _cached_value_and_gradient(c::CallbackLogDensity, x::Vector{Float64})
+    _check_thread()
     lock(c.lock) do
         if x != c.last_x
             value, gradient = c.value_and_gradient(x)
