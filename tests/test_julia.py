@@ -574,6 +574,90 @@ def test_to_inference_data_keeps_chains_and_layout(all_kinds):
         to_inference_data(BATSamples.from_arrays(v[:, :2], logd, weight, chainid, stepno), model)
 
 
+# ----------------------------------------------------------------------------- the Python glue, with a fake Julia
+
+
+class _FakeJuliaError(Exception):
+    pass
+
+
+class _FakeBridge:
+    """Stands in for BayesHFBridge: records what Python passes and answers with BAT-shaped arrays."""
+
+    def __init__(self, fail=False):
+        self.calls, self.fail = {}, fail
+
+    def litehf_loglikelihood(self, path, names):
+        self.calls["litehf"] = (json.loads(Path(path).read_text()), names, path)
+        return "litehf-loglikelihood"
+
+    def callback_loglikelihood(self, value, value_and_gradient):
+        return ("callback", value, value_and_gradient)
+
+    def sample_posterior(self, loglikelihood, expressions, template, free, sampler, chains, steps, seed):
+        if self.fail:
+            raise _FakeJuliaError("ArgumentError: something broke in BAT\nStacktrace: ...")
+        self.calls["sample"] = dict(loglikelihood=loglikelihood, expressions=expressions, template=np.array(template),
+                                    free=np.array(free), sampler=sampler, chains=chains, steps=steps, seed=seed)
+        rng = np.random.default_rng(seed)
+        n = 30 * chains
+        v = np.tile(np.array(template, dtype=float), (n, 1))
+        index = np.asarray(free) - 1  # Julia's 1-based indices
+        v[:, index] += 0.01 * rng.normal(size=(n, index.size))
+        return (v, rng.normal(size=n), rng.integers(1, 3, size=n).astype(float),
+                np.repeat(np.arange(chains) + 4, 30), np.tile(np.arange(1, 31), chains))
+
+
+@pytest.fixture()
+def fake_julia(monkeypatch, tmp_path):
+    import types
+
+    exe = _fake_julia(tmp_path / "fakebin")
+    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(exe))
+    main = types.SimpleNamespace(seval=lambda code: 1 if "maxthreadid" in code else (
+        lambda f, bridge: bridge.callback_loglikelihood(f.value, f)))
+    monkeypatch.setitem(sys.modules, "juliacall", types.SimpleNamespace(Main=main, JuliaError=_FakeJuliaError))
+    bridge = _FakeBridge()
+    monkeypatch.setattr(environment, "_BRIDGE", bridge)
+    return bridge
+
+
+@pytest.mark.parametrize("likelihood", ["litehf", "jax"])
+def test_sample_passes_the_right_things_to_julia(fake_julia, likelihood, all_kinds):
+    model = bayeshf.load(ALL_KINDS, modifier_settings={"normsys": {"interpcode": "code1"},
+                                                       "histosys": {"interpcode": "code0"}})
+    prior_set = build_priors(model)
+    idata = sample(model, likelihood=likelihood, sampler="nuts", chains=3, steps=50, seed=9, prior_draws=0)
+    call = fake_julia.calls["sample"]
+    free, expressions = prior_expressions(prior_set)
+    assert call["expressions"] == tuple(expressions) and list(call["free"]) == [i + 1 for i in free]
+    assert (call["sampler"], call["chains"], call["steps"], call["seed"]) == ("hmc", 3, 50, 9)
+    np.testing.assert_array_equal(call["template"][prior_set.fixed], prior_set.fixed_values[prior_set.fixed])
+    if likelihood == "litehf":
+        spec, names, path = fake_julia.calls["litehf"]
+        assert names == tuple(litehf_names(model)) and spec == litehf_spec(model)
+        assert not Path(path).exists()  # the temporary workspace is gone
+    else:
+        kind, value, value_and_gradient = call["loglikelihood"]
+        theta = np.asarray(model.init, dtype=float)
+        assert value(theta) == pytest.approx(float(model.log_likelihood(theta)), rel=1e-12)  # no prior term
+        assert value_and_gradient(theta)[1].shape == (model.npars,)
+    assert idata.posterior.sizes["chain"] == 3 and list(idata.posterior.attrs["bat_chain_ids"]) == [4, 5, 6]
+    assert idata.posterior.attrs["likelihood"] == likelihood and idata.posterior.attrs["backend"] == "BAT.jl"
+    masked = [p for p in model.parameters if p.modifier_type == "shapesys"][0]
+    values = np.asarray(idata.posterior[masked.name].values)
+    fixed_bins = np.asarray(masked.fixed)
+    assert np.all(values[..., fixed_bins] == np.asarray(masked.inits)[fixed_bins])
+
+
+def test_julia_errors_become_one_sentence(fake_julia):
+    fake_julia.fail = True
+    with pytest.raises(BayeshfError) as raised:
+        sample(ALL_KINDS, likelihood="jax", chains=2, steps=10)
+    assert str(raised.value).startswith("BAT.jl failed while sampling") and "\n" not in str(raised.value)
+    assert "something broke in BAT" in str(raised.value)
+
+
 # ----------------------------------------------------------------------------- Julia project files
 
 

@@ -39,6 +39,16 @@ JULIACALL_MISSING = (
 BRIDGE_MODULE = "BayesHFBridge"
 
 
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _option(juliapkg_name: str, env: str) -> str | None:
     value = sys._xoptions.get(juliapkg_name)
     if isinstance(value, str) and value:
@@ -53,7 +63,7 @@ def _is_executable(path: str | os.PathLike | None) -> bool:
 
 def _juliapkg_candidates() -> list[str]:
     """The executable juliapkg last resolved and the one it would have installed."""
-    if importlib.util.find_spec("juliapkg") is None:
+    if not _installed("juliapkg"):
         return []
     from juliapkg.state import STATE  # cheap: reads environment variables only
 
@@ -88,7 +98,7 @@ def find_julia() -> str | None:
 
 def available() -> tuple[bool, str]:
     """``(True, path of julia)`` where the bridge can run, else ``(False, one-sentence reason)``."""
-    if importlib.util.find_spec("juliacall") is None:
+    if not _installed("juliacall"):
         return False, JULIACALL_MISSING
     exe = find_julia()
     if exe is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import numbers
+from collections.abc import Mapping
 import os
 import tempfile
 from pathlib import Path
@@ -48,12 +49,12 @@ def validate_arguments(*, likelihood: str, sampler: str, chains, steps, seed) ->
 
 
 def _as_model(model_or_path):
-    if isinstance(model_or_path, (str, os.PathLike)):
+    if isinstance(model_or_path, (str, os.PathLike, Mapping)):
         from bayeshf.workspace import load
 
-        return load(str(model_or_path))
+        return load(model_or_path if isinstance(model_or_path, Mapping) else str(model_or_path))
     if not hasattr(model_or_path, "log_likelihood") or not hasattr(model_or_path, "parameters"):
-        raise BayeshfError(f"expected a workspace path or a bayeshf model, got {type(model_or_path).__name__}.")
+        raise BayeshfError(f"expected a workspace (path or dict) or a bayeshf model, got {type(model_or_path).__name__}.")
     return model_or_path
 
 
@@ -79,6 +80,8 @@ def _julia_callback(callback):
 def sample(model_or_path, *, likelihood: str = "litehf", sampler: str = "mh", chains: int = 4, steps: int = 10000,
            seed: int = 0, priors=None, shapesys: str = "flat", prior_draws: int = 1000, callback=None):
     """Sample the posterior with BAT.jl's ``TransformedMCMC``; returns an ``arviz.InferenceData``.
+
+    model_or_path: a bayeshf model, or a workspace path / dict for :func:`bayeshf.load`.
 
     likelihood: "litehf" (LiteHF.jl's main Poisson term, pure Julia) or "jax"
     (bayeshf's jitted JAX log-likelihood and gradient, called back from Julia).
@@ -115,12 +118,30 @@ def sample(model_or_path, *, likelihood: str = "litehf", sampler: str = "mh", ch
     for expression in expressions:
         read_expression(expression)  # the Julia side evaluates only strings of this grammar
     template = np.where(prior_set.fixed, prior_set.fixed_values, np.asarray(model.init, dtype=float))
+    names = spec = None
     if likelihood == "litehf":
         from bayeshf.julia.litehf import check_litehf_support, litehf_names, litehf_spec
 
         check_litehf_support(model)
         names, spec = litehf_names(model), litehf_spec(model)
     bridge = load_bridge()
+    from juliacall import JuliaError
+
+    try:
+        raw = _run_bat(bridge, model, likelihood, callback, prior_set, names, spec, expressions, template, free,
+                       sampler, chains, steps, seed)
+    except JuliaError as error:  # a failure inside Julia: one line for the user, the full error chained
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "unknown Julia error")
+        raise BayeshfError(f"BAT.jl failed while sampling {model.label} ({first}).") from error
+    samples = BATSamples.from_arrays(*(np.asarray(a) for a in raw))
+    attrs = dict(backend="BAT.jl", likelihood=likelihood, sampler=sampler, chains=chains, steps=steps, seed=seed,
+                 shapesys=prior_set.shapesys, prior_expressions=list(expressions))
+    return to_inference_data(samples, model, prior_set=prior_set, seed=seed, prior_draws=prior_draws, attrs=attrs)
+
+
+def _run_bat(bridge, model, likelihood, callback, prior_set, names, spec, expressions, template, free, sampler,
+             chains, steps, seed):
+    """Build the likelihood on the Julia side and sample; returns BAT's flat arrays."""
     with tempfile.TemporaryDirectory(prefix="bayeshf-bat-") as tmp:
         if likelihood == "litehf":
             path = Path(tmp) / "workspace.json"
@@ -132,9 +153,5 @@ def sample(model_or_path, *, likelihood: str = "litehf", sampler: str = "mh", ch
             if callback is None:
                 callback = callback_adapter(model, prior_set, include_prior=False)
             loglikelihood = _julia_callback(callback)
-        raw = bridge.sample_posterior(loglikelihood, tuple(expressions), template,
-                                      np.asarray(free, dtype=np.int64) + 1, sampler, chains, steps, seed)
-    samples = BATSamples.from_arrays(*(np.asarray(a) for a in raw))
-    attrs = dict(backend="BAT.jl", likelihood=likelihood, sampler=sampler, chains=chains, steps=steps, seed=seed,
-                 shapesys=prior_set.shapesys, prior_expressions=list(expressions))
-    return to_inference_data(samples, model, prior_set=prior_set, seed=seed, prior_draws=prior_draws, attrs=attrs)
+        return bridge.sample_posterior(loglikelihood, tuple(expressions), template,
+                                       np.asarray(free, dtype=np.int64) + 1, sampler, chains, steps, seed)
