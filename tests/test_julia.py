@@ -679,6 +679,20 @@ def test_juliapkg_json_agrees_with_the_julia_project():
     assert project["compat"]["BAT"] == "4"
 
 
+def test_juliapkg_finds_and_merges_our_requirements():
+    """juliapkg's own resolver input (offline: reads the juliapkg.json files only) includes bayeshf's packages."""
+    from juliapkg.deps import deps_files, find_requirements
+
+    ours = (ROOT / "bayeshf" / "juliapkg.json").resolve()
+    assert any(Path(f).resolve() == ours for f in deps_files())
+    compat, packages = find_requirements()
+    declared = json.loads(ours.read_text())["packages"]
+    found = {p.name: p for p in packages}
+    for name, entry in declared.items():
+        assert found[name].uuid == entry["uuid"]
+    assert "PythonCall" in found and compat  # juliacall's requirement merges with ours
+
+
 def test_julia_source_defines_what_python_calls():
     source = (ROOT / "julia" / "src" / "BayesHFBridge.jl").read_text()
     for name in ("litehf_loglikelihood", "callback_loglikelihood", "sample_posterior", "parse_prior"):
