@@ -169,6 +169,14 @@ def section_sampling(data: dict[str, Any], plots: Path, docs: Path) -> list[str]
         body.append([case, sampler, str(steps), impl, _sec(get("cold")), _sec(get("warm")),
                      f"{ess['median']:.0f}" if ess else "–", f"{ess_s['median']:.0f}" if ess_s else "–"])
     out += [_table(["case", "sampler", "steps", "implementation", "cold", "warm", "min bulk ESS", "ESS/s"], body), ""]
+    process = [r for r in rows if r["metric"].startswith("cold_process")]
+    if process:
+        body = [[r["case"], r["sampler"], str(r["steps"]), r["implementation"],
+                 "fresh process" if r["metric"] == "cold_process" else "fresh process, compilation cache filled",
+                 _sec(r)] for r in process]
+        out += ["Whole run as a user waits for it (`python` started, import, load, compile, warm-up "
+                f"{process[0]['warmup']} steps, draws):", "",
+                _table(["case", "sampler", "steps", "implementation", "how", "wall time"], body), ""]
     published = [r for r in rows if r["metric"] == "published"]
     if published:
         out += ["Thesis Table 5.1, 10,000 HMC steps, 2 chains, 2_bin_corr (**published, another machine**): "
@@ -300,6 +308,26 @@ def plot_sampling(rows: list[dict[str, Any]], plots: Path) -> Path | None:
     return path
 
 
+HOW_TO_RUN = [
+    "## Running the benchmarks", "",
+    "```",
+    "pip install -e '.[bench]'                  # NextStat and iminuit, the peers that are not core dependencies",
+    "python -m benchmarks logdensity            # or: bayeshf bench logdensity (same harness, any directory)",
+    "python -m benchmarks sampling --steps 5000,10000",
+    "python -m benchmarks fit --cases ttbar_ljets --impl bayeshf,nextstat",
+    "python -m benchmarks nbin --sizes 1,10,100",
+    "python -m benchmarks large --bins 10000 --systematics 1000",
+    "python -m benchmarks report                # regenerate this page and benchmarks/plots/ from benchmarks/results/",
+    "python -m benchmarks all                   # every suite, then the report",
+    "```", "",
+    "`--quick` runs a smoke-test size of any suite in under a minute (results in benchmarks/results/quick/, "
+    "not committed); `--repeats`, `--min-time`, `--seed`, `--data DIR` and `--output DIR` are shared by all "
+    "suites. Implementations that are not installed (NextStat, Julia for the BAT runners) are skipped with "
+    "a line saying why. The JSON files keep every repeat, the median, min, max and interquartile range, the "
+    "seeds, the machine (CPU, cores, memory, load average) and the package versions.", "",
+]
+
+
 # -- entry point --------------------------------------------------------------------------
 
 
@@ -327,6 +355,7 @@ def write_report(results: Path, docs: Path | None = None, plots: Path | None = N
     if "large" in found:
         lines += section_large(found["large"])
     lines += section_skips(found)
+    lines += HOW_TO_RUN
     write_text(docs, "\n".join(lines).rstrip() + "\n")
     print(f"wrote {docs}", file=sys.stderr)
     return docs
