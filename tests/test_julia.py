@@ -742,3 +742,24 @@ def test_bat_posterior_mean_matches_the_blackjax_posterior(likelihood, sampler):
     mu, mu_ref = idata.posterior["mu"].values, reference.posterior["mu"].values
     error = math.hypot(float(az.mcse(idata.posterior["mu"])), float(az.mcse(reference.posterior["mu"])))
     assert abs(mu.mean() - mu_ref.mean()) < 5 * error
+
+
+@pytest.mark.julia
+@needs_julia
+def test_litehf_and_callback_likelihoods_in_julia_equal_the_model():
+    """Through juliacall: LiteHF's main term (its codes) and the JAX callback == model.log_likelihood."""
+    from bayeshf.julia.sampling import _julia_callback
+
+    bridge = environment.load_bridge()
+    settings = {"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}
+    model = bayeshf.load(ALL_KINDS, modifier_settings=settings)
+    prior_set = build_priors(model)
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ws.json"
+        path.write_text(json.dumps(litehf_spec(model)))
+        litehf = bridge.litehf_loglikelihood(str(path), tuple(litehf_names(model)))
+    callback = _julia_callback(callback_adapter(model, prior_set, include_prior=False))
+    for theta in _random_points(model, prior_set, 3, seed=4):
+        expected = float(model.log_likelihood(theta))
+        assert float(bridge.loglikelihood_at(litehf, theta)) == pytest.approx(expected, rel=1e-10)
+        assert float(bridge.loglikelihood_at(callback, theta)) == pytest.approx(expected, rel=1e-12)
