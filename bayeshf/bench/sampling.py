@@ -107,11 +107,21 @@ def julia_reason() -> str | None:
 
 
 def prepare_julia(runner: str) -> Prepare:
+    """A BAT.jl runner of the Julia bridge (``bayeshf.julia.bench.prepare``), guarded."""
+
     def prepare(spec: dict[str, Any], sampler: str, draws: int, warmup: int) -> Runner:
         reason = julia_reason()
         if reason:
             raise Unavailable(reason)
-        raise Unavailable(f"not run: the Julia runner {runner} needs a working Julia bridge, not wired in this build")
+        try:
+            from bayeshf.julia import bench as julia_bench
+        except ImportError as error:
+            raise Unavailable(f"not run: the Julia bridge cannot be imported ({error})") from error
+        try:
+            return julia_bench.prepare(runner, spec, sampler, draws, chains=CHAINS)
+        except julia_bench.JuliaUnavailable as error:
+            text = str(error)
+            raise Unavailable("not run: Julia not found" if "Julia not found" in text else text) from error
 
     return prepare
 
