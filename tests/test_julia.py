@@ -319,6 +319,7 @@ def test_gamma_expression_uses_scale_and_numbers_round_trip():
     "Beta(1.0, 2.0)", "Gamma(1.0)", "Normal(0.0, -1.0)", "Uniform(2.0, 1.0)", "run(`rm -rf /`)",
     "Normal(0.0, 1.0).mean", "Normal(mu=0.0, sigma=1.0)", "truncated(Normal(0.0, 1.0), 2.0, 1.0)",
     "Normal(NaN, 1.0)", "Normal(Inf, 1.0)", "truncated(Dirac(1.0), 0.0, 2.0)", "Normal(0.0, 1.0",
+    "Gamma(-1.0, 1 / 2.0)", "Gamma(1.0, 1 / 0.0)", "Uniform(1.0, 1.0)",
 ])
 def test_reader_rejects_everything_outside_the_grammar(bad):
     with pytest.raises(BayeshfError):

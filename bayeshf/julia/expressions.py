@@ -128,7 +128,10 @@ def _literal(node: ast.AST, expression: str) -> float:
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
         return -_literal(node.operand, expression)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
-        return _literal(node.left, expression) / _literal(node.right, expression)
+        denominator = _literal(node.right, expression)
+        if denominator == 0:
+            raise BayeshfError(f"the prior expression {expression!r} divides by zero.")
+        return _literal(node.left, expression) / denominator
     raise BayeshfError(f"the prior expression {expression!r} contains {ast.unparse(node)!r}, which is not a number.")
 
 
@@ -159,8 +162,8 @@ def _call(node: ast.AST, expression: str) -> ReadDistribution:
         if not values[0] < values[1]:
             raise BayeshfError(f"the prior expression {expression!r} needs low < high.")
         return ReadDistribution(expression, _CONSTRUCTORS[name][1](*values), values[0], values[1])
-    if values[1] <= 0:
-        raise BayeshfError(f"the prior expression {expression!r} needs a positive second parameter.")
+    if values[1] <= 0 or (name == "Gamma" and values[0] <= 0):
+        raise BayeshfError(f"the prior expression {expression!r} needs positive shape and scale parameters.")
     support = (0.0, math.inf) if name in ("LogNormal", "Gamma") else (-math.inf, math.inf)
     return ReadDistribution(expression, _CONSTRUCTORS[name][1](*values), *support)
 
