@@ -43,7 +43,7 @@ class ModelArrays(NamedTuple):
     normsys_hi: Any  # (E,)
     normsys_lo: Any  # (E,)
     normsys_coefficients: Any  # (E, 6)
-    normsys_index: Any  # (S*C, Kn) into [factors, 1]
+    normsys_segment: Any  # (E,) sample * C + channel of each entry
     bin_channel: Any  # (B,)
     histosys_param: Any  # (K,)
     histosys_up: Any  # (K, S*B)
@@ -85,8 +85,6 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
     C = len(tables.channels)
     npars = sum(p.size for p in tables.parameters)
     factor_index = _padded_table(tables.factor_sample * B + tables.factor_bin, tables.factor_param, S * B, npars)
-    E = len(tables.normsys_param)
-    normsys_index = _padded_table(tables.normsys_sample * C + tables.normsys_channel, np.arange(E), S * C, E)
     bin_channel = np.repeat(np.arange(C), [tables.channel_nbins[c] for c in tables.channels])
     normal = [p for p in tables.parameters if p.constraint == "normal"]
     poisson = [p for p in tables.parameters if p.constraint == "poisson"]
@@ -113,7 +111,7 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         normsys_hi=jnp.asarray(tables.normsys_hi),
         normsys_lo=jnp.asarray(tables.normsys_lo),
         normsys_coefficients=jnp.asarray(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
-        normsys_index=jnp.asarray(normsys_index),
+        normsys_segment=jnp.asarray(tables.normsys_sample * C + tables.normsys_channel, dtype=jnp.int32),
         bin_channel=jnp.asarray(bin_channel, dtype=jnp.int32),
         histosys_param=jnp.asarray(tables.histosys_param, dtype=jnp.int32),
         histosys_up=jnp.asarray(tables.histosys_up.reshape(K, S * B)),
@@ -140,15 +138,27 @@ def _rates(a: ModelArrays, static: _Static, pars):
         c_up, c_down = histosys_coefficients(pars[a.histosys_param], static.histosys_code)
         base = base + (c_up @ a.histosys_up + c_down @ a.histosys_down).reshape(S, B)
     rate = base
-    if a.factor_index.shape[1]:
+    width = a.factor_index.shape[1]
+    if width:
         extended = jnp.concatenate([pars, jnp.ones((1,), pars.dtype)])
-        rate = rate * jnp.prod(extended[a.factor_index], axis=-1).reshape(S, B)
+        gathered = extended[a.factor_index]  # (S*B, width)
+        if width <= 8:  # a few factors per bin: explicit products compile far faster than prod's gradient
+            factor = gathered[:, 0]
+            for column in range(1, width):
+                factor = factor * gathered[:, column]
+        else:
+            factor = jnp.prod(gathered, axis=-1)
+        rate = rate * factor.reshape(S, B)
     if a.normsys_param.shape[0]:
         factors = normsys_factors(
             pars[a.normsys_param], a.normsys_hi, a.normsys_lo, a.normsys_coefficients, static.normsys_code
         )
-        extended = jnp.concatenate([factors, jnp.ones((1,), factors.dtype)])
-        per_channel = jnp.prod(extended[a.normsys_index], axis=-1).reshape(S, static.n_channels)
+        # product per (sample, channel) as exp(sum(log)): normsys factors are positive
+        # wherever the likelihood is defined; a segment sum compiles and differentiates cheaply
+        log_per_channel = jax.ops.segment_sum(
+            jnp.log(factors), a.normsys_segment, num_segments=S * static.n_channels
+        )
+        per_channel = jnp.exp(log_per_channel).reshape(S, static.n_channels)
         rate = rate * per_channel[:, a.bin_channel]
     return rate
 
