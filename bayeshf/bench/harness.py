@@ -115,36 +115,58 @@ def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def time_per_call(fn: Callable[[], Any], *, repeats: int = 7, min_time: float = 0.2) -> dict[str, Any]:
-    """Seconds per call of an already-warm ``fn``: ``repeats`` loops of ``number`` calls each.
+def calibrate(fn: Callable[[], Any], min_time: float) -> int:
+    """Calls per timing loop so that one loop of an already-warm ``fn`` lasts about ``min_time`` seconds.
 
-    ``number`` is chosen so one loop lasts about ``min_time`` seconds (timeit's
-    autorange idea), which keeps the clock's resolution out of microsecond
-    timings. Garbage collection is off during the loops.
+    timeit's autorange idea: keeps the clock's resolution out of microsecond timings.
     """
     elapsed, _ = time_once(fn)
     number = max(1, int(min_time / max(elapsed, 1e-7)))
     if number > 1:  # refine with a short loop: the first warm call is often slower
+        probe = min(number, 100)
         start = time.perf_counter()
-        for _ in range(min(number, 100)):
+        for _ in range(probe):
             fn()
-        per_call = (time.perf_counter() - start) / min(number, 100)
-        number = max(1, int(min_time / max(per_call, 1e-7)))
-    per_call_times = []
+        number = max(1, int(min_time / max((time.perf_counter() - start) / probe, 1e-7)))
+    return number
+
+
+def timing_loop(fn: Callable[[], Any], number: int) -> float:
+    """Seconds per call over one loop of ``number`` calls, garbage collection off."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            per_call_times.append((time.perf_counter() - start) / number)
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - start) / number
     finally:
         if gc_was_enabled:
             gc.enable()
-    summary = summarize(per_call_times)
-    summary["number"] = number
-    return summary
+
+
+def time_per_call(fn: Callable[[], Any], *, repeats: int = 7, min_time: float = 0.2) -> dict[str, Any]:
+    """Seconds per call of an already-warm ``fn``: ``repeats`` loops of ``number`` calls each."""
+    return time_interleaved({"fn": fn}, repeats=repeats, min_time=min_time)["fn"]
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int = 7,
+                     min_time: float = 0.2) -> dict[str, dict[str, Any]]:
+    """Time several warm functions with their repeats interleaved (round robin).
+
+    On a shared machine the load drifts; interleaving exposes every
+    implementation to the same drift, so the ratios of their medians stay fair.
+    """
+    numbers = {name: calibrate(fn, min_time) for name, fn in fns.items()}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timing_loop(fn, numbers[name]))
+    out = {}
+    for name in fns:
+        out[name] = summarize(times[name])
+        out[name]["number"] = numbers[name]
+    return out
 
 
 class Recorder:

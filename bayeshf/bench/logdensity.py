@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bayeshf.bench.cases import ATLAS_CASES, THESIS_CASES, load_case
-from bayeshf.bench.harness import Recorder, time_per_call
+from bayeshf.bench.harness import Recorder, time_interleaved
 from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS, Unavailable, reference_point
 from bayeshf.bench.progress import progress
 
@@ -23,28 +23,36 @@ def default_cases(quick: bool) -> list[str]:
 
 def measure_case(case: str, spec: dict[str, Any], recorder: Recorder, *, implementations: list[str],
                  repeats: int, min_time: float, seed: int, **extra: Any) -> None:
-    """Time every implementation on one workspace; rows carry ``extra`` (e.g. ``n_bins``)."""
+    """Time every implementation on one workspace; rows carry ``extra`` (e.g. ``n_bins``).
+
+    All implementations are prepared first, then each metric's repeats run
+    round robin across them (:func:`time_interleaved`), so load drifting on a
+    shared machine hits every implementation alike.
+    """
     names, point = reference_point(spec, seed=seed)
+    ready = {}
     for name in implementations:
         prepare = LOGDENSITY_IMPLEMENTATIONS[name]
         try:
-            prepared = prepare(spec, names, point)
+            ready[name] = prepare(spec, names, point)
         except Unavailable as reason:
             recorder.skip(implementation=name, case=case, reason=str(reason))
-            continue
         except Exception as error:  # a peer failing on a workspace is a result, not a crash
             recorder.skip(implementation=name, case=case, reason=f"failed: {type(error).__name__}: {error}"[:300])
-            continue
-        common = {"npars": len(prepared.par_names), "logpdf": prepared.logpdf, **extra}
+    common = {name: {"npars": len(p.par_names), "logpdf": p.logpdf, **extra} for name, p in ready.items()}
+    for name, prepared in ready.items():
         for metric, seconds in prepared.setup.items():
-            recorder.add_value(case=case, implementation=name, metric=metric, unit="s", value=seconds, **common)
-        for metric in METRICS:
+            recorder.add_value(case=case, implementation=name, metric=metric, unit="s", value=seconds, **common[name])
+    for metric in METRICS:
+        fns = {}
+        for name, prepared in ready.items():
             fn = getattr(prepared, metric)
             if fn is None:
                 recorder.skip(implementation=name, case=case, reason=prepared.notes.get(metric, f"no {metric}"))
-                continue
-            summary = time_per_call(fn, repeats=repeats, min_time=min_time)
-            recorder.add(case=case, implementation=name, metric=metric, unit="s", summary=summary, **common)
+            else:
+                fns[name] = fn
+        for name, summary in time_interleaved(fns, repeats=repeats, min_time=min_time).items():
+            recorder.add(case=case, implementation=name, metric=metric, unit="s", summary=summary, **common[name])
 
 
 def run(options: Any, recorder: Recorder) -> None:
