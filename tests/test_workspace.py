@@ -175,3 +175,17 @@ def test_array_route_equals_json_route():
     for _ in range(4):
         pars = rng.uniform(json_model.bounds[:, 0], np.minimum(json_model.bounds[:, 1], 3.0))
         assert float(arrays_model.logpdf(pars)) == pytest.approx(float(json_model.logpdf(pars)), rel=1e-12)
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(data_path("")) for p in data_path("").rglob("*.json") if "patch." not in p.name),
+                         ids=str)
+def test_inspect_summary_on_every_workspace(path):
+    from bayeshf.cli.inspect import summary
+
+    model = bayeshf.load(data_path(str(path)))
+    info = summary(model)
+    assert info["npars"] == sum(p["size"] for p in info["parameters"]) == len(model.par_names)
+    assert sum(c["bins"] for c in info["channels"]) == len(model.observed)
+    spec = json.loads(data_path(str(path)).read_text())
+    names = {(m["name"], m["type"]) for c in spec["channels"] for s in c["samples"] for m in s["modifiers"]}
+    assert sum(info["modifiers"].values()) == len(names)
