@@ -651,6 +651,24 @@ def test_sample_passes_the_right_things_to_julia(fake_julia, likelihood, all_kin
     assert np.all(values[..., fixed_bins] == np.asarray(masked.inits)[fixed_bins])
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_benchmark_runners_drive_sample(fake_julia, runner):
+    from bayeshf.julia.bench import prepare
+
+    spec = json.loads((DATA / "thesis" / "2_bin_uncorr.json").read_text())
+    draws = prepare(runner, spec, "nuts", 40, chains=2)(seed=5)
+    model = bayeshf.load(spec)
+    assert draws.shape[0] == 2 and draws.shape[2] == model.npars
+    call = fake_julia.calls["sample"]
+    assert (call["sampler"], call["chains"], call["steps"], call["seed"]) == ("hmc", 2, 40, 5)
+    if runner == "bat-litehf":
+        assert call["loglikelihood"] == "litehf-loglikelihood"
+    else:  # both callbacks are the main Poisson term: bayeshf's, or pyhf's (jax backend)
+        _, value, _ = call["loglikelihood"]
+        theta = np.asarray(model.init, dtype=float) * 1.1
+        assert value(theta) == pytest.approx(float(model.log_likelihood(theta)), rel=1e-10)
+
+
 def test_julia_errors_become_one_sentence(fake_julia):
     fake_julia.fail = True
     with pytest.raises(BayeshfError) as raised:
