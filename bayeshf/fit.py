@@ -24,7 +24,7 @@ import scipy.optimize
 
 from bayeshf.errors import BayeshfError
 
-__all__ = ["FitResult", "fit", "compiled_functions"]
+__all__ = ["FitResult", "fit", "minimize", "compiled_functions", "default_data"]
 
 _METHODS = ("trust-krylov", "trust-exact", "trust-ncg", "auto")
 #: models with at most this many parameters use trust-exact under method="auto"
@@ -200,7 +200,14 @@ class _Compiled:
 
 def compiled_functions(model: Any) -> _Compiled:
     """The jitted functions of ``model`` (compiled on first use, cached by JAX per model structure)."""
-    return _Compiled(model)
+    cached = getattr(model, "_bayeshf_fit_functions", None)
+    if cached is None:
+        cached = _Compiled(model)
+        try:
+            object.__setattr__(model, "_bayeshf_fit_functions", cached)
+        except (AttributeError, TypeError):  # pragma: no cover - slotted models
+            pass
+    return cached
 
 
 # ---------------------------------------------------------------------------
@@ -303,16 +310,38 @@ def fit(
     """
     if method not in _METHODS:
         raise BayeshfError(f"unknown fit method {method!r}; choose one of {', '.join(_METHODS)}.")
-    if method == "auto":
-        method = "trust-exact" if model.npars <= _EXACT_MAX_PARS else "trust-krylov"
-    fns = compiled_functions(model)
     x0 = _vector(model, init, np.asarray(model.init, float), "init")
     mask, fixed_values = _resolve_fixed(model, fixed, x0)
     box = _resolve_bounds(model, bounds)
+    data_arr = default_data(model) if data is None else np.asarray(data, dtype=float)
+    return minimize(model, x0, mask, fixed_values, box, data_arr, method=method, gtol=gtol, maxiter=maxiter)
+
+
+def minimize(
+    model: Any,
+    x0: np.ndarray,
+    mask: np.ndarray,
+    fixed_values: np.ndarray,
+    box: np.ndarray,
+    data: np.ndarray,
+    *,
+    method: str = "trust-krylov",
+    gtol: float = 1e-6,
+    maxiter: int = 1000,
+    final_hessian: bool = True,
+) -> FitResult:
+    """The fit on resolved arrays (start, fixed mask and values, (npars, 2) bounds, main+aux data).
+
+    Used by :mod:`bayeshf.infer` to run many conditional fits without
+    re-resolving names; ``fit`` is the public entry point.
+    """
+    if method == "auto":
+        method = "trust-exact" if model.npars <= _EXACT_MAX_PARS else "trust-krylov"
+    fns = compiled_functions(model)
     lo, hi = box[:, 0], box[:, 1]
     kind = np.where(np.isfinite(lo) & np.isfinite(hi), 0, np.where(np.isfinite(lo), 1, np.where(np.isfinite(hi), 2, 3)))
     x0 = np.where(mask, fixed_values, np.clip(x0, lo, hi))
-    data_arr = jnp.asarray(default_data(model) if data is None else np.asarray(data, dtype=float))
+    data_arr = jnp.asarray(data, dtype=jnp.float64)
     args = (data_arr, jnp.asarray(mask), jnp.asarray(fixed_values), jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(kind))
 
     # 1. trust-region Newton in the unconstrained space
@@ -342,12 +371,12 @@ def fit(
     x = np.asarray(fns.x_of(z, *args[1:]))
 
     # 2. active-set Newton polish in the original space (pins parameters on bounds)
-    x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi)
+    x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi, final_hessian=final_hessian)
     free = ~(mask | at_bound)
     edm = _edm(grad, hess, free)
 
     # 3. uncertainties from the Hessian over all non-fixed parameters
-    covariance, ok_cov = _covariance(hess, ~mask)
+    covariance, ok_cov = _covariance(hess, ~mask) if final_hessian else (np.zeros((model.npars,) * 2), True)
     uncertainties = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     denom = np.where(uncertainties > 0, uncertainties, 1.0)
     correlation = covariance / np.outer(denom, denom)
@@ -398,7 +427,7 @@ class _DenseProducts:
 
 
 def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
-            lo: np.ndarray, hi: np.ndarray, steps: int = 8):
+            lo: np.ndarray, hi: np.ndarray, steps: int = 8, final_hessian: bool = True):
     """Projected Newton steps with an active set of parameters pinned on their bounds.
 
     Parameters close to a bound whose gradient points outward are pinned on it;
@@ -455,7 +484,7 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
         x, value, grad = trial, t_value, np.asarray(t_grad)
         fresh = False
         accepted += 1
-    if not fresh and accepted:
+    if not fresh and accepted and final_hessian:
         hess = np.asarray(fns.hessian(jnp.asarray(x), data))
     return x, value, grad, hess, at_lo | at_hi, accepted
 
