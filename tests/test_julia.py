@@ -185,6 +185,29 @@ def test_cli_sample_backend_bat_fails_cleanly(no_julia, capsys, tmp_path):
     assert not out.exists()
 
 
+def test_cli_setup_reports_what_juliapkg_installed(no_julia, monkeypatch, tmp_path, capsys):
+    """`bayeshf julia setup` with Julia present: resolves through juliapkg, prints the manifest versions, loads."""
+    import juliapkg
+
+    from bayeshf.cli import main
+
+    project = tmp_path / "julia_env"
+    project.mkdir()
+    (project / "Manifest.toml").write_text('[[deps.BAT]]\nversion = "4.3.1"\n[[deps.LiteHF]]\nversion = "0.1.1"\n'
+                                           '[[deps.PythonCall]]\nversion = "0.9.37"\n')
+    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(_fake_julia(tmp_path / "bin")))
+    resolved, loaded = [], []
+    monkeypatch.setattr(juliapkg, "resolve", lambda **kwargs: resolved.append(kwargs) or True)
+    monkeypatch.setattr(juliapkg, "executable", lambda: "/opt/julia/bin/julia")
+    monkeypatch.setattr(juliapkg, "project", lambda: str(project))
+    monkeypatch.setattr(environment, "load_bridge", lambda: loaded.append(True))
+    assert main(["julia", "setup"]) == 0
+    out = capsys.readouterr().out
+    assert "Julia: /opt/julia/bin/julia" in out and "  BAT 4.3.1" in out and "  LiteHF 0.1.1" in out
+    assert "  AdvancedHMC (not in the manifest)" in out and "PythonCall 0.9.37" in out
+    assert resolved == [{}] and loaded == [True]
+
+
 def test_installed_versions_reads_a_manifest(tmp_path):
     from bayeshf.cli.julia import installed_versions
 
