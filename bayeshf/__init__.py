@@ -13,5 +13,6 @@ from bayeshf.errors import BayeshfError  # noqa: E402
 from bayeshf.model import HistFactoryModel, ParameterSet  # noqa: E402
 from bayeshf.workspace import load  # noqa: E402
 from bayeshf.sampling import sample  # noqa: E402
+from bayeshf.fit import fit  # noqa: E402
 
-__all__ = ["BayeshfError", "HistFactoryModel", "ParameterSet", "load", "sample", "__version__"]
+__all__ = ["BayeshfError", "HistFactoryModel", "ParameterSet", "load", "sample", "fit", "__version__"]

@@ -23,6 +23,12 @@ COMMANDS = [
     "priors",
     "plot",
     "bench",
+    "fit",
+    "cls",
+    "limit",
+    "scan",
+    "ranking",
+    "significance",
 ]
 
 

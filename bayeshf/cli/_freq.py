@@ -1,0 +1,49 @@
+"""Options and output shared by the frequentist commands (fit, cls, limit, scan, ranking, significance)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from bayeshf.cli.common import add_workspace_arguments, model_from_args, print_json
+
+
+def add_common(parser: argparse.ArgumentParser, *, plot_help: str) -> None:
+    """Workspace arguments plus --json, --plot FILE and --fit-method."""
+    add_workspace_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    parser.add_argument("--plot", metavar="FILE", default=None, help=plot_help)
+    parser.add_argument("--fit-method", default="trust-krylov",
+                        choices=["trust-krylov", "trust-exact", "trust-ncg", "auto"],
+                        help="minimiser (default: trust-krylov)")
+
+
+def load_model(args: argparse.Namespace):
+    """The model, with jax's persistent compilation cache on so a second run skips compilation."""
+    try:
+        from bayeshf.sampling import enable_compilation_cache
+
+        enable_compilation_cache()
+    except Exception:  # pragma: no cover - the cache is an optimisation only
+        pass
+    return model_from_args(args)
+
+
+def emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
+    if args.json:
+        print_json(document)
+    else:
+        print(text)
+
+
+def fmt(value: float | None, digits: int = 6) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def wrote(path: str) -> None:
+    import sys
+
+    print(f"wrote {path}", file=sys.stderr)

@@ -1,0 +1,67 @@
+"""``bayeshf cls``: asymptotic CLs of one POI value (observed and the expected band).
+
+The POI value is given with ``--poi-value`` (alias ``--mu``) or as a second
+positional argument; ``--poi`` stays the POI *name*, as for every command.
+Output is JSON shaped like ``pyhf cls``: ``{"CLs_obs": x, "CLs_exp": [5 values]}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from bayeshf.cli._freq import add_common, load_model, wrote
+from bayeshf.cli.common import print_json
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cls",
+        help="asymptotic CLs at one POI value (JSON like pyhf cls)",
+        description="Asymptotic hypothesis test of one POI value with q~ (default), q or q0; prints "
+        '{"CLs_obs": x, "CLs_exp": [5 values]} (for q0: p0 values).',
+    )
+    add_common(parser, plot_help="write CLs versus the POI with the expected band (Brazil band) to FILE")
+    parser.add_argument("poi_value_positional", nargs="?", type=float, default=None, metavar="POI_VALUE",
+                        help="POI value to test (same as --poi-value)")
+    parser.add_argument("--poi-value", "--mu", dest="poi_value", type=float, default=None, metavar="X",
+                        help="POI value to test (default 1.0; 0 for q0)")
+    parser.add_argument("--test-stat", choices=["qtilde", "q", "q0"], default="qtilde",
+                        help="test statistic (default qtilde)")
+    parser.add_argument("--level", type=float, default=0.05, help="CLs level drawn on the plot (default 0.05)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bayeshf.errors import BayeshfError
+    from bayeshf.teststats import AsymptoticCalculator
+
+    if args.poi_value is not None and args.poi_value_positional is not None \
+            and args.poi_value != args.poi_value_positional:
+        raise BayeshfError("the POI value was given twice with different values (positional and --poi-value).")
+    value = args.poi_value if args.poi_value is not None else args.poi_value_positional
+    if value is None:
+        value = 0.0 if args.test_stat == "q0" else 1.0
+    model = load_model(args)
+    calc = AsymptoticCalculator(model, test_stat=args.test_stat, method=args.fit_method)
+    result = calc.hypotest(value)
+    if args.test_stat == "q0":
+        document = {"CLs_obs": result.CLsb_obs, "CLs_exp": list(result.CLsb_exp)}
+    else:
+        document = {"CLs_obs": result.CLs_obs, "CLs_exp": list(result.CLs_exp)}
+    if args.json:
+        document.update({"poi_value": value, "test_stat": args.test_stat, "CLsb_obs": result.CLsb_obs,
+                         "CLb_obs": result.CLb_obs})
+    print_json(document)
+    if args.plot:
+        if args.test_stat == "q0":
+            raise BayeshfError("--plot draws CLs against the POI, which needs --test-stat qtilde or q.")
+        from bayeshf.limits import cls_scan
+        from bayeshf.plots import freq
+
+        top = max(2.0 * value, 1.0) if value > 0 else 1.0
+        scan = cls_scan(calc, np.linspace(top / 40, top, 40), level=args.level)
+        freq.brazil(scan, out=args.plot, poi_name=model.poi_name)
+        wrote(args.plot)
+    return 0
