@@ -23,8 +23,8 @@ BUDGET_S = 90.0  # wall time of one implementation at one size beyond which larg
 LOGDENSITY = ["bayeshf", "pyhf-jax", "pyhf-numpy", "nextstat"]
 FIT = ["bayeshf", "pyhf-numpy-slsqp", "pyhf-numpy-minuit", "nextstat"]
 SAMPLING = ["bayeshf", "blackjax-pyhf", "nextstat"]
-SAMPLING_STEPS = 1000
-SAMPLING_WARMUP = 500
+SAMPLING_STEPS = 500
+SAMPLING_WARMUP = 300
 
 
 class Budget:
