@@ -156,39 +156,93 @@ def _z_value_and_grad(structure: Structure, model, z):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _z_hessian(structure: Structure, model, z):
-    return jax.hessian(structure.bind(model).logdensity_fn)(z)
-
-
-@functools.partial(jax.jit, static_argnums=0)
 def _theta_value_and_grad(structure: Structure, model, theta):
     return jax.value_and_grad(structure.bind(model).log_posterior)(theta)
 
 
-def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000) -> np.ndarray:
+def hessian_fd(value_and_grad, x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """Hessian by central differences of an (already compiled) gradient: 2 d gradient calls, no new compile."""
+    x = np.asarray(x, dtype=float)
+    d = x.size
+    h = 1e-5 * (np.ones(d) if scale is None else np.asarray(scale, dtype=float))
+    hessian = np.empty((d, d))
+    for i in range(d):
+        step = np.zeros(d)
+        step[i] = h[i]
+        g_plus = np.asarray(value_and_grad(x + step)[1])
+        g_minus = np.asarray(value_and_grad(x - step)[1])
+        hessian[:, i] = (g_plus - g_minus) / (2 * h[i])
+    return 0.5 * (hessian + hessian.T)
+
+
+def _newton(value_and_grad, x: np.ndarray, *, lower=None, upper=None, iterations: int = 30,
+            gtol: float = 1e-9) -> np.ndarray:
+    """Maximise with damped Newton steps (FD Hessian, backtracking), keeping x inside [lower, upper].
+
+    Coordinates within 1e-9 of a bound with the gradient pushing outwards are held there.
+    """
+    x = np.array(x, dtype=float)
+    lower = np.full(x.size, -np.inf) if lower is None else np.asarray(lower, dtype=float)
+    upper = np.full(x.size, np.inf) if upper is None else np.asarray(upper, dtype=float)
+    value, grad = (np.asarray(v, dtype=float) for v in value_and_grad(x))
+    for _ in range(iterations):
+        width = np.where(np.isfinite(upper - lower), upper - lower, 1.0)
+        at_lower = (x - lower <= 1e-9 * width) & (grad < 0)
+        at_upper = (upper - x <= 1e-9 * width) & (grad > 0)
+        active = ~(at_lower | at_upper)
+        if not active.any() or np.max(np.abs(grad[active])) < gtol:
+            break
+        hessian = hessian_fd(value_and_grad, x)[np.ix_(active, active)]
+        eigenvalues, vectors = np.linalg.eigh(-hessian)
+        eigenvalues = np.maximum(eigenvalues, 1e-8 * max(1.0, eigenvalues.max()))  # make it a descent direction
+        direction = np.zeros_like(x)
+        direction[active] = vectors @ ((vectors.T @ grad[active]) / eigenvalues)
+        improved = False
+        for step in 0.5 ** np.arange(30):
+            trial = np.clip(x + step * direction, lower, upper)
+            trial_value, trial_grad = (np.asarray(v, dtype=float) for v in value_and_grad(trial))
+            if np.isfinite(trial_value) and trial_value >= value - 1e-12 * abs(value):
+                improved = trial_value > value or step == 1.0
+                x, value, grad = trial, trial_value, trial_grad
+                break
+        if not improved:
+            break
+    return x
+
+
+def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: bool = True) -> np.ndarray:
     """Maximum a posteriori point on the constrained space (bounds respected).
 
-    L-BFGS-B on -log_posterior(theta) over the free parameters; with the flat
+    L-BFGS-B on -log_posterior(theta) over the free parameters, then damped
+    Newton steps (finite-difference Hessian) to polish; with the flat
     reference priors this is the maximum-likelihood estimate.
     """
     from scipy.optimize import minimize
 
+    _ensure_cache()
     free = posterior.free_index
     theta = np.array(posterior.theta_init if theta0 is None else theta0, dtype=float)
     theta = posterior.clip_inside(theta, 0.0)
     ps = posterior.prior_set
 
-    def objective(x):
+    def value_and_grad(x):
         full = theta.copy()
         full[free] = x
         value, grad = _theta_value_and_grad(posterior.structure, posterior.model, jnp.asarray(full))
-        return -float(value), -np.asarray(grad)[free]
+        return float(value), np.asarray(grad)[free]
 
-    bounds = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b)
-              for a, b in zip(ps.lower[free], ps.upper[free])]
+    def objective(x):
+        value, grad = value_and_grad(x)
+        return (-value, -grad) if np.isfinite(value) else (1e300, np.zeros_like(x))
+
+    lower, upper = ps.lower[free], ps.upper[free]
+    bounds = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b) for a, b in zip(lower, upper)]
     result = minimize(objective, theta[free], jac=True, method="L-BFGS-B", bounds=bounds,
                       options=dict(maxiter=maxiter, ftol=1e-15, gtol=1e-10, maxcor=30))
-    theta[free] = result.x
+    x = result.x
+    if polish and x.size <= 1000:
+        x = _newton(value_and_grad, x, lower=lower, upper=upper)
+    theta[free] = x
     return theta
 
 
@@ -196,29 +250,40 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
     """Mode of ``logdensity_fn`` in z and the Laplace covariance there (None if not positive definite).
 
     Used to start chains and to seed the mass matrix: the Jacobian keeps the
-    mode away from the bounds, so it is always an interior point.
+    mode away from the bounds, so it is always an interior point. Up to 1000
+    free parameters: damped Newton with a finite-difference Hessian (scale-free,
+    so a few iterations even when widths differ by orders of magnitude); beyond,
+    L-BFGS and no covariance.
     """
     from scipy.optimize import minimize
 
+    _ensure_cache()
     z = np.asarray(posterior.initial_position if z0 is None else z0, dtype=float)
     z = np.where(np.isfinite(z), z, 0.0)
 
-    def objective(x):
+    def value_and_grad(x):
         value, grad = _z_value_and_grad(posterior.structure, posterior.model, jnp.asarray(x))
-        value, grad = float(value), np.asarray(grad)
-        if not np.isfinite(value):
-            return 1e300, np.zeros_like(x)
-        return -value, -grad
+        return float(value), np.asarray(grad)
 
-    result = minimize(objective, z, jac=True, method="L-BFGS-B", options=dict(maxiter=maxiter, maxcor=30))
-    z = result.x
-    covariance = None
-    if posterior.ndim <= 2000:
-        hessian = np.asarray(_z_hessian(posterior.structure, posterior.model, jnp.asarray(z)))
-        try:
-            covariance = np.linalg.inv(-hessian)
-            covariance = 0.5 * (covariance + covariance.T)
-            np.linalg.cholesky(covariance)
-        except np.linalg.LinAlgError:
-            covariance = None
+    if posterior.ndim > 1000:
+        def objective(x):
+            value, grad = value_and_grad(x)
+            return (-value, -grad) if np.isfinite(value) else (1e300, np.zeros_like(x))
+
+        result = minimize(objective, z, jac=True, method="L-BFGS-B", options=dict(maxiter=maxiter, maxcor=30))
+        return result.x, None
+    z = _newton(value_and_grad, z, iterations=50, gtol=1e-8)
+    hessian = hessian_fd(value_and_grad, z)
+    try:
+        covariance = np.linalg.inv(-hessian)
+        covariance = 0.5 * (covariance + covariance.T)
+        np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:
+        covariance = None
     return z, covariance
+
+
+def _ensure_cache() -> None:
+    from bayeshf.sampling import enable_compilation_cache
+
+    enable_compilation_cache()

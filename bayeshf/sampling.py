@@ -67,9 +67,24 @@ class StepStats(NamedTuple):
     step_size: Any
 
 
+_CACHE_SET = False
+
+
 def enable_compilation_cache(path: str | Path | None = None) -> None:
-    """Use jax's persistent compilation cache (default ~/.cache/bayeshf/jax) for cold starts."""
-    directory = Path(path) if path is not None else CACHE_DIR
+    """Use jax's persistent compilation cache (default ~/.cache/bayeshf/jax, or $BAYESHF_JAX_CACHE) for cold starts.
+
+    Set BAYESHF_JAX_CACHE=off to disable. Does nothing if the user configured a cache directory already.
+    """
+    global _CACHE_SET
+    import os
+
+    if _CACHE_SET and path is None:
+        return
+    _CACHE_SET = True
+    setting = os.environ.get("BAYESHF_JAX_CACHE", "")
+    if setting.lower() in ("off", "0", "no") or (path is None and jax.config.jax_compilation_cache_dir):
+        return
+    directory = Path(path) if path is not None else Path(setting) if setting else CACHE_DIR
     try:
         directory.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(directory))
@@ -81,12 +96,11 @@ def enable_compilation_cache(path: str | Path | None = None) -> None:
 # --------------------------------------------------------------------------- kernels
 
 
-def _kernel(posterior: Posterior, sampler: str, max_tree_depth: int, num_integration_steps: int,
+def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,
             dense: bool) -> tuple[Callable, Callable]:
-    """(init(z) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
+    """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
     import blackjax
 
-    logdensity_fn = posterior.logdensity_fn
     if sampler in ("nuts", "hmc"):
         init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
         if sampler == "nuts":
@@ -138,8 +152,17 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
     from blackjax.adaptation.step_size import dual_averaging_adaptation
 
-    def kernel(model):
-        return _kernel(structure.bind(model), sampler, max_tree_depth, num_integration_steps, dense)
+    def to_z(preconditioner, u):
+        shift, factor = preconditioner
+        return shift + (factor @ u if factor.ndim == 2 else factor * u)
+
+    def kernel(model, preconditioner):
+        posterior = structure.bind(model)
+
+        def logdensity_fn(u):
+            return posterior.logdensity_fn(to_z(preconditioner, u))
+
+        return _kernel(logdensity_fn, sampler, max_tree_depth, num_integration_steps, dense)
 
     da_init, da_update, _ = dual_averaging_adaptation(target)
     _, mm_update, mm_final = mass_matrix_adaptation(not dense)
@@ -160,15 +183,16 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     def finalize(adaptation: Adaptation) -> Adaptation:
         return adaptation._replace(step_size=jnp.exp(adaptation.dual_averaging.log_step_size_avg))
 
-    def advance(model, carry, flags: StepFlags):
+    def advance(model, preconditioner, carry, flags: StepFlags):
         posterior = structure.bind(model)
-        step = kernel(model)[1]
+        step = kernel(model, preconditioner)[1]
         states, adaptation, keys = carry
         pairs = jax.vmap(jax.random.split)(keys)
         keys, subkeys = pairs[:, 0], pairs[:, 1]
         states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(
             subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
-        stats = StepStats(posterior.constrain_free(states.position), states.logdensity, acceptance, divergent,
+        z = jax.vmap(lambda u: to_z(preconditioner, u))(states.position)
+        stats = StepStats(posterior.constrain_free(z), states.logdensity, acceptance, divergent,
                           energy, n_steps, depth, adaptation.step_size)
         adaptation = jax.lax.cond(
             flags.adapt,
@@ -178,20 +202,20 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         return (states, adaptation, keys), stats
 
     @jax.jit
-    def run_chunk(model, carry, flags: StepFlags):
+    def run_chunk(model, preconditioner, carry, flags: StepFlags):
         def body(carry, flags: StepFlags):
-            shapes = jax.eval_shape(lambda c: advance(model, c, flags)[1], carry)
+            shapes = jax.eval_shape(lambda c: advance(model, preconditioner, c, flags)[1], carry)
             skip = lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
-            return jax.lax.cond(flags.active, lambda c: advance(model, c, flags), skip, carry)
+            return jax.lax.cond(flags.active, lambda c: advance(model, preconditioner, c, flags), skip, carry)
 
         return jax.lax.scan(body, carry, flags)
 
     @jax.jit
-    def start(model, positions, step_size, inverse_mass_matrix, keys):
+    def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
         from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
 
         mm_init = mma(not dense)[0]
-        states = jax.vmap(kernel(model)[0])(positions)
+        states = jax.vmap(kernel(model, preconditioner)[0])(positions)
         chains, ndim = positions.shape
         mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
         da = jax.vmap(da_init)(step_size)
@@ -258,22 +282,29 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         raise BayeshfError("chains and draws must be at least 1 and warmup at least 0.")
     if posterior.ndim == 0:
         raise BayeshfError("the model has no free parameter to sample.")
+    enable_compilation_cache()
     dense = metric == "dense"
     target = TARGET_ACCEPTANCE[sampler] if target_acceptance is None else float(target_acceptance)
     start, run_chunk = _program(posterior.structure, sampler, dense, int(max_tree_depth), int(num_integration_steps), target)
 
     key = jax.random.PRNGKey(seed)
     init_key, chain_key = jax.random.split(key)
-    positions, covariance = _initial_positions(posterior, init, chains, init_key)
+    positions, covariance, centre = _initial_positions(posterior, init, chains, init_key)
     ndim = posterior.ndim
-    if covariance is None:
-        imm = np.ones(ndim) if not dense else np.eye(ndim)
+    # Precondition with the Laplace approximation: sample u with z = centre + chol(covariance) u, so
+    # that the target is close to N(0, I) whatever the widths (ttbar's z-widths span 3 decades, and
+    # Stan's metric regularisation towards 1e-3 * I would otherwise swamp the narrow ones).
+    if covariance is not None and ndim <= 1000:
+        factor = np.linalg.cholesky(covariance)
+        positions = np.linalg.solve(factor, (positions - centre).T).T
     else:
-        imm = np.diag(covariance).copy() if not dense else covariance
+        centre, factor = np.zeros(ndim), np.ones(ndim)
+    preconditioner = (jnp.asarray(centre), jnp.asarray(factor))
+    imm = np.ones(ndim) if not dense else np.eye(ndim)
     if step_size is None:
-        step_size = 2.38 / math.sqrt(ndim) if sampler == "mh" else (1.0 if covariance is not None else 0.1)
+        step_size = 2.38 / math.sqrt(ndim) if sampler == "mh" else (0.5 if covariance is not None else 0.1)
     model = posterior.model
-    carry = start(model, jnp.asarray(positions), jnp.full(chains, float(step_size)),
+    carry = start(model, preconditioner, jnp.asarray(positions), jnp.full(chains, float(step_size)),
                   jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
 
     chunk = max(1, min(int(chunk_size), warmup + draws))
@@ -285,7 +316,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     try:
         for begin in range(0, padded, chunk):
             chunk_flags = StepFlags(*(jnp.asarray(f[begin:begin + chunk]) for f in flags))
-            carry, stats = run_chunk(model, carry, chunk_flags)
+            carry, stats = run_chunk(model, preconditioner, carry, chunk_flags)
             stats = jax.tree.map(np.asarray, stats)  # waits for the chunk
             pieces.append(stats)
             step_count = min(chunk, warmup + draws - begin)
@@ -308,8 +339,11 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     return RawDraws(stats, interrupted, min(done, warmup), done - warmup)
 
 
-def _initial_positions(posterior: Posterior, init: str, chains: int, key) -> tuple[np.ndarray, np.ndarray | None]:
-    """Chain starts in z: the mode with Laplace jitter ("mode"), the model inits ("init"), or the prior ("prior")."""
+def _initial_positions(posterior: Posterior, init: str, chains: int, key):
+    """Chain starts in z: the mode with Laplace jitter ("mode"), the model inits ("init"), or the prior ("prior").
+
+    Returns (positions, Laplace covariance or None, mode or None).
+    """
     ndim = posterior.ndim
     if init == "mode":
         z_mode, covariance = find_mode_unconstrained(posterior)
@@ -318,15 +352,15 @@ def _initial_positions(posterior: Posterior, init: str, chains: int, key) -> tup
             positions = z_mode + noise @ np.linalg.cholesky(covariance).T
         else:
             positions = z_mode + 0.1 * noise
-        return positions, covariance
+        return positions, covariance, z_mode
     if init == "init":
         z = np.where(np.isfinite(posterior.initial_position), posterior.initial_position, 0.0)
         noise = np.asarray(jax.random.uniform(key, (chains, ndim), minval=-0.1, maxval=0.1))
-        return z + noise, None
+        return z + noise, None, None
     if init == "prior":
         theta = np.asarray(posterior.prior_set.sample(key, chains))
         theta = np.stack([posterior.clip_inside(t) for t in theta])
-        return np.asarray(posterior.unconstrain(jnp.asarray(theta))), None
+        return np.asarray(posterior.unconstrain(jnp.asarray(theta))), None, None
     raise BayeshfError(f"unknown init {init!r}; use mode, init or prior.")
 
 

@@ -99,6 +99,7 @@ def ppc(idata, *, out: str | Path | None = None):
         bands = [("posterior_predictive", "tab:blue", "posterior predictive")]
         if "prior_predictive" in idata.groups():
             bands.insert(0, ("prior_predictive", "tab:gray", "prior predictive"))
+        top = 0.0
         for group, color, label in bands:
             counts = np.asarray(getattr(idata, group)[channel].values, dtype=float)
             counts = counts.reshape(-1, counts.shape[-1])
@@ -109,7 +110,11 @@ def ppc(idata, *, out: str | Path | None = None):
             ax.fill_between(bins, np.append(q[1], q[1][-1]), np.append(q[3], q[3][-1]), step="post",
                             color=color, alpha=0.35, lw=0, label=f"{label} 68% / 95%")
             ax.stairs(q[2], bins, color=color, lw=1)
+            if group == "posterior_predictive":
+                top = max(top, float(q[4].max()))
         observed = np.asarray(idata.observed_data[channel].values, dtype=float)
+        top = max(top, float((observed + np.sqrt(observed)).max()))
+        ax.set_ylim(0, 1.4 * top if top > 0 else 1.0)  # the prior band may extend beyond: it is context
         centres = np.arange(observed.size) + 0.5
         ax.errorbar(centres, observed, yerr=np.sqrt(observed), fmt="o", color="black", ms=4, label="observed")
         ax.set_title(channel, fontsize=10)

@@ -1,0 +1,103 @@
+"""``bayeshf sample | priors | plot`` end to end on a small workspace (tiny warm-up and draws)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import arviz as az
+import numpy as np
+import pytest
+
+from bayeshf.cli import main
+from tests.conftest import data_path
+
+WORKSPACE = str(data_path("thesis/2_bin_uncorr.json"))
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sample") / "run"
+    code = main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--seed", "3",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_sample_writes_posterior_summary_and_plots(sampled, capsys):
+    for name in ("posterior.nc", "summary.json", "corner.png", "ppc.png"):
+        assert (sampled / name).stat().st_size > 0, name
+    assert not list(sampled.glob(".*.tmp*"))  # atomic writes leave no temporaries
+    idata = az.from_netcdf(str(sampled / "posterior.nc"))
+    assert idata.posterior["mu"].shape == (2, 40)
+    assert idata.posterior["uncorr_bkguncrt"].shape == (2, 40, 2)
+    summary = json.loads((sampled / "summary.json").read_text())
+    assert set(summary["parameters"]) == {"mu", "uncorr_bkguncrt[0]", "uncorr_bkguncrt[1]"}
+    mu = idata.posterior["mu"].values
+    assert summary["parameters"]["mu"]["mean"] == pytest.approx(mu.mean())
+    assert summary["settings"]["seed"] == 3 and summary["chains"] == 2 and summary["draws"] == 40
+
+
+def test_same_seed_reproduces_the_file(sampled, tmp_path):
+    out = tmp_path / "again"
+    assert main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--seed", "3",
+                 "--out", str(out), "--quiet", "--no-plots"]) == 0
+    first = az.from_netcdf(str(sampled / "posterior.nc"))
+    second = az.from_netcdf(str(out / "posterior.nc"))
+    np.testing.assert_array_equal(first.posterior["mu"].values, second.posterior["mu"].values)
+
+
+def test_summary_table_and_low_ess_warning_are_printed(tmp_path, capsys):
+    assert main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--out",
+                 str(tmp_path / "o"), "--quiet", "--no-plots"]) == 0
+    captured = capsys.readouterr()
+    assert "ess_bulk" in captured.out and "r_hat" in captured.out and "uncorr_bkguncrt[1]" in captured.out
+    assert "ESS below 200" in captured.err  # 80 draws in total cannot reach 100 per chain
+
+
+@pytest.mark.parametrize("kind", ["corner", "ppc", "trace"])
+def test_plot_redraws_from_the_saved_posterior(sampled, tmp_path, kind):
+    out = tmp_path / f"{kind}.png"
+    assert main(["plot", kind, str(sampled / "posterior.nc"), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_a_missing_or_bad_file_is_one_sentence(tmp_path, capsys):
+    bad = tmp_path / "bad.nc"
+    bad.write_text("not netcdf")
+    assert main(["plot", "corner", str(bad)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(bad) in errors[0]
+
+
+def test_bad_priors_file_is_one_sentence(tmp_path, capsys):
+    bad = tmp_path / "priors.json"
+    bad.write_text(json.dumps({"priors": {"mu": {"family": "normal", "mu": 0, "sigma": 0}}}))
+    assert main(["sample", WORKSPACE, "--priors", str(bad), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(bad) in errors[0] and "sigma" in errors[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_corner_variable_is_one_sentence(sampled, tmp_path, capsys):
+    target = tmp_path / "copy.nc"
+    shutil.copy(sampled / "posterior.nc", target)
+    assert main(["plot", "corner", str(target), "--vars", "nonexistent"]) == 2
+    assert "nonexistent" in capsys.readouterr().err
+
+
+def test_bat_backend_without_julia_is_one_sentence(tmp_path, capsys):
+    from bayeshf.julia.environment import find_julia
+
+    if find_julia() is not None:  # pragma: no cover - machines with Julia
+        pytest.skip("Julia is installed here; the bridge tests cover it")
+    assert main(["sample", WORKSPACE, "--backend", "bat", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and "Julia" in errors[0]
+
+
+def test_priors_command_json(capsys):
+    assert main(["priors", WORKSPACE, "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    families = {row["name"]: row["family"] for row in document["priors"]}
+    assert families == {"mu": "uniform", "uncorr_bkguncrt[0]": "gamma", "uncorr_bkguncrt[1]": "gamma"}

@@ -1,0 +1,260 @@
+"""Posterior transforms, MAP, and the blackjax samplers against closed forms, pyhf and each other.
+
+Tolerances are Monte Carlo errors (ArviZ mcse of the quantity, times 4)
+unless stated; seeds are fixed. All sampler runs use 2 chains so the compiled
+chunk program is shared within a model.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats as st
+
+import bayeshf
+from bayeshf import sampling
+from bayeshf.posterior import Posterior, find_map
+from bayeshf.priors import build_priors
+from tests.conftest import data_path, pyhf_model
+
+CHAINS = 2
+
+
+def one_bin(samples, observed, *, fixed_mu=False, bounds=(0.0, 20.0)):
+    parameters = [{"name": "mu", "bounds": [list(bounds)]}]
+    if fixed_mu:
+        parameters[0]["fixed"] = True
+    return {
+        "channels": [{"name": "SR", "samples": samples}],
+        "observations": [{"name": "SR", "data": [observed]}],
+        "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": parameters}}],
+        "version": "1.0.0",
+    }
+
+
+def check_quantiles(draws: np.ndarray, reference, probs=(0.05, 0.25, 0.5, 0.75, 0.95)):
+    """Quantiles of (chains, draws) agree with scipy ``reference`` within 4 MC standard errors."""
+    for p in probs:
+        estimate = np.quantile(draws, p)
+        mcse = float(az.mcse(draws, method="quantile", prob=p))
+        assert abs(estimate - reference.ppf(p)) < 4 * mcse + 1e-12, (p, estimate, reference.ppf(p), mcse)
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def test_constrain_unconstrain_and_exact_log_jacobian():
+    model = bayeshf.load(data_path("sbottom/RegionA/BkgOnly.json"),
+                         patches=[data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json")])
+    posterior = Posterior(model)
+    z = jax.random.normal(jax.random.PRNGKey(0), (posterior.ndim,)) * 1.5
+    theta = posterior.constrain(z)
+    free = posterior.free_index
+    assert np.all(np.asarray(theta)[free] > posterior.prior_set.lower[free])
+    assert np.all(np.asarray(theta)[free] < posterior.prior_set.upper[free])
+    np.testing.assert_allclose(posterior.unconstrain(theta), z, rtol=1e-8, atol=1e-8)
+    # the transform is elementwise: log|det J| = sum log|d theta_i / d z_i| (forward-mode oracle)
+    _, tangent = jax.jvp(posterior.constrain_free, (z,), (jnp.ones_like(z),))
+    np.testing.assert_allclose(posterior.log_jacobian(z), np.sum(np.log(np.abs(tangent))), rtol=1e-10)
+    # logdensity = pyhf-equivalent log posterior + log-Jacobian
+    pmodel, pdata = pyhf_model(data_path("sbottom/RegionA/BkgOnly.json"),
+                               data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json"))
+    z2 = z * 0.3
+    difference = [float(posterior.logdensity_fn(x) - posterior.log_jacobian(x))
+                  - float(pmodel.logpdf(np.asarray(posterior.constrain(x)), pdata)[0]) for x in (z, z2)]
+    assert abs(difference[0] - difference[1]) < 1e-8
+
+
+# --------------------------------------------------------------------------- MAP == MLE
+
+MLE_CASES = [
+    ("thesis/2_bin_corr.json", None),
+    ("thesis/4_bin.json", None),
+    ("pyhf-validation/2bin_2channel_coupledhisto.json", None),
+    ("atlas-examples/SRee_SRmm_Srem_v2.json", None),
+    ("sbottom/RegionA/BkgOnly.json", "sbottom/RegionA/patch.sbottom_1300_205_60.json"),
+]
+
+
+@pytest.mark.parametrize("case", MLE_CASES, ids=lambda c: c[0].split("/")[-1])
+def test_map_equals_pyhf_mle(case):
+    import pyhf
+
+    path, patch = data_path(case[0]), data_path(case[1]) if case[1] else None
+    model = bayeshf.load(path, patches=[patch] if patch else None)
+    pmodel, pdata = pyhf_model(path, patch)
+    pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-6))
+    try:
+        mle, twice_nll = pyhf.infer.mle.fit(pdata, pmodel, return_fitted_val=True)
+    finally:
+        pyhf.set_backend("numpy", "scipy")
+    theta = find_map(Posterior(model))
+    ours = float(model.twice_nll(theta))
+    assert ours <= float(twice_nll) + 1e-6
+    np.testing.assert_allclose(theta, mle, atol=2e-3)
+
+
+# --------------------------------------------------------------------------- analytic posteriors
+
+
+def test_normfactor_with_flat_prior_gives_a_gamma_posterior():
+    """n ~ Poisson(mu s), mu ~ Uniform(0, 20): mu | n ~ Gamma(n + 1, rate s) (truncation at 20 is < 1e-12)."""
+    s, n = 4.0, 7
+    spec = one_bin([{"name": "signal", "data": [s],
+                     "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]}], n)
+    model = bayeshf.load(spec)
+    idata = sampling.sample(model, chains=CHAINS, warmup=300, draws=1500, seed=1, progress=False)
+    check_quantiles(idata.posterior["mu"].values, st.gamma(n + 1, scale=1 / s))
+    assert int(idata.sample_stats["diverging"].sum()) == 0
+
+
+@pytest.mark.parametrize("shapesys,shift", [("flat", 1.0), ("unit-mean", 0.0)])
+def test_shapesys_only_model_gives_a_gamma_posterior(shapesys, shift):
+    """b with shapesys sigma: tau = (b/sigma)^2; gamma | n ~ Gamma(n + tau + shift, rate b + tau)."""
+    b, sigma, n = 50.0, 10.0, 62
+    tau = (b / sigma) ** 2
+    spec = one_bin([{"name": "background", "data": [b],
+                     "modifiers": [{"name": "unc", "type": "shapesys", "data": [sigma]},
+                                   {"name": "mu", "type": "normfactor", "data": None}]}], n, fixed_mu=True)
+    model = bayeshf.load(spec)
+    idata = sampling.sample(model, chains=CHAINS, warmup=300, draws=1500, seed=2, progress=False, shapesys=shapesys)
+    gamma = idata.posterior["unc"].values[..., 0]
+    check_quantiles(gamma, st.gamma(n + tau + shift, scale=1 / (b + tau)))
+
+
+# --------------------------------------------------------------------------- agreement between algorithms
+
+
+def test_nuts_agrees_with_a_long_independent_metropolis_run_on_4_bin():
+    model = bayeshf.load(data_path("thesis/4_bin.json"))
+    nuts = sampling.sample(model, chains=CHAINS, warmup=500, draws=1500, seed=3, progress=False)
+    mh = sampling.sample(model, sampler="mh", chains=CHAINS, warmup=2000, draws=30000, seed=4, progress=False,
+                         metric="dense", prior_draws=0)
+    for name in ("mu", "theta", "SF_theta"):
+        a, b = nuts.posterior[name].values, mh.posterior[name].values
+        se = math.hypot(float(az.mcse(a, method="mean")), float(az.mcse(b, method="mean")))
+        assert abs(a.mean() - b.mean()) < 4 * se, name
+        for p in (0.1, 0.5, 0.9):
+            se = math.hypot(float(az.mcse(a, method="quantile", prob=p)), float(az.mcse(b, method="quantile", prob=p)))
+            assert abs(np.quantile(a, p) - np.quantile(b, p)) < 4 * se, (name, p)
+    acceptance = float(mh.sample_stats["acceptance_rate"].mean())
+    assert 0.1 < acceptance < 0.5  # adapted towards 0.234
+
+
+def test_hmc_runs_and_respects_bounds():
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    idata = sampling.sample(model, sampler="hmc", chains=CHAINS, warmup=200, draws=300, seed=5, progress=False,
+                            num_integration_steps=8)
+    assert set(idata.sample_stats["n_steps"].values.ravel()) == {8}
+    mu = idata.posterior["mu"].values
+    assert mu.min() >= 0.0 and mu.max() <= 10.0
+
+
+# --------------------------------------------------------------------------- simulation-based calibration
+
+
+@pytest.mark.parametrize("name", ["2_bin_uncorr", "2_bin_corr", "4_bin"])
+def test_simulation_based_calibration(name):
+    """Talts et al. (2018): theta ~ prior, n ~ Poisson(nu(theta)); ranks of theta among posterior draws are uniform."""
+    model = bayeshf.load(data_path(f"thesis/{name}.json"))
+    posterior = sampling.posterior_for(model)
+    replications, thin, kept = 64, 3, 99
+    key = jax.random.PRNGKey(2024)
+    truths = np.asarray(posterior.prior_set.sample(key, replications))
+    rng = np.random.default_rng(7)
+    ranks = []
+    for k, theta in enumerate(truths):
+        observed = rng.poisson(np.asarray(model.expected_counts(theta)))
+        raw = sampling.run_chains(posterior.with_model(model.with_data(observed)), chains=1, warmup=150,
+                                  draws=thin * kept, seed=k, progress=False, chunk_size=100)
+        draws = raw.stats.theta[0, ::thin]  # (kept, ndim)
+        ranks.append((draws < theta[posterior.free_index]).sum(axis=0))
+    ranks = np.array(ranks)  # values 0..kept
+    bins = 4
+    edges = np.linspace(0, kept + 1, bins + 1)
+    expected = np.diff(np.floor(edges - 1e-9)) / (kept + 1) * replications  # exact counts of rank values per bin
+    for j, pname in enumerate(posterior.free_names):
+        observed_counts = np.histogram(ranks[:, j], bins=edges)[0]
+        pvalue = st.chisquare(observed_counts, expected).pvalue
+        assert pvalue > 1e-3, (pname, observed_counts)
+
+
+# --------------------------------------------------------------------------- InferenceData, determinism, Ctrl-C
+
+
+def test_inference_data_layout():
+    model = bayeshf.load(data_path("pyhf-validation/2bin_2channel.json"))
+    idata = sampling.sample(model, chains=CHAINS, warmup=100, draws=50, seed=0, progress=False, prior_draws=40)
+    assert {"posterior", "sample_stats", "observed_data", "posterior_predictive", "prior",
+            "prior_predictive"} <= set(idata.groups())
+    posterior = idata.posterior
+    assert posterior["mu"].dims == ("chain", "draw")
+    assert posterior["uncorr_bkguncrt_signal"].dims == ("chain", "draw", "uncorr_bkguncrt_signal_bin")
+    assert posterior["mu"].shape == (CHAINS, 50)
+    for stat in ("lp", "diverging", "tree_depth", "n_steps", "step_size", "acceptance_rate", "energy"):
+        assert stat in idata.sample_stats, stat
+    for channel in model.channels:
+        assert idata.posterior_predictive[channel].shape == (CHAINS, 50, model.channel_nbins[channel])
+        np.testing.assert_array_equal(idata.observed_data[channel].values,
+                                      model.observed[model.channel_slices[channel]])
+    assert idata.prior["mu"].shape == (1, 40)
+    assert idata.prior_predictive["signal"].shape == (1, 40, 2)
+    counts = idata.posterior_predictive[model.channels[0]].values
+    assert np.all(counts == np.round(counts)) and counts.min() >= 0
+
+
+def test_same_seed_same_draws_other_seed_other_draws():
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    posterior = sampling.posterior_for(model)
+    runs = [sampling.run_chains(posterior, chains=CHAINS, warmup=100, draws=100, seed=s, progress=False,
+                                chunk_size=c).stats.theta for s, c in ((9, 100), (9, 37), (10, 100))]
+    np.testing.assert_array_equal(runs[0], runs[1])  # chunking does not change the draws
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_ctrl_c_keeps_the_draws_made_so_far(monkeypatch):
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    original = sampling._program
+    calls = {"n": 0}
+
+    def interrupting_program(*args):
+        start, run_chunk = original(*args)
+
+        def run(*a):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise KeyboardInterrupt
+            return run_chunk(*a)
+
+        return start, run
+
+    monkeypatch.setattr(sampling, "_program", interrupting_program)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        idata = sampling.sample(model, chains=CHAINS, warmup=100, draws=300, seed=0, progress=False, chunk_size=50)
+    assert idata.posterior.sizes["draw"] == 50  # chunks 1-3 done: 100 warm-up steps and 50 draws
+    assert idata.posterior.attrs["interrupted"] == 1
+    assert any("interrupted" in str(w.message) for w in caught)
+
+
+def test_fixed_parameters_are_held_and_bad_arguments_refused():
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    priors = {"priors": {"uncorr_bkguncrt[0]": {"family": "fixed", "value": 1.05}}}
+    idata = sampling.sample(model, priors=priors, chains=CHAINS, warmup=50, draws=20, progress=False)
+    assert np.all(idata.posterior["uncorr_bkguncrt"].values[..., 0] == 1.05)
+    with pytest.raises(bayeshf.BayeshfError, match="unknown sampler"):
+        sampling.sample(model, sampler="gibbs")
+    with pytest.raises(bayeshf.BayeshfError, match="unknown metric"):
+        sampling.sample(model, metric="full")
+
+
+def test_prior_set_of_a_posterior_is_the_default():
+    model = bayeshf.load(data_path("thesis/4_bin.json"))
+    assert [e.family for e in sampling.posterior_for(model).prior_set.entries] == \
+        [e.family for e in build_priors(model).entries]
