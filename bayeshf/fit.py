@@ -450,40 +450,48 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
     hess = np.asarray(fns.hessian(jnp.asarray(x), data))
     fresh = True  # hess was computed at x
     accepted = 0
-    for _ in range(steps):
-        release = (at_lo & (grad < 0)) | (at_hi & (grad > 0))
+    for _ in range(6):  # outer: release pinned parameters whose gradient points inside
+        for _ in range(steps):  # inner: Newton on the free set, pinning parameters a step runs into
+            free = ~(mask | at_lo | at_hi)
+            if not np.any(free):
+                break
+            if not fresh:
+                hess = np.asarray(fns.hessian(jnp.asarray(x), data))
+                fresh = True
+            try:
+                chol = np.linalg.cholesky(hess[np.ix_(free, free)])
+            except np.linalg.LinAlgError:
+                break
+            step = np.zeros_like(x)
+            step[free] = -scipy.linalg.cho_solve((chol, True), grad[free])
+            if not np.all(np.isfinite(step)):
+                break
+            if 0.5 * float(-step[free] @ grad[free]) < 1e-15 * max(1.0, abs(value)):
+                break  # converged: the Newton decrement is below round-off
+            with np.errstate(divide="ignore", invalid="ignore"):
+                room = np.where(step < 0, (lo - x) / step, np.where(step > 0, (hi - x) / step, np.inf))
+            scale = min(1.0, float(np.min(room)))
+            if scale < 1.0:  # the step runs into a bound: pin the parameters that block it
+                hit = free & (room <= scale * (1 + 1e-12) + 1e-300)
+                at_lo, at_hi = at_lo | (hit & (step < 0)), at_hi | (hit & (step > 0))
+                if scale <= 1e-12:
+                    x = np.where(at_lo, lo, np.where(at_hi, hi, x))
+                    value, grad = fns.value_and_grad(jnp.asarray(x), data)
+                    value, grad, fresh = float(value), np.asarray(grad), False
+                    continue
+            trial = np.clip(x + scale * step, lo, hi)
+            trial = np.where(at_lo, lo, np.where(at_hi, hi, trial))
+            t_value, t_grad = fns.value_and_grad(jnp.asarray(trial), data)
+            t_value = float(t_value)
+            if not np.isfinite(t_value) or t_value > value + 1e-13 * max(1.0, abs(value)):
+                break
+            x, value, grad = trial, t_value, np.asarray(t_grad)
+            fresh = False
+            accepted += 1
+        release = (at_lo & (grad < -1e-9)) | (at_hi & (grad > 1e-9))
+        if not np.any(release):
+            break
         at_lo, at_hi = at_lo & ~release, at_hi & ~release
-        free = ~(mask | at_lo | at_hi)
-        if not np.any(free):
-            break
-        if not fresh:
-            hess = np.asarray(fns.hessian(jnp.asarray(x), data))
-            fresh = True
-        try:
-            chol = np.linalg.cholesky(hess[np.ix_(free, free)])
-        except np.linalg.LinAlgError:
-            break
-        step = np.zeros_like(x)
-        step[free] = -scipy.linalg.cho_solve((chol, True), grad[free])
-        if not np.all(np.isfinite(step)):
-            break
-        if 0.5 * float(-step[free] @ grad[free]) < 1e-15 * max(1.0, abs(value)) and not np.any(release):
-            break  # converged: the Newton decrement is below round-off
-        with np.errstate(divide="ignore", invalid="ignore"):
-            room = np.where(step < 0, (lo - x) / step, np.where(step > 0, (hi - x) / step, np.inf))
-        scale = min(1.0, float(np.min(room)))
-        trial = np.clip(x + scale * step, lo, hi)
-        if scale < 1.0:  # the step reached a bound: pin that parameter there
-            hit = free & (room <= scale * (1 + 1e-12))
-            trial = np.where(hit & (step < 0), lo, np.where(hit & (step > 0), hi, trial))
-            at_lo, at_hi = at_lo | (hit & (step < 0)), at_hi | (hit & (step > 0))
-        t_value, t_grad = fns.value_and_grad(jnp.asarray(trial), data)
-        t_value = float(t_value)
-        if not np.isfinite(t_value) or t_value > value + 1e-13 * max(1.0, abs(value)):
-            break
-        x, value, grad = trial, t_value, np.asarray(t_grad)
-        fresh = False
-        accepted += 1
     if not fresh and accepted and final_hessian:
         hess = np.asarray(fns.hessian(jnp.asarray(x), data))
     return x, value, grad, hess, at_lo | at_hi, accepted

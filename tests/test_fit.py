@@ -1,0 +1,191 @@
+"""bayeshf.fit against pyhf (minuit) on every workspace in tests/data, plus HESSE and MAP checks.
+
+Oracles: pyhf 0.7.6 with the minuit optimiser (best fit, twice_nll), iminuit
+HESSE run on pyhf's own twice_nll (uncertainties), the Bayesian MAP search of
+bayeshf.posterior (an independent optimiser on the posterior density).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+import bayeshf
+from bayeshf.fit import FitResult, compiled_functions
+
+from conftest import WORKSPACES, data_path, pyhf_model, workspace_id
+
+TTBAR = "atlas-examples/ttbar_ljets_xsec_inclusive_pruned.json"
+#: the cases fitted against minuit (ttbar has its own test: minuit needs minutes there)
+FIT_CASES = [case for case in WORKSPACES if case[0] != TTBAR and "RegionB" not in case[0] and "RegionC" not in case[0]]
+
+
+def _load(case):
+    path, patch = case
+    return bayeshf.load(str(data_path(path)), patches=[str(data_path(patch))] if patch else None)
+
+
+@pytest.fixture(scope="session")
+def minuit_reference():
+    """pyhf + minuit fits, computed once per case and session."""
+    cache: dict = {}
+
+    def get(case):
+        if case not in cache:
+            import pyhf
+
+            path, patch = case
+            model, data = pyhf_model(data_path(path), data_path(patch) if patch else None)
+            pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-7, strategy=2))
+            try:
+                pars, value = pyhf.infer.mle.fit(data, model, return_fitted_val=True)
+                pars, value = np.asarray(pars), float(value)
+            except pyhf.exceptions.FailedMinimization as failure:  # HESSE trouble only; keep MIGRAD's minimum
+                pars, value = np.asarray(failure.result.x), float(failure.result.fun)
+            finally:
+                pyhf.set_backend("numpy")
+            cache[case] = (model, np.asarray(data), pars, value)
+        return cache[case]
+
+    return get
+
+
+@pytest.mark.parametrize("case", FIT_CASES, ids=[workspace_id(c) for c in FIT_CASES])
+def test_fit_matches_pyhf_minuit(case, minuit_reference):
+    pyhf_model_, data, pars, value = minuit_reference(case)
+    model = _load(case)
+    result = bayeshf.fit(model)
+    assert isinstance(result, FitResult)
+    assert result.success, result.message
+    assert list(result.par_names) == list(pyhf_model_.config.par_names)
+    # never above minuit's minimum, and the same point
+    assert result.twice_nll <= value + 1e-6
+    np.testing.assert_allclose(result.bestfit, pars, atol=1e-4, rtol=0)
+    # the reported twice_nll is pyhf's at the reported point
+    np.testing.assert_allclose(result.twice_nll, -2 * pyhf_model_.logpdf(result.bestfit, data)[0], rtol=1e-10)
+    # bounds and fixed parameters honoured
+    bounds = np.asarray(pyhf_model_.config.suggested_bounds())
+    assert np.all(result.bestfit >= bounds[:, 0]) and np.all(result.bestfit <= bounds[:, 1])
+    fixed = np.asarray(pyhf_model_.config.suggested_fixed())
+    np.testing.assert_array_equal(result.bestfit[fixed], np.asarray(pyhf_model_.config.suggested_init())[fixed])
+    assert np.all(result.uncertainties[fixed] == 0.0)
+    assert result.values[result.par_names[0]] == result.bestfit[0]
+
+
+#: (workspace, tolerance against minuit HESSE). Minuit's HESSE is numerical: on sbottom it
+#: differs from the exact Hessian of pyhf's own likelihood (jax.hessian, checked below to
+#: 1e-8) by up to 0.5% even when given pyhf's gradient, so that case gets 1e-2 against it.
+HESSE_CASES = [("thesis/4_bin.json", 5e-3), ("pyhf-validation/2bin_2channel_couplednorm.json", 5e-3),
+               ("pyhf-validation/1bin_shapesys.json", 1e-3), ("sbottom/RegionA/BkgOnly.json", 1e-2)]
+
+
+@pytest.mark.parametrize("path,tolerance", HESSE_CASES, ids=[p.split("/")[-1] for p, _ in HESSE_CASES])
+def test_uncertainties_match_minuit_hesse_and_pyhf_hessian(path, tolerance):
+    """Hessian uncertainties and correlations: exact vs pyhf's AD Hessian, numerical vs iminuit HESSE."""
+    import jax
+    import jax.numpy as jnp
+    from iminuit import Minuit
+
+    model = _load((path, None))
+    result = bayeshf.fit(model)
+    assert not result.at_bound.any()
+    pyhf_model_, data = pyhf_model(data_path(path), backend="jax")
+    try:
+        free = np.flatnonzero(~result.fixed)
+        x0 = jnp.asarray(result.bestfit)
+        data = jnp.asarray(data)
+
+        def twice_nll(free_values):
+            return -2 * pyhf_model_.logpdf(x0.at[free].set(free_values), data)[0]
+
+        hessian = np.asarray(jax.hessian(twice_nll)(x0[free]))
+        covariance = 2 * np.linalg.inv(hessian)
+        np.testing.assert_allclose(result.covariance[np.ix_(free, free)], covariance, rtol=1e-8, atol=1e-12)
+        value, gradient = jax.jit(twice_nll), jax.jit(jax.grad(twice_nll))
+        minuit = Minuit(lambda v: float(value(v)), np.asarray(x0[free]), grad=lambda v: np.asarray(gradient(v)))
+        minuit.errordef = 1.0
+        minuit.strategy = 2
+        minuit.hesse()
+    finally:
+        import pyhf
+
+        pyhf.set_backend("numpy")
+    np.testing.assert_allclose(result.uncertainties[free], np.asarray(minuit.errors), rtol=tolerance)
+    corr = np.asarray(minuit.covariance.correlation())
+    np.testing.assert_allclose(result.correlation[np.ix_(free, free)], corr, atol=tolerance)
+    np.testing.assert_allclose(np.diag(result.correlation)[free], 1.0)
+
+
+def test_ttbar_reaches_the_true_minimum():
+    """The issue's target: pyhf+minuit reaches 294.9461 where SLSQP stops at 295.139."""
+    import pyhf
+
+    model = _load((TTBAR, None))
+    result = bayeshf.fit(model)
+    assert result.success, result.message
+    assert result.twice_nll <= 294.9462
+    pyhf_model_, data = pyhf_model(data_path(TTBAR))
+    np.testing.assert_allclose(result.twice_nll, -2 * pyhf_model_.logpdf(result.bestfit, data)[0], rtol=1e-10)
+    slsqp = float(pyhf.infer.mle.fit(data, pyhf_model_, return_fitted_val=True)[1])
+    assert result.twice_nll < slsqp
+    # the other minimiser choice lands on the same point
+    exact = bayeshf.fit(model, method="trust-exact")
+    np.testing.assert_allclose(exact.bestfit, result.bestfit, atol=1e-4)
+    assert abs(exact.twice_nll - result.twice_nll) < 1e-6
+
+
+def test_fixed_and_bounds_arguments_and_no_recompilation():
+    """Conditional fits at many POI values reuse the compiled programs."""
+    import pyhf
+
+    fit_module = importlib.import_module("bayeshf.fit")
+
+    case = ("sbottom/RegionA/BkgOnly.json", "sbottom/RegionA/patch.sbottom_1300_205_60.json")
+    model = _load(case)
+    bayeshf.fit(model, fixed={"mu_SIG": 0.5})
+    sizes = [f._cache_size() for f in (fit_module._value_and_grad_z, fit_module._hess_z)]
+    pyhf_model_, data = pyhf_model(data_path(case[0]), data_path(case[1]))
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-12))
+    try:
+        for mu in (0.3, 1.0, 2.7):
+            result = bayeshf.fit(model, fixed={"mu_SIG": mu})
+            assert result.bestfit[model.poi_index] == mu and result.uncertainties[model.poi_index] == 0.0
+            reference = float(pyhf.infer.mle.fixed_poi_fit(mu, data, pyhf_model_, return_fitted_val=True)[1])
+            assert result.twice_nll <= reference + 1e-6
+            assert abs(result.twice_nll - reference) < 1e-5
+    finally:
+        pyhf.set_backend("numpy")
+    assert [f._cache_size() for f in (fit_module._value_and_grad_z, fit_module._hess_z)] == sizes
+    # user bounds are honoured: the POI lands on a bound below its free minimum
+    free = bayeshf.fit(model, bounds={"mu_SIG": (-5.0, 10.0)})
+    capped = bayeshf.fit(model, bounds={"mu_SIG": (0.5, 10.0)})
+    assert free.bestfit[model.poi_index] < 0.5
+    assert capped.bestfit[model.poi_index] == 0.5 and capped.at_bound[model.poi_index]
+    assert capped.twice_nll >= free.twice_nll
+
+
+def test_bad_arguments_raise_one_sentence():
+    model = _load(("thesis/4_bin.json", None))
+    with pytest.raises(bayeshf.BayeshfError, match="no parameter named"):
+        bayeshf.fit(model, fixed={"nope": 1.0})
+    with pytest.raises(bayeshf.BayeshfError, match="unknown fit method"):
+        bayeshf.fit(model, method="newton")
+    with pytest.raises(bayeshf.BayeshfError, match="lower bound"):
+        bayeshf.fit(model, bounds={model.par_names[0]: (1.0, 0.0)})
+
+
+def test_mle_equals_bayesian_map():
+    """With the default flat reference priors the posterior mode is the MLE."""
+    from bayeshf.posterior import Posterior, find_map
+
+    model = _load(("sbottom/RegionA/BkgOnly.json", None))
+    result = bayeshf.fit(model)
+    mode = find_map(Posterior(model))
+    np.testing.assert_allclose(mode, result.bestfit, atol=1e-4)
+
+
+def test_compiled_functions_are_cached_per_model():
+    model = _load(("thesis/2_bin_uncorr.json", None))
+    assert compiled_functions(model) is compiled_functions(model)
