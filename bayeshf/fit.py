@@ -350,7 +350,10 @@ def minimize(
     if not np.all(mask):
         def fun(z):
             value, grad = fns.value_and_grad_z(z, *args)
-            return float(value), np.asarray(grad)
+            value = float(value)
+            if not np.isfinite(value):  # e.g. a negative expected count: reject the step, shrink the region
+                return np.inf, np.zeros(len(z))
+            return value, np.asarray(grad)
 
         options: dict[str, Any] = {"gtol": gtol, "maxiter": maxiter}
         kwargs: dict[str, Any] = {}
