@@ -1,7 +1,8 @@
 """``bayeshf cls``: asymptotic CLs of one POI value (observed and the expected band).
 
-The POI value is given with ``--poi-value`` (alias ``--mu``) or as a second
-positional argument; ``--poi`` stays the POI *name*, as for every command.
+The POI value is given with ``--poi-value`` (alias ``--mu``); ``--poi`` stays
+the POI *name*, as for every command. (A positional value is not accepted:
+argparse cannot tell it from a ``--patch`` file once options are interleaved.)
 Output is JSON shaped like ``pyhf cls``: ``{"CLs_obs": x, "CLs_exp": [5 values]}``.
 """
 
@@ -23,8 +24,6 @@ def register(subparsers) -> None:
         '{"CLs_obs": x, "CLs_exp": [5 values]} (for q0: p0 values).',
     )
     add_common(parser, plot_help="write CLs versus the POI with the expected band (Brazil band) to FILE")
-    parser.add_argument("poi_value_positional", nargs="?", type=float, default=None, metavar="POI_VALUE",
-                        help="POI value to test (same as --poi-value)")
     parser.add_argument("--poi-value", "--mu", dest="poi_value", type=float, default=None, metavar="X",
                         help="POI value to test (default 1.0; 0 for q0)")
     parser.add_argument("--test-stat", choices=["qtilde", "q", "q0"], default="qtilde",
@@ -37,10 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from bayeshf.errors import BayeshfError
     from bayeshf.teststats import AsymptoticCalculator
 
-    if args.poi_value is not None and args.poi_value_positional is not None \
-            and args.poi_value != args.poi_value_positional:
-        raise BayeshfError("the POI value was given twice with different values (positional and --poi-value).")
-    value = args.poi_value if args.poi_value is not None else args.poi_value_positional
+    value = args.poi_value
     if value is None:
         value = 0.0 if args.test_stat == "q0" else 1.0
     model = load_model(args)
