@@ -57,7 +57,14 @@ def test_counts_and_logpdf_match_pyhf(case, codes):
         np.testing.assert_allclose(float(logpdf[i]), reference.logpdf(pars, data)[0], rtol=1e-10)
 
 
-@pytest.mark.parametrize("case", WORKSPACES[:3] + WORKSPACES[-4:-1], ids=workspace_id)
+# every modifier type and both default codes are covered by these; pyhf's jax backend
+# takes long to compile, so the gradient oracle runs on a representative set
+GRADIENT_CASES = [c for c in WORKSPACES if workspace_id(c) in {
+    "2_bin_uncorr", "4_bin", "1bin_lumi", "2bin_2channel_coupledshapefactor", "SRee_SRmm_Srem_v2",
+    "ttbar_ljets_xsec_inclusive_pruned", "BkgOnly+sbottom_1300_205_60"}]
+
+
+@pytest.mark.parametrize("case", GRADIENT_CASES, ids=workspace_id)
 def test_gradient_matches_pyhf_jax(case):
     path, patch = data_path(case[0]), case[1] and data_path(case[1])
     model = bayeshf.load(path, patches=[patch] if patch else None)
@@ -66,9 +73,9 @@ def test_gradient_matches_pyhf_jax(case):
         data = jnp.asarray(data)
         grad_ours = jax.jit(jax.grad(model.logpdf))
         grad_pyhf = jax.jit(jax.grad(lambda p: reference.logpdf(p, data)[0]))
-        for pars in parameter_points(model, 3, seed=7):
+        for pars in parameter_points(model, 2, seed=7):
             pars = jnp.asarray(pars)
-            np.testing.assert_allclose(grad_ours(pars), grad_pyhf(pars), rtol=1e-8, atol=1e-8)
+            np.testing.assert_allclose(grad_ours(pars), grad_pyhf(pars), rtol=1e-8, atol=1e-10)
     finally:
         import pyhf
 

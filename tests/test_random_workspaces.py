@@ -81,7 +81,7 @@ def random_spec(seed: int) -> tuple[dict, dict]:
     return spec, codes
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(min_value=0, max_value=2**32 - 1))
 def test_random_workspace_matches_pyhf(seed):
     spec, codes = random_spec(seed)
