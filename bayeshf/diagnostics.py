@@ -73,6 +73,9 @@ def summarize(idata, *, var_names: list[str] | None = None) -> Summary:
     import arviz as az
 
     draws_by_name = scalar_draws(idata)
+    poi = str(idata.posterior.attrs.get("poi", "") or "")
+    if poi in draws_by_name:  # the POI first
+        draws_by_name = {poi: draws_by_name[poi], **{k: v for k, v in draws_by_name.items() if k != poi}}
     if var_names:
         draws_by_name = {k: v for k, v in draws_by_name.items() if k in var_names or k.split("[")[0] in var_names}
     rows = []

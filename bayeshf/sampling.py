@@ -8,22 +8,23 @@ the host. Warm-up is Stan's window adaptation (dual averaging of the step size,
 Welford estimates of the inverse mass matrix in doubling windows), driven by
 per-step flags fed to the scan, so warm-up and sampling share the program.
 Chains start from the mode of the unconstrained log-density, jittered with its
-Laplace covariance, which also seeds the mass matrix.
+Laplace covariance, and run on coordinates whitened by that covariance.
+The compiled program itself lives in :mod:`bayeshf.chains`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 import weakref
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayeshf.chains import StepFlags, StepStats, _program, _schedule
 from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
@@ -32,39 +33,19 @@ SAMPLERS = ("nuts", "hmc", "mh")
 METRICS = ("diagonal", "dense")
 #: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997)
 TARGET_ACCEPTANCE = {"nuts": 0.8, "hmc": 0.8, "mh": 0.234}
+#: NUTS/HMC above this many free parameters target 0.95 (docs/sampling.md: the ATLAS ttbar
+#: workspace diverges at 0.8 and 0.9 on its curved high-statistics ridges, not at 0.95)
+LARGE_MODEL = 100
+
+
+def default_target_acceptance(sampler: str, ndim: int) -> float:
+    """0.8 for NUTS/HMC (0.95 above LARGE_MODEL free parameters), 0.234 for MH."""
+    if sampler in ("nuts", "hmc") and ndim > LARGE_MODEL:
+        return 0.95
+    return TARGET_ACCEPTANCE[sampler]
+
+
 CACHE_DIR = Path.home() / ".cache" / "bayeshf" / "jax"
-
-
-class StepFlags(NamedTuple):
-    """Per-step schedule fed to the scan (all scalars, same for every chain)."""
-
-    active: Any        # run this step at all (False pads the last chunk)
-    adapt: Any         # update the step size / metric adaptation
-    slow: Any          # slow window: accumulate the metric estimate
-    window_end: Any    # end of a slow window: set a new metric, restart dual averaging
-    warmup_end: Any    # last warm-up step: freeze the averaged step size
-
-
-class Adaptation(NamedTuple):
-    """Per-chain adaptation state."""
-
-    dual_averaging: Any
-    mass_matrix: Any
-    step_size: Any
-    inverse_mass_matrix: Any
-
-
-class StepStats(NamedTuple):
-    """What each step records (per chain)."""
-
-    theta: Any            # constrained free parameters
-    lp: Any               # log density (unconstrained, incl. Jacobian)
-    acceptance_rate: Any
-    diverging: Any
-    energy: Any
-    n_steps: Any
-    tree_depth: Any
-    step_size: Any
 
 
 _CACHE_SET = False
@@ -91,154 +72,6 @@ def enable_compilation_cache(path: str | Path | None = None) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except Exception:  # pragma: no cover - read-only home etc.
         pass
-
-
-# --------------------------------------------------------------------------- kernels
-
-
-def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,
-            dense: bool) -> tuple[Callable, Callable]:
-    """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
-    import blackjax
-
-    if sampler in ("nuts", "hmc"):
-        init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
-        if sampler == "nuts":
-            nuts = blackjax.mcmc.nuts.build_kernel()
-
-            def step(key, state, step_size, imm):
-                state, info = nuts(key, state, logdensity_fn, step_size, imm, max_num_doublings=max_tree_depth)
-                return state, (info.acceptance_rate, info.is_divergent, info.energy,
-                               info.num_integration_steps, info.num_trajectory_expansions)
-        else:
-            hmc = blackjax.mcmc.hmc.build_kernel()
-
-            def step(key, state, step_size, imm):
-                state, info = hmc(key, state, logdensity_fn, step_size, imm, num_integration_steps)
-                return state, (info.acceptance_rate, info.is_divergent, info.energy,
-                               jnp.asarray(num_integration_steps), jnp.asarray(0))
-        return init, step
-
-    from blackjax.mcmc import random_walk
-
-    init = functools.partial(random_walk.init, logdensity_fn=logdensity_fn)
-    additive = random_walk.build_additive_step()
-
-    def step(key, state, step_size, imm):
-        if dense:
-            factor = jnp.linalg.cholesky(imm)
-
-            def move(k, position):
-                return step_size * factor @ jax.random.normal(k, position.shape)
-        else:
-            scale = jnp.sqrt(imm)
-
-            def move(k, position):
-                return step_size * scale * jax.random.normal(k, position.shape)
-
-        state, info = additive(key, state, logdensity_fn, move)
-        return state, (info.acceptance_rate, jnp.asarray(False), -state.logdensity, jnp.asarray(1), jnp.asarray(0))
-
-    return init, step
-
-
-@functools.lru_cache(maxsize=16)
-def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float):
-    """Jitted ``start(model, ...)`` and ``run_chunk(model, carry, flags[chunk])`` -> (carry, StepStats[chunk, chains]).
-
-    Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
-    is a traced argument, so other data reuse the compiled program.
-    """
-    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
-    from blackjax.adaptation.step_size import dual_averaging_adaptation
-
-    def to_z(preconditioner, u):
-        shift, factor = preconditioner
-        return shift + (factor @ u if factor.ndim == 2 else factor * u)
-
-    def kernel(model, preconditioner):
-        posterior = structure.bind(model)
-
-        def logdensity_fn(u):
-            return posterior.logdensity_fn(to_z(preconditioner, u))
-
-        return _kernel(logdensity_fn, sampler, max_tree_depth, num_integration_steps, dense)
-
-    da_init, da_update, _ = dual_averaging_adaptation(target)
-    _, mm_update, mm_final = mass_matrix_adaptation(not dense)
-
-    def adapt_update(adaptation: Adaptation, position, acceptance_rate, flags: StepFlags) -> Adaptation:
-        acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
-        da = da_update(adaptation.dual_averaging, acceptance_rate)
-        mm = jax.lax.cond(flags.slow, lambda m: mm_update(m, position), lambda m: m, adaptation.mass_matrix)
-        new = Adaptation(da, mm, jnp.exp(da.log_step_size), adaptation.inverse_mass_matrix)
-
-        def end_window(a: Adaptation) -> Adaptation:
-            m = mm_final(a.mass_matrix)
-            d = da_init(jnp.exp(a.dual_averaging.log_step_size_avg))
-            return Adaptation(d, m, jnp.exp(d.log_step_size), m.inverse_mass_matrix)
-
-        return jax.lax.cond(flags.window_end, end_window, lambda a: a, new)
-
-    def finalize(adaptation: Adaptation) -> Adaptation:
-        return adaptation._replace(step_size=jnp.exp(adaptation.dual_averaging.log_step_size_avg))
-
-    def advance(model, preconditioner, carry, flags: StepFlags):
-        posterior = structure.bind(model)
-        step = kernel(model, preconditioner)[1]
-        states, adaptation, keys = carry
-        pairs = jax.vmap(jax.random.split)(keys)
-        keys, subkeys = pairs[:, 0], pairs[:, 1]
-        states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(
-            subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
-        z = jax.vmap(lambda u: to_z(preconditioner, u))(states.position)
-        stats = StepStats(posterior.constrain_free(z), states.logdensity, acceptance, divergent,
-                          energy, n_steps, depth, adaptation.step_size)
-        adaptation = jax.lax.cond(
-            flags.adapt,
-            lambda a: jax.vmap(adapt_update, in_axes=(0, 0, 0, None))(a, states.position, acceptance, flags),
-            lambda a: a, adaptation)
-        adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
-        return (states, adaptation, keys), stats
-
-    @jax.jit
-    def run_chunk(model, preconditioner, carry, flags: StepFlags):
-        def body(carry, flags: StepFlags):
-            shapes = jax.eval_shape(lambda c: advance(model, preconditioner, c, flags)[1], carry)
-            skip = lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
-            return jax.lax.cond(flags.active, lambda c: advance(model, preconditioner, c, flags), skip, carry)
-
-        return jax.lax.scan(body, carry, flags)
-
-    @jax.jit
-    def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
-        from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
-
-        mm_init = mma(not dense)[0]
-        states = jax.vmap(kernel(model, preconditioner)[0])(positions)
-        chains, ndim = positions.shape
-        mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
-        da = jax.vmap(da_init)(step_size)
-        return states, Adaptation(da, mm, step_size, inverse_mass_matrix), keys
-
-    return start, run_chunk
-
-
-def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
-    """Per-step flags for warm-up + draws, padded to a multiple of ``chunk``."""
-    total = warmup + draws
-    padded = chunk * math.ceil(total / chunk)
-    flags = {k: np.zeros(padded, dtype=bool) for k in StepFlags._fields}
-    flags["active"][:total] = True
-    if warmup > 0:
-        from blackjax.adaptation.staged_adaptation import build_schedule
-
-        schedule = np.asarray(build_schedule(warmup), dtype=int).reshape(warmup, 2)
-        flags["adapt"][:warmup] = True
-        flags["slow"][:warmup] = schedule[:, 0] == 1
-        flags["window_end"][:warmup] = schedule[:, 1] == 1
-        flags["warmup_end"][warmup - 1] = True
-    return StepFlags(**flags), padded
 
 
 # --------------------------------------------------------------------------- driver
@@ -284,8 +117,10 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         raise BayeshfError("the model has no free parameter to sample.")
     enable_compilation_cache()
     dense = metric == "dense"
-    target = TARGET_ACCEPTANCE[sampler] if target_acceptance is None else float(target_acceptance)
-    start, run_chunk = _program(posterior.structure, sampler, dense, int(max_tree_depth), int(num_integration_steps), target)
+    target = default_target_acceptance(sampler, posterior.ndim) if target_acceptance is None else float(target_acceptance)
+    shrinkage = float(min(posterior.ndim, 200)) if dense else 10.0
+    start, run_chunk = _program(posterior.structure, sampler, dense, int(max_tree_depth), int(num_integration_steps),
+                                target, shrinkage)
 
     key = jax.random.PRNGKey(seed)
     init_key, chain_key = jax.random.split(key)
@@ -405,7 +240,9 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
                      seed=seed, progress=progress, init=init, target_acceptance=target_acceptance,
                      max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
                      step_size=step_size, chunk_size=chunk_size)
+    target = default_target_acceptance(sampler, posterior.ndim) if target_acceptance is None else float(target_acceptance)
     settings = dict(sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric, seed=seed,
+                    target_acceptance=target,
                     init=init, max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
                     backend="blackjax", shapesys=posterior.prior_set.shapesys)
     return to_inference_data(posterior, raw, seed=seed, settings=settings,

@@ -1,0 +1,202 @@
+"""The compiled chain program: blackjax kernels, window adaptation and the chunked scan.
+
+``_program(structure, ...)`` returns two jitted functions: ``start`` (chain
+states and adaptation state from starting points) and ``run_chunk`` (a
+``lax.scan`` over a chunk of steps of a ``vmap`` over chains). Per-step flags
+(:class:`StepFlags`) are scanned inputs, so warm-up and sampling share the one
+program. The driver is :mod:`bayeshf.sampling`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class StepFlags(NamedTuple):
+    """Per-step schedule fed to the scan (all scalars, same for every chain)."""
+
+    active: Any        # run this step at all (False pads the last chunk)
+    adapt: Any         # update the step size / metric adaptation
+    slow: Any          # slow window: accumulate the metric estimate
+    window_end: Any    # end of a slow window: set a new metric, restart dual averaging
+    warmup_end: Any    # last warm-up step: freeze the averaged step size
+
+
+class Adaptation(NamedTuple):
+    """Per-chain adaptation state."""
+
+    dual_averaging: Any
+    mass_matrix: Any
+    step_size: Any
+    inverse_mass_matrix: Any
+
+
+class StepStats(NamedTuple):
+    """What each step records (per chain)."""
+
+    theta: Any            # constrained free parameters
+    lp: Any               # log density (unconstrained, incl. Jacobian)
+    acceptance_rate: Any
+    diverging: Any
+    energy: Any
+    n_steps: Any
+    tree_depth: Any
+    step_size: Any
+
+
+# --------------------------------------------------------------------------- kernels
+
+
+def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,
+            dense: bool) -> tuple[Callable, Callable]:
+    """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
+    import blackjax
+
+    if sampler in ("nuts", "hmc"):
+        init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
+        if sampler == "nuts":
+            nuts = blackjax.mcmc.nuts.build_kernel()
+
+            def step(key, state, step_size, imm):
+                state, info = nuts(key, state, logdensity_fn, step_size, imm, max_num_doublings=max_tree_depth)
+                return state, (info.acceptance_rate, info.is_divergent, info.energy,
+                               info.num_integration_steps, info.num_trajectory_expansions)
+        else:
+            hmc = blackjax.mcmc.hmc.build_kernel()
+
+            def step(key, state, step_size, imm):
+                state, info = hmc(key, state, logdensity_fn, step_size, imm, num_integration_steps)
+                return state, (info.acceptance_rate, info.is_divergent, info.energy,
+                               jnp.asarray(num_integration_steps), jnp.asarray(0))
+        return init, step
+
+    from blackjax.mcmc import random_walk
+
+    init = functools.partial(random_walk.init, logdensity_fn=logdensity_fn)
+    additive = random_walk.build_additive_step()
+
+    def step(key, state, step_size, imm):
+        if dense:
+            factor = jnp.linalg.cholesky(imm)
+
+            def move(k, position):
+                return step_size * factor @ jax.random.normal(k, position.shape)
+        else:
+            scale = jnp.sqrt(imm)
+
+            def move(k, position):
+                return step_size * scale * jax.random.normal(k, position.shape)
+
+        state, info = additive(key, state, logdensity_fn, move)
+        return state, (info.acceptance_rate, jnp.asarray(False), -state.logdensity, jnp.asarray(1), jnp.asarray(0))
+
+    return init, step
+
+
+@functools.lru_cache(maxsize=16)
+def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float,
+             shrinkage: float = 10.0):
+    """Jitted ``start(model, ...)`` and ``run_chunk(model, carry, flags[chunk])`` -> (carry, StepStats[chunk, chains]).
+
+    Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
+    is a traced argument, so other data reuse the compiled program.
+    """
+    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
+
+    def to_z(preconditioner, u):
+        shift, factor = preconditioner
+        return shift + (factor @ u if factor.ndim == 2 else factor * u)
+
+    def kernel(model, preconditioner):
+        posterior = structure.bind(model)
+
+        def logdensity_fn(u):
+            return posterior.logdensity_fn(to_z(preconditioner, u))
+
+        return _kernel(logdensity_fn, sampler, max_tree_depth, num_integration_steps, dense)
+
+    da_init, da_update, _ = dual_averaging_adaptation(target)
+    # shrink each window's estimate towards the previous metric (identity at first: the preconditioned
+    # target has unit scale), not only towards Stan's 1e-3 * I, which for a dense metric estimated from
+    # fewer draws than dimensions would leave near-zero directions
+    _, mm_update, mm_final = mass_matrix_adaptation(not dense, imm_shrinkage_to_previous=shrinkage)
+
+    def adapt_update(adaptation: Adaptation, position, acceptance_rate, flags: StepFlags) -> Adaptation:
+        acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
+        da = da_update(adaptation.dual_averaging, acceptance_rate)
+        mm = jax.lax.cond(flags.slow, lambda m: mm_update(m, position), lambda m: m, adaptation.mass_matrix)
+        new = Adaptation(da, mm, jnp.exp(da.log_step_size), adaptation.inverse_mass_matrix)
+
+        def end_window(a: Adaptation) -> Adaptation:
+            m = mm_final(a.mass_matrix)
+            d = da_init(jnp.exp(a.dual_averaging.log_step_size_avg))
+            return Adaptation(d, m, jnp.exp(d.log_step_size), m.inverse_mass_matrix)
+
+        return jax.lax.cond(flags.window_end, end_window, lambda a: a, new)
+
+    def finalize(adaptation: Adaptation) -> Adaptation:
+        return adaptation._replace(step_size=jnp.exp(adaptation.dual_averaging.log_step_size_avg))
+
+    def advance(model, preconditioner, carry, flags: StepFlags):
+        posterior = structure.bind(model)
+        step = kernel(model, preconditioner)[1]
+        states, adaptation, keys = carry
+        pairs = jax.vmap(jax.random.split)(keys)
+        keys, subkeys = pairs[:, 0], pairs[:, 1]
+        states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(
+            subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
+        z = jax.vmap(lambda u: to_z(preconditioner, u))(states.position)
+        stats = StepStats(posterior.constrain_free(z), states.logdensity, acceptance, divergent,
+                          energy, n_steps, depth, adaptation.step_size)
+        adaptation = jax.lax.cond(
+            flags.adapt,
+            lambda a: jax.vmap(adapt_update, in_axes=(0, 0, 0, None))(a, states.position, acceptance, flags),
+            lambda a: a, adaptation)
+        adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
+        return (states, adaptation, keys), stats
+
+    @jax.jit
+    def run_chunk(model, preconditioner, carry, flags: StepFlags):
+        def body(carry, flags: StepFlags):
+            shapes = jax.eval_shape(lambda c: advance(model, preconditioner, c, flags)[1], carry)
+            skip = lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
+            return jax.lax.cond(flags.active, lambda c: advance(model, preconditioner, c, flags), skip, carry)
+
+        return jax.lax.scan(body, carry, flags)
+
+    @jax.jit
+    def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
+        from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
+
+        mm_init = mma(not dense)[0]
+        states = jax.vmap(kernel(model, preconditioner)[0])(positions)
+        chains, ndim = positions.shape
+        mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
+        da = jax.vmap(da_init)(step_size)
+        return states, Adaptation(da, mm, step_size, inverse_mass_matrix), keys
+
+    return start, run_chunk
+
+
+def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
+    """Per-step flags for warm-up + draws, padded to a multiple of ``chunk``."""
+    total = warmup + draws
+    padded = chunk * math.ceil(total / chunk)
+    flags = {k: np.zeros(padded, dtype=bool) for k in StepFlags._fields}
+    flags["active"][:total] = True
+    if warmup > 0:
+        from blackjax.adaptation.staged_adaptation import build_schedule
+
+        schedule = np.asarray(build_schedule(warmup), dtype=int).reshape(warmup, 2)
+        flags["adapt"][:warmup] = True
+        flags["slow"][:warmup] = schedule[:, 0] == 1
+        flags["window_end"][:warmup] = schedule[:, 1] == 1
+        flags["warmup_end"][warmup - 1] = True
+    return StepFlags(**flags), padded
