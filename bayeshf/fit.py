@@ -14,6 +14,7 @@ fits (the POI fixed at any value) reuse the functions compiled for the model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -31,6 +32,8 @@ _METHODS = ("trust-krylov", "trust-exact", "trust-ncg", "auto")
 _EXACT_MAX_PARS = 400
 #: up to this many parameters, Hessian-vector products come from one dense Hessian per iterate
 _DENSE_HVP_MAX_PARS = 1000
+#: model-array elements times Hessian columns computed at once (about 400 MB of float64)
+_HESSIAN_BUDGET = 50_000_000
 
 
 
@@ -154,6 +157,19 @@ def _hess_z(model, z, data, fixed_mask, *rest):
     return h + jnp.diag(fixed_mask.astype(h.dtype))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _hess_z_batched(batch, model, z, data, fixed_mask, *rest):
+    """Dense Hessian from Hessian-vector products, ``batch`` columns at a time (bounded memory)."""
+    def column(v):
+        return jax.jvp(lambda zz: _grad_z(model, zz, data, fixed_mask, *rest), (z,), (v,))[1]
+
+    h = jax.lax.map(column, jnp.eye(z.shape[0], dtype=z.dtype), batch_size=batch)
+    h = 0.5 * (h + h.T)
+    keep = ~fixed_mask
+    h = jnp.where(keep[:, None] & keep[None, :], h, 0.0)
+    return h + jnp.diag(fixed_mask.astype(h.dtype))
+
+
 _value_and_grad_z = jax.jit(jax.value_and_grad(_objective_z, argnums=1))
 _x_of_jit = jax.jit(_x_of)
 _asimov = jax.jit(lambda model, x: model.asimov_data(x))
@@ -173,6 +189,10 @@ class _Compiled:
         self.model = model
         n = int(model.npars)
         self._identity = (jnp.zeros(n, dtype=bool), jnp.zeros(n), jnp.zeros(n), jnp.ones(n), jnp.full(n, 3))
+        # a dense Hessian carries one tangent per parameter through the model: bound its memory
+        elements = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(model))
+        self.batch = int(max(1, min(n, _HESSIAN_BUDGET // max(elements, 1))))
+        self.small = self.batch >= n and n <= _DENSE_HVP_MAX_PARS
 
     def value_and_grad_z(self, z, *args):
         return _value_and_grad_z(self.model, z, *args)
@@ -181,7 +201,9 @@ class _Compiled:
         return _hvp_z(self.model, z, p, *args)
 
     def hess_z(self, z, *args):
-        return _hess_z(self.model, z, *args)
+        if self.batch >= int(self.model.npars):
+            return _hess_z(self.model, z, *args)
+        return _hess_z_batched(self.batch, self.model, z, *args)
 
     def x_of(self, z, *args):
         return _x_of_jit(z, *args)
@@ -192,7 +214,7 @@ class _Compiled:
 
     def hessian(self, x, data):
         """Hessian of twice_nll in the original parameters."""
-        return _hess_z(self.model, x, data, *self._identity)
+        return self.hess_z(x, data, *self._identity)
 
     def asimov_data(self, x):
         return _asimov(self.model, x)
@@ -359,7 +381,7 @@ def minimize(
         kwargs: dict[str, Any] = {}
         if method == "trust-exact":
             kwargs["hess"] = lambda z: np.asarray(fns.hess_z(z, *args))
-        elif model.npars <= _DENSE_HVP_MAX_PARS:
+        elif fns.small:
             kwargs["hessp"] = _DenseProducts(fns, args)
             if method == "trust-krylov":  # products are cheap: solve each subproblem exactly
                 options["inexact"] = False
