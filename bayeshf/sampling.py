@@ -45,6 +45,8 @@ def default_target_acceptance(sampler: str, ndim: int) -> float:
     return TARGET_ACCEPTANCE[sampler]
 
 
+#: whiten with the full Cholesky factor of the Laplace covariance up to this many free parameters
+DENSE_WHITENING = 300
 CACHE_DIR = Path.home() / ".cache" / "bayeshf" / "jax"
 
 
@@ -129,9 +131,14 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     # Precondition with the Laplace approximation: sample u with z = centre + chol(covariance) u, so
     # that the target is close to N(0, I) whatever the widths (ttbar's z-widths span 3 decades, and
     # Stan's metric regularisation towards 1e-3 * I would otherwise swamp the narrow ones).
-    if covariance is not None and ndim <= 1000:
+    # Above DENSE_WHITENING parameters only the Laplace widths are used (an O(d^2) product per
+    # leapfrog step would cost more than the likelihood of an n-bin model).
+    if covariance is not None and ndim <= DENSE_WHITENING:
         factor = np.linalg.cholesky(covariance)
         positions = np.linalg.solve(factor, (positions - centre).T).T
+    elif covariance is not None:
+        factor = np.sqrt(np.diag(covariance))
+        positions = (positions - centre) / factor
     else:
         centre, factor = np.zeros(ndim), np.ones(ndim)
     preconditioner = (jnp.asarray(centre), jnp.asarray(factor))
