@@ -139,7 +139,7 @@ def test_fixed_and_bounds_arguments_and_no_recompilation():
     """Conditional fits at many POI values reuse the compiled programs."""
     import pyhf
 
-    fit_module = importlib.import_module("bayeshf.fit")
+    fit_module = importlib.import_module("bayeshf.objective")
 
     case = ("sbottom/RegionA/BkgOnly.json", "sbottom/RegionA/patch.sbottom_1300_205_60.json")
     model = _load(case)

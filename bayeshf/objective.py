@@ -1,0 +1,172 @@
+"""The compiled objective of the fit: twice_nll on an unconstrained space, with derivatives.
+
+Bounds are removed by smooth maps (scaled logistic for a box, ``exp`` for a
+half line); fixed parameters enter as a traced mask and values. The model, a
+JAX pytree, is an argument of module-level jitted functions, so its arrays are
+not baked into the programs and JAX caches one compiled program per model
+structure: conditional fits at any POI value, Asimov fits and refits never
+recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["compiled_functions", "DenseProducts"]
+
+#: up to this many parameters, Hessian-vector products come from one dense Hessian per iterate
+_DENSE_HVP_MAX_PARS = 1000
+#: model-array elements times Hessian columns computed at once (about 400 MB of float64)
+_HESSIAN_BUDGET = 50_000_000
+
+
+def _to_unit(z: jax.Array, lo: jax.Array, hi: jax.Array, kind: jax.Array) -> jax.Array:
+    """Map unconstrained ``z`` into the bounds; ``kind`` 0 box, 1 [lo, inf), 2 (-inf, hi], 3 free."""
+    lo0 = jnp.where(jnp.isfinite(lo), lo, 0.0)
+    hi0 = jnp.where(jnp.isfinite(hi), hi, 1.0)
+    box = lo0 + (hi0 - lo0) * jax.nn.sigmoid(z)
+    zc = jnp.where((kind == 1) | (kind == 2), z, 0.0)  # keep exp finite where unused
+    lower = lo0 + jnp.exp(zc)
+    upper = hi0 - jnp.exp(-zc)
+    return jnp.where(kind == 0, box, jnp.where(kind == 1, lower, jnp.where(kind == 2, upper, z)))
+
+
+def _from_unit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_to_unit` on the host; points on a bound move slightly inside."""
+    z = np.array(x, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        box = kind == 0
+        s = np.clip((x[box] - lo[box]) / (hi[box] - lo[box]), 1e-4, 1 - 1e-4)
+        z[box] = np.log(s) - np.log1p(-s)
+        one = kind == 1
+        z[one] = np.log(np.maximum(x[one] - lo[one], 1e-4 * np.maximum(1.0, np.abs(lo[one]))))
+        two = kind == 2
+        z[two] = -np.log(np.maximum(hi[two] - x[two], 1e-4 * np.maximum(1.0, np.abs(hi[two]))))
+    return z
+
+
+def _x_of(z, fixed_mask, fixed_values, lo, hi, kind):
+    return jnp.where(fixed_mask, fixed_values, _to_unit(z, lo, hi, kind))
+
+
+def _objective_z(model, z, data, fixed_mask, fixed_values, lo, hi, kind):
+    return model.twice_nll(_x_of(z, fixed_mask, fixed_values, lo, hi, kind), data)
+
+
+_grad_z = jax.grad(_objective_z, argnums=1)
+
+
+@jax.jit
+def _hvp_z(model, z, p, data, fixed_mask, *rest):
+    tangent = jax.jvp(lambda zz: _grad_z(model, zz, data, fixed_mask, *rest), (z,), (p,))[1]
+    return jnp.where(fixed_mask, p, tangent)
+
+
+@jax.jit
+def _hess_z(model, z, data, fixed_mask, *rest):
+    h = jax.hessian(_objective_z, argnums=1)(model, z, data, fixed_mask, *rest)
+    keep = ~fixed_mask
+    h = jnp.where(keep[:, None] & keep[None, :], h, 0.0)
+    return h + jnp.diag(fixed_mask.astype(h.dtype))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _hess_z_batched(batch, model, z, data, fixed_mask, *rest):
+    """Dense Hessian from Hessian-vector products, ``batch`` columns at a time (bounded memory)."""
+    def column(v):
+        return jax.jvp(lambda zz: _grad_z(model, zz, data, fixed_mask, *rest), (z,), (v,))[1]
+
+    h = jax.lax.map(column, jnp.eye(z.shape[0], dtype=z.dtype), batch_size=batch)
+    h = 0.5 * (h + h.T)
+    keep = ~fixed_mask
+    h = jnp.where(keep[:, None] & keep[None, :], h, 0.0)
+    return h + jnp.diag(fixed_mask.astype(h.dtype))
+
+
+_value_and_grad_z = jax.jit(jax.value_and_grad(_objective_z, argnums=1))
+_x_of_jit = jax.jit(_x_of)
+_asimov = jax.jit(lambda model, x: model.asimov_data(x))
+
+
+class _Compiled:
+    """The jitted objective, gradient, Hessian-vector product and Hessian bound to one model.
+
+    The model (a JAX pytree) is passed as an argument, so its arrays are not
+    baked into the compiled programs and JAX's cache (keyed on the model's
+    static structure) serves every fit of the model and of ``with_data`` copies.
+    Functions of the original parameters reuse the unconstrained-space programs
+    with the identity map (kind 3), so a model compiles three programs in all.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        n = int(model.npars)
+        self._identity = (jnp.zeros(n, dtype=bool), jnp.zeros(n), jnp.zeros(n), jnp.ones(n), jnp.full(n, 3))
+        # a dense Hessian carries one tangent per parameter through the model: bound its memory
+        elements = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(model))
+        self.batch = int(max(1, min(n, _HESSIAN_BUDGET // max(elements, 1))))
+        self.small = self.batch >= n and n <= _DENSE_HVP_MAX_PARS
+
+    def value_and_grad_z(self, z, *args):
+        return _value_and_grad_z(self.model, z, *args)
+
+    def hvp_z(self, z, p, *args):
+        return _hvp_z(self.model, z, p, *args)
+
+    def hess_z(self, z, *args):
+        if self.batch >= int(self.model.npars):
+            return _hess_z(self.model, z, *args)
+        return _hess_z_batched(self.batch, self.model, z, *args)
+
+    def x_of(self, z, *args):
+        return _x_of_jit(z, *args)
+
+    def value_and_grad(self, x, data):
+        """twice_nll and its gradient in the original parameters."""
+        return _value_and_grad_z(self.model, x, data, *self._identity)
+
+    def hessian(self, x, data):
+        """Hessian of twice_nll in the original parameters."""
+        return self.hess_z(x, data, *self._identity)
+
+    def asimov_data(self, x):
+        return _asimov(self.model, x)
+
+
+def compiled_functions(model: Any) -> _Compiled:
+    """The jitted functions of ``model`` (compiled on first use, cached by JAX per model structure)."""
+    cached = getattr(model, "_bayeshf_fit_functions", None)
+    if cached is None:
+        cached = _Compiled(model)
+        try:
+            object.__setattr__(model, "_bayeshf_fit_functions", cached)
+        except (AttributeError, TypeError):  # pragma: no cover - slotted models
+            pass
+    return cached
+
+
+class DenseProducts:
+    """Hessian-vector products from one dense JAX Hessian per iterate.
+
+    For small models one vectorised ``jax.hessian`` costs about as much as a
+    dozen separate products, while a Krylov solve asks for dozens; caching the
+    dense matrix per iterate makes each product a host matrix-vector multiply.
+    """
+
+    def __init__(self, fns: "_Compiled", args: tuple) -> None:
+        self.fns, self.args = fns, args
+        self.z: np.ndarray | None = None
+        self.h: np.ndarray | None = None
+
+    def __call__(self, z: np.ndarray, p: np.ndarray) -> np.ndarray:
+        if self.z is None or not np.array_equal(z, self.z):
+            self.h = np.asarray(self.fns.hess_z(z, *self.args))
+            self.z = np.array(z, copy=True)
+        return self.h @ p
+
+
