@@ -18,7 +18,7 @@ from bayeshf.generators import nbin_workspace
 
 SIZES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 QUICK_SIZES = [2, 20]
-BUDGET_S = 90.0  # wall time of one implementation at one size beyond which larger sizes are skipped
+BUDGET_S = 45.0  # wall time of one implementation at one size beyond which larger sizes are skipped
 
 LOGDENSITY = ["bayeshf", "pyhf-jax", "pyhf-numpy", "nextstat"]
 FIT = ["bayeshf", "pyhf-numpy-slsqp", "pyhf-numpy-minuit", "nextstat"]
