@@ -210,8 +210,10 @@ def section_nbin(data: dict[str, Any], plots: Path, docs: Path) -> list[str]:
     out = ["## n-bin sweep (thesis n-bin model, n + 1 parameters)", "",
            f"Reproduce: {_command(data)}. Machine: {_machine(data)}.", ""]
     rows = _rows(data)
-    for suite, metric, label in (("logdensity", "value_and_grad", "log-density value + gradient per call"),
-                                 ("fit", "fit", "fit wall time"), ("sampling", "warm", "NUTS 300 warm-up + 500 draws x 2 chains (warm)")):
+    panels = (("logdensity", "value_and_grad", "log-density value + gradient per call"),
+              ("fit", "fit", "fit wall time"),
+              ("sampling", "warm", "NUTS 300 warm-up + 500 draws x 2 chains (warm)"))
+    for suite, metric, label in panels:
         selected = [r for r in rows if r.get("suite") == suite and r["metric"] == metric]
         if not selected:
             continue
