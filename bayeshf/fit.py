@@ -93,11 +93,16 @@ class FitResult:
             "method": self.method,
             "par_names": list(self.par_names),
             "bestfit": [float(v) for v in self.bestfit],
-            "uncertainties": [float(v) for v in self.uncertainties],
+            "uncertainties": [_finite_or_none(v) for v in self.uncertainties],
             "fixed": [bool(v) for v in self.fixed],
             "at_bound": [bool(v) for v in self.at_bound],
-            "correlation": [[float(v) for v in row] for row in self.correlation],
+            "correlation": [[_finite_or_none(v) for v in row] for row in self.correlation],
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no NaN: undetermined uncertainties are written as null."""
+    return float(value) if np.isfinite(value) else None
 
 
 # ---------------------------------------------------------------------------
@@ -270,10 +275,11 @@ def minimize(
 
     # 3. uncertainties from the Hessian over all non-fixed parameters
     covariance, ok_cov = _covariance(hess, ~mask) if final_hessian else (np.zeros((model.npars,) * 2), True)
-    uncertainties = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
-    denom = np.where(uncertainties > 0, uncertainties, 1.0)
-    correlation = covariance / np.outer(denom, denom)
-    np.fill_diagonal(correlation, np.where(uncertainties > 0, 1.0, 0.0))
+    with np.errstate(invalid="ignore"):
+        uncertainties = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+        denom = np.where(uncertainties > 0, uncertainties, 1.0)
+        correlation = covariance / np.outer(denom, denom)
+    np.fill_diagonal(correlation, np.where(uncertainties > 0, 1.0, np.where(np.isnan(uncertainties), np.nan, 0.0)))
 
     success = bool(np.isfinite(value) and edm < 1e-8 and _kkt_ok(grad, x, lo, hi, at_bound))
     if iterations and status not in (0,) and success:
@@ -400,7 +406,14 @@ def _covariance(hess: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, bool]:
         np.linalg.cholesky(h)
         inv = np.linalg.inv(h)
     except np.linalg.LinAlgError:
+        # flat or negative curvature: invert the well-determined directions, and give the
+        # parameters that take part in the others an undetermined (NaN) variance
         ok = False
-        inv = np.linalg.pinv(h)
+        w, v = np.linalg.eigh(0.5 * (h + h.T))
+        flat = w <= 1e-10 * max(float(np.max(np.abs(w))), 1.0)
+        inv = (v[:, ~flat] / w[~flat]) @ v[:, ~flat].T
+        touched = np.sum(v[:, flat] ** 2, axis=1) > 1e-6
+        inv[touched, :] = np.nan
+        inv[:, touched] = np.nan
     cov[np.ix_(free, free)] = 2.0 * inv
     return cov, ok

@@ -66,7 +66,8 @@ class ImpactsResult:
             return [None if not np.isfinite(v) else float(v) for v in a]
 
         return {
-            "poi_name": self.poi_name, "poi_bestfit": self.poi_bestfit, "poi_uncertainty": self.poi_uncertainty,
+            "poi_name": self.poi_name, "poi_bestfit": self.poi_bestfit,
+            "poi_uncertainty": clean(np.array([self.poi_uncertainty]))[0],
             "method": self.method, "par_names": list(self.par_names), "bestfit": clean(self.bestfit),
             "postfit_uncertainty": clean(self.postfit_uncertainty), "prefit_centre": clean(self.prefit_centre),
             "prefit_uncertainty": clean(self.prefit_uncertainty), "postfit_up": clean(self.postfit_up),
@@ -85,7 +86,11 @@ class GroupedImpactsResult:
     members: dict[str, tuple[str, ...]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"poi_name": self.poi_name, "poi_uncertainty": self.poi_uncertainty, "groups": dict(self.groups),
+        def clean(v: float) -> float | None:
+            return float(v) if np.isfinite(v) else None
+
+        return {"poi_name": self.poi_name, "poi_uncertainty": clean(self.poi_uncertainty),
+                "groups": {k: clean(v) for k, v in self.groups.items()},
                 "members": {k: list(v) for k, v in self.members.items()}}
 
 
@@ -227,6 +232,9 @@ def grouped_impacts(
             continue
         c_mg = cov[poi, idx]
         c_gg = cov[np.ix_(idx, idx)]
+        if not (np.all(np.isfinite(c_mg)) and np.all(np.isfinite(c_gg))):
+            impact[group] = float("nan")  # the Hessian leaves the POI or the group undetermined
+            continue
         reduction = float(c_mg @ np.linalg.lstsq(c_gg, c_mg, rcond=None)[0])
         impact[group] = float(np.sqrt(max(reduction, 0.0)))
     return GroupedImpactsResult(poi_name=names[poi], poi_uncertainty=float(result.uncertainties[poi]),
