@@ -74,6 +74,8 @@ class Posterior:
     def constrain(self, z):
         """Full parameter vector (..., npars) from ``z`` (..., ndim); fixed ones at their value."""
         z = jnp.asarray(z)
+        if self.ndim == self._base.shape[0]:  # nothing fixed: no scatter needed
+            return self.constrain_free(z)
         base = jnp.broadcast_to(jnp.asarray(self._base), z.shape[:-1] + self._base.shape)
         return base.at[..., self.free_index].set(self.constrain_free(z))
 
@@ -102,7 +104,8 @@ class Posterior:
 
     def _logdensity(self, z):
         theta = self.constrain(z)
-        return self.model.log_likelihood(theta) + self.prior_set.log_prob(theta) + self.log_jacobian(z)
+        return (self.model.log_likelihood(theta) + self.prior_set.log_prob(theta, check_support=False)
+                + self.log_jacobian(z))
 
     def with_model(self, model) -> "Posterior":
         """The same posterior (priors, transforms) with another model of the same structure (e.g. other data)."""

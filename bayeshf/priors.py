@@ -200,13 +200,19 @@ class PriorSet:
     def __getitem__(self, name: str) -> PriorEntry:
         return self.entries[self.names.index(name)]
 
-    def log_prob(self, pars):
-        """Sum of the log prior densities at ``pars`` (npars,); -inf outside the support."""
+    def log_prob(self, pars, *, check_support: bool = True):
+        """Sum of the log prior densities at ``pars`` (npars,); -inf outside the support.
+
+        ``check_support=False`` skips the support test (for callers that map into the support,
+        like the posterior's transforms; fewer operations per gradient).
+        """
         pars = jnp.asarray(pars)
         total = jnp.zeros(pars.shape[:-1], dtype=pars.dtype)
         for family, idx, p1, p2 in self._groups:
             x = pars[..., idx]
             total = total + jnp.sum(_family_log_prob(family, x, p1, p2), axis=-1)
+        if not check_support:
+            return total
         free = self.free_index
         x = pars[..., free]
         inside = jnp.all((x >= self.lower[free]) & (x <= self.upper[free]), axis=-1)
