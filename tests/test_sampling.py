@@ -134,7 +134,7 @@ def test_shapesys_only_model_gives_a_gamma_posterior(shapesys, shift):
 def test_nuts_agrees_with_a_long_independent_metropolis_run_on_4_bin():
     model = bayeshf.load(data_path("thesis/4_bin.json"))
     nuts = sampling.sample(model, chains=CHAINS, warmup=500, draws=1500, seed=3, progress=False)
-    mh = sampling.sample(model, sampler="mh", chains=CHAINS, warmup=2000, draws=25000, seed=4, progress=False,
+    mh = sampling.sample(model, sampler="mh", chains=CHAINS, warmup=2000, draws=20000, seed=4, progress=False,
                          metric="dense", prior_draws=0)
     for name in ("mu", "theta", "SF_theta"):
         a, b = nuts.posterior[name].values, mh.posterior[name].values
@@ -164,7 +164,7 @@ def test_simulation_based_calibration(name):
     """Talts et al. (2018): theta ~ prior, n ~ Poisson(nu(theta)); ranks of theta among posterior draws are uniform."""
     model = bayeshf.load(data_path(f"thesis/{name}.json"))
     posterior = sampling.posterior_for(model)
-    replications, thin, kept = 64, 3, 99
+    replications, thin, kept = 48, 3, 99
     key = jax.random.PRNGKey(2024)
     truths = np.asarray(posterior.prior_set.sample(key, replications))
     rng = np.random.default_rng(7)
