@@ -157,6 +157,8 @@ def section_sampling(data: dict[str, Any], plots: Path, docs: Path) -> list[str]
            "2 chains; `steps` = draws per chain after `warmup` adaptation steps. *cold* = first call in the "
            "process (trace + compile + run), *warm* = the same call again with another seed; ESS/s = minimum "
            "bulk ESS over parameters (ArviZ) / warm time.", ""]
+    if data.get("interrupted"):
+        out += [f"**This run is incomplete**: {data['interrupted']}.", ""]
     rows = _rows(data)
     index = _index(rows, "case", "implementation", "sampler", "steps", "metric")
     keys = sorted({(r["case"], r.get("sampler"), r.get("steps"), r["implementation"]) for r in rows
