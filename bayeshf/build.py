@@ -131,12 +131,11 @@ def tables_from_spec(spec: Mapping[str, Any], measurement: Mapping[str, Any], la
                 elif kind == "lumi":
                     req = _requirement(kind, 1, True, [None], [(None, None)], [False], "normal", [None], [None])
                 elif kind == "shapesys":
-                    nom = np.asarray(sample_spec["data"], dtype=float)
-                    unc = np.asarray(mod["data"], dtype=float)
-                    valid = (nom > 0) & (unc > 0)
-                    with np.errstate(divide="ignore", invalid="ignore"):
-                        tau = np.where(valid, nom**2 / np.where(valid, unc, 1.0) ** 2, 1.0)
-                    req = _requirement(kind, n, False, [1.0] * n, [(1e-10, 10.0)] * n, (~valid).tolist(),
+                    # Python floats, as pyhf computes them, so auxdata agree to the last bit
+                    pairs = [(float(b), float(u)) for b, u in zip(sample_spec["data"], mod["data"])]
+                    valid = [b > 0 and u > 0 for b, u in pairs]
+                    tau = [b**2 / u**2 if ok else 1.0 for (b, u), ok in zip(pairs, valid)]
+                    req = _requirement(kind, n, False, [1.0] * n, [(1e-10, 10.0)] * n, [not ok for ok in valid],
                                        "poisson", tau, factors=tau)
                 else:  # staterror: requirements need all samples, computed below
                     staterror_cells.setdefault(name, []).append((channel, sample))
