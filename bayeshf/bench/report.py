@@ -211,6 +211,8 @@ def section_fit(data: dict[str, Any]) -> list[str]:
 def section_nbin(data: dict[str, Any], plots: Path, docs: Path) -> list[str]:
     out = ["## n-bin sweep (thesis n-bin model, n + 1 parameters)", "",
            f"Reproduce: {_command(data)}. Machine: {_machine(data)}.", ""]
+    if data.get("interrupted"):
+        out += [f"**This run is incomplete**: {data['interrupted']}.", ""]
     rows = _rows(data)
     panels = (("logdensity", "value_and_grad", "log-density value + gradient per call"),
               ("fit", "fit", "fit wall time"),
