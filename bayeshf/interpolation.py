@@ -84,6 +84,20 @@ def normsys_factors(alpha, hi, lo, coefficients, code: str):
     raise ValueError(f"unknown normsys interpolation code {code!r}")
 
 
+def normsys_log_factors(alpha, log_hi, log_lo, coefficients, code: str):
+    """Logarithm of :func:`normsys_factors`, computed directly (no power then log), traced."""
+    if code == "code1":
+        return jnp.where(alpha > 0, alpha * log_hi, -alpha * log_lo)
+    if code == "code4":
+        inside = jnp.abs(alpha) < 1.0
+        a = jnp.where(inside, alpha, 0.0)
+        c = coefficients
+        polynomial = 1.0 + a * (c[:, 0] + a * (c[:, 1] + a * (c[:, 2] + a * (c[:, 3] + a * (c[:, 4] + a * c[:, 5])))))
+        outside = jnp.where(alpha >= 1.0, alpha * log_hi, -alpha * log_lo)
+        return jnp.where(inside, jnp.log(jnp.where(inside, polynomial, 1.0)), outside)
+    raise ValueError(f"unknown normsys interpolation code {code!r}")
+
+
 def histosys_coefficients(alpha, code: str):
     """Per-parameter weights ``(c_up, c_down)`` of the up and down shifts, traced."""
     if code == "code0":

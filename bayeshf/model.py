@@ -26,7 +26,7 @@ from jax.scipy.special import gammaln, xlogy
 
 from bayeshf.build import Tables, tables_from_spec
 from bayeshf.errors import BayeshfError
-from bayeshf.interpolation import DEFAULT_CODES, code4_coefficients, histosys_coefficients, normsys_factors
+from bayeshf.interpolation import DEFAULT_CODES, code4_coefficients, histosys_coefficients, normsys_log_factors
 from bayeshf.params import ParameterSet
 
 __all__ = ["HistFactoryModel", "ParameterSet"]
@@ -45,6 +45,9 @@ class ModelArrays(NamedTuple):
     normsys_coefficients: Any  # (E, 6)
     normsys_segment: Any  # (E,) sample * C + channel of each entry
     bin_channel: Any  # (B,)
+    channel_bins: Any  # (C, B) one-hot: bin b belongs to channel c
+    normsys_log_hi: Any  # (E,)
+    normsys_log_lo: Any  # (E,)
     histosys_param: Any  # (K,)
     histosys_up: Any  # (K, S*B)
     histosys_down: Any  # (K, S*B)
@@ -54,6 +57,11 @@ class ModelArrays(NamedTuple):
     poisson_param: Any  # (Np,)
     poisson_factor: Any  # (Np,)
     poisson_aux_position: Any  # (Np,)
+    normal_weight: Any  # (npars,) 1/sigma^2 for normal-constrained parameters, else 0
+    normal_aux_index: Any  # (npars,) position of each parameter's auxdata, naux (-> 0) if none
+    normal_constant: Any  # () sum of -log(sigma) - log(sqrt(2 pi))
+    poisson_factor_full: Any  # (npars,) tau for poisson-constrained parameters, else 0
+    poisson_aux_index: Any  # (npars,) position of each parameter's auxdata, naux (-> 0) if none
     observed: Any  # (B,)
     auxdata: Any  # (naux,)
 
@@ -80,6 +88,11 @@ def _padded_table(group: np.ndarray, value: np.ndarray, n_groups: int, pad: int)
     return table
 
 
+def _safe_log(values: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log(values)
+
+
 def _compile_arrays(tables: Tables) -> ModelArrays:
     S, B = tables.nominal.shape
     C = len(tables.channels)
@@ -103,6 +116,17 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         return np.asarray([v for p in sets for v in getattr(p, field)], dtype=float)
 
     auxdata = np.asarray([v for p in tables.parameters if p.constraint for v in p.auxdata], dtype=float)
+    # per-parameter forms of the constraints: elementwise over theta, no gather to differentiate
+    normal_index, poisson_index = indices(normal), indices(poisson)
+    normal_sigma = values(normal, "sigmas")
+    normal_weight = np.zeros(npars)
+    normal_weight[normal_index] = 1.0 / normal_sigma**2
+    normal_aux_index = np.full(npars, len(auxdata), dtype=np.int32)
+    normal_aux_index[normal_index] = normal_pos
+    poisson_factor_full = np.zeros(npars)
+    poisson_factor_full[poisson_index] = values(poisson, "factors")
+    poisson_aux_index = np.full(npars, len(auxdata), dtype=np.int32)
+    poisson_aux_index[poisson_index] = poisson_pos
     K = len(tables.histosys_param)
     return ModelArrays(
         nominal=jnp.asarray(tables.nominal),
@@ -113,6 +137,9 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         normsys_coefficients=jnp.asarray(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
         normsys_segment=jnp.asarray(tables.normsys_sample * C + tables.normsys_channel, dtype=jnp.int32),
         bin_channel=jnp.asarray(bin_channel, dtype=jnp.int32),
+        channel_bins=jnp.asarray((bin_channel[None, :] == np.arange(C)[:, None]).astype(float)),
+        normsys_log_hi=jnp.asarray(_safe_log(tables.normsys_hi)),
+        normsys_log_lo=jnp.asarray(_safe_log(tables.normsys_lo)),
         histosys_param=jnp.asarray(tables.histosys_param, dtype=jnp.int32),
         histosys_up=jnp.asarray(tables.histosys_up.reshape(K, S * B)),
         histosys_down=jnp.asarray(tables.histosys_down.reshape(K, S * B)),
@@ -122,6 +149,11 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         poisson_param=jnp.asarray(indices(poisson)),
         poisson_factor=jnp.asarray(values(poisson, "factors")),
         poisson_aux_position=jnp.asarray(np.asarray(poisson_pos, dtype=np.int32)),
+        normal_weight=jnp.asarray(normal_weight),
+        normal_aux_index=jnp.asarray(normal_aux_index),
+        normal_constant=jnp.asarray(-np.sum(np.log(normal_sigma)) - len(normal_sigma) * _LOG_SQRT_2PI),
+        poisson_factor_full=jnp.asarray(poisson_factor_full),
+        poisson_aux_index=jnp.asarray(poisson_aux_index),
         observed=jnp.asarray(tables.observed),
         auxdata=jnp.asarray(auxdata),
     )
@@ -150,16 +182,14 @@ def _rates(a: ModelArrays, static: _Static, pars):
             factor = jnp.prod(gathered, axis=-1)
         rate = rate * factor.reshape(S, B)
     if a.normsys_param.shape[0]:
-        factors = normsys_factors(
-            pars[a.normsys_param], a.normsys_hi, a.normsys_lo, a.normsys_coefficients, static.normsys_code
+        log_factors = normsys_log_factors(
+            pars[a.normsys_param], a.normsys_log_hi, a.normsys_log_lo, a.normsys_coefficients, static.normsys_code
         )
         # product per (sample, channel) as exp(sum(log)): normsys factors are positive
         # wherever the likelihood is defined; a segment sum compiles and differentiates cheaply
-        log_per_channel = jax.ops.segment_sum(
-            jnp.log(factors), a.normsys_segment, num_segments=S * static.n_channels
-        )
-        per_channel = jnp.exp(log_per_channel).reshape(S, static.n_channels)
-        rate = rate * per_channel[:, a.bin_channel]
+        log_per_channel = jax.ops.segment_sum(log_factors, a.normsys_segment, num_segments=S * static.n_channels)
+        # (S, C) @ (C, B) one-hot spreads each channel's factor over its bins (a matmul, also in the gradient)
+        rate = rate * jnp.exp(log_per_channel.reshape(S, static.n_channels) @ a.channel_bins)
     return rate
 
 
@@ -179,14 +209,18 @@ def _log_likelihood(a, static, pars, observed):
 
 
 def _log_constraint(a, static, pars, auxdata):
+    # elementwise over all parameters: unconstrained ones have weight/factor 0 and aux 0
+    extended = jnp.concatenate([auxdata, jnp.zeros((1,), auxdata.dtype)])
     total = jnp.zeros((), pars.dtype)
     if a.normal_param.shape[0]:
-        z = (auxdata[a.normal_aux_position] - pars[a.normal_param]) / a.normal_sigma
-        total = total + jnp.sum(-0.5 * z * z - jnp.log(a.normal_sigma) - _LOG_SQRT_2PI)
+        shift = pars - extended[a.normal_aux_index]
+        total = total + a.normal_constant - 0.5 * jnp.sum(a.normal_weight * shift * shift)
     if a.poisson_param.shape[0]:
-        aux = auxdata[a.poisson_aux_position]
-        rate = pars[a.poisson_param] * a.poisson_factor
-        total = total + jnp.sum(xlogy(aux, rate) - rate - gammaln(aux + 1.0))
+        aux = extended[a.poisson_aux_index]
+        # unconstrained entries get rate 1 and aux 0 (term -1, added back): no 0/0 in the gradient
+        offset = (a.poisson_factor_full == 0).astype(pars.dtype)
+        rate = pars * a.poisson_factor_full + offset
+        total = total + jnp.sum(xlogy(aux, rate) - rate - gammaln(aux + 1.0) + offset)
     return total
 
 
