@@ -44,7 +44,6 @@ class ModelArrays(NamedTuple):
     normsys_lo: Any  # (E,)
     normsys_coefficients: Any  # (E, 6)
     normsys_segment: Any  # (E,) sample * C + channel of each entry
-    bin_channel: Any  # (B,)
     channel_bins: Any  # (C, B) one-hot: bin b belongs to channel c
     normsys_log_hi: Any  # (E,)
     normsys_log_lo: Any  # (E,)
@@ -136,7 +135,6 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         normsys_lo=jnp.asarray(tables.normsys_lo),
         normsys_coefficients=jnp.asarray(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
         normsys_segment=jnp.asarray(tables.normsys_sample * C + tables.normsys_channel, dtype=jnp.int32),
-        bin_channel=jnp.asarray(bin_channel, dtype=jnp.int32),
         channel_bins=jnp.asarray((bin_channel[None, :] == np.arange(C)[:, None]).astype(float)),
         normsys_log_hi=jnp.asarray(_safe_log(tables.normsys_hi)),
         normsys_log_lo=jnp.asarray(_safe_log(tables.normsys_lo)),
