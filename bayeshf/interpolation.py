@@ -6,7 +6,8 @@ histosys: code0, code2, code4p), with alpha0 = 1.
 Everything is vectorised over all modifiers of a type at once:
 
 * normsys: one *entry* per (parameter, sample, channel) with scalar ``hi`` and
-  ``lo`` factors; :func:`normsys_factors` returns one factor per entry.
+  ``lo`` factors; :func:`normsys_log_factors` returns the log of each entry's
+  factor (the model sums them per sample and channel).
 * histosys: every code is *linear in the templates* once alpha is known,
   ``delta = c_up(alpha) * (up - nom) + c_down(alpha) * (nom - down)``, so all
   shifts of a model are two matrix products of per-parameter coefficients with
@@ -64,28 +65,9 @@ def code4_coefficients(hi: np.ndarray, lo: np.ndarray, alpha0: float = 1.0) -> n
     return np.linalg.solve(matrix, targets.T).T if len(hi) else np.zeros((0, 6))
 
 
-def normsys_factors(alpha, hi, lo, coefficients, code: str):
-    """Multiplicative factor of each normsys entry, traced.
-
-    ``alpha``, ``hi``, ``lo``: shape (n,); ``coefficients``: (n, 6) for code4.
-    """
-    if code == "code1":
-        return jnp.where(alpha > 0, hi ** jnp.abs(alpha), lo ** jnp.abs(alpha))
-    if code == "code4":
-        abs_alpha = jnp.abs(alpha)
-        inside = abs_alpha < 1.0
-        # guard the branch not taken so its gradient is finite, not NaN * 0
-        a = jnp.where(inside, alpha, 0.0)
-        c = coefficients
-        polynomial = 1.0 + a * (c[:, 0] + a * (c[:, 1] + a * (c[:, 2] + a * (c[:, 3] + a * (c[:, 4] + a * c[:, 5])))))
-        exponent = jnp.where(inside, 1.0, abs_alpha)
-        base = jnp.where(alpha >= 1.0, hi, jnp.where(alpha > -1.0, 1.0, lo))
-        return jnp.where(inside, polynomial, base**exponent)
-    raise ValueError(f"unknown normsys interpolation code {code!r}")
-
-
 def normsys_log_factors(alpha, log_hi, log_lo, coefficients, code: str):
-    """Logarithm of :func:`normsys_factors`, computed directly (no power then log), traced."""
+    """Log of each normsys entry's factor, traced: ``alpha log hi`` above 1,
+    ``-alpha log lo`` below -1, the log of the code4 polynomial in between."""
     if code == "code1":
         return jnp.where(alpha > 0, alpha * log_hi, -alpha * log_lo)
     if code == "code4":

@@ -40,8 +40,6 @@ class ModelArrays(NamedTuple):
     nominal: Any  # (S, B)
     factor_index: Any  # (S*B, Kf) into [theta, 1]
     normsys_param: Any  # (E,)
-    normsys_hi: Any  # (E,)
-    normsys_lo: Any  # (E,)
     normsys_coefficients: Any  # (E, 6)
     normsys_segment: Any  # (E,) sample * C + channel of each entry
     channel_bins: Any  # (C, B) one-hot: bin b belongs to channel c
@@ -51,7 +49,6 @@ class ModelArrays(NamedTuple):
     histosys_up: Any  # (K, S*B)
     histosys_down: Any  # (K, S*B)
     normal_param: Any  # (Nn,)
-    normal_sigma: Any  # (Nn,)
     normal_aux_position: Any  # (Nn,)
     poisson_param: Any  # (Np,)
     poisson_factor: Any  # (Np,)
@@ -131,8 +128,6 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         nominal=jnp.asarray(tables.nominal),
         factor_index=jnp.asarray(factor_index),
         normsys_param=jnp.asarray(tables.normsys_param, dtype=jnp.int32),
-        normsys_hi=jnp.asarray(tables.normsys_hi),
-        normsys_lo=jnp.asarray(tables.normsys_lo),
         normsys_coefficients=jnp.asarray(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
         normsys_segment=jnp.asarray(tables.normsys_sample * C + tables.normsys_channel, dtype=jnp.int32),
         channel_bins=jnp.asarray((bin_channel[None, :] == np.arange(C)[:, None]).astype(float)),
@@ -142,7 +137,6 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         histosys_up=jnp.asarray(tables.histosys_up.reshape(K, S * B)),
         histosys_down=jnp.asarray(tables.histosys_down.reshape(K, S * B)),
         normal_param=jnp.asarray(indices(normal)),
-        normal_sigma=jnp.asarray(values(normal, "sigmas")),
         normal_aux_position=jnp.asarray(np.asarray(normal_pos, dtype=np.int32)),
         poisson_param=jnp.asarray(indices(poisson)),
         poisson_factor=jnp.asarray(values(poisson, "factors")),
