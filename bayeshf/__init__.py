@@ -9,6 +9,11 @@ import jax as _jax
 # float64 by default: parity with pyhf needs it (set before any array is made).
 _jax.config.update("jax_enable_x64", True)
 
+# one CPU device per core, so chains run in parallel (bayeshf.devices; BAYESHF_CPU_DEVICES=1 to opt out)
+from bayeshf import devices as _devices  # noqa: E402
+
+_devices.configure()
+
 from bayeshf.errors import BayeshfError  # noqa: E402
 from bayeshf.model import HistFactoryModel, ParameterSet  # noqa: E402
 from bayeshf.workspace import load  # noqa: E402

@@ -101,11 +101,14 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
 
 @functools.lru_cache(maxsize=16)
 def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float,
-             shrinkage: float = 10.0):
+             shrinkage: float = 10.0, devices: tuple = ()):
     """Jitted ``start(model, ...)`` and ``run_chunk(model, carry, flags[chunk])`` -> (carry, StepStats[chunk, chains]).
 
     Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
-    is a traced argument, so other data reuse the compiled program.
+    is a traced argument, so other data reuse the compiled program. With more
+    than one device in ``devices`` the chains are split over them
+    (``shard_map``: every device runs the same program on its own chains, with
+    no communication); model, preconditioner and flags are replicated.
     """
     from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
     from blackjax.adaptation.step_size import dual_averaging_adaptation
@@ -162,7 +165,6 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
         return (states, adaptation, keys), stats
 
-    @jax.jit
     def run_chunk(model, preconditioner, carry, flags: StepFlags):
         def body(carry, flags: StepFlags):
             shapes = jax.eval_shape(lambda c: advance(model, preconditioner, c, flags)[1], carry)
@@ -171,7 +173,6 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
 
         return jax.lax.scan(body, carry, flags)
 
-    @jax.jit
     def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
         from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
 
@@ -182,7 +183,29 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         da = jax.vmap(da_init)(step_size)
         return states, Adaptation(da, mm, step_size, inverse_mass_matrix), keys
 
-    return start, run_chunk
+    if len(devices) <= 1:
+        return jax.jit(start), jax.jit(run_chunk)
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    mesh = Mesh(np.asarray(devices), ("chains",))
+    chain, shared = P("chains"), P()
+    start = jax.shard_map(start, mesh=mesh, in_specs=(shared, shared, chain, chain, chain, chain), out_specs=chain,
+                          check_vma=False)
+    # scanned stats are (steps, chains, ...): the chain axis is the second
+    run_chunk = jax.shard_map(run_chunk, mesh=mesh, in_specs=(shared, shared, chain, shared),
+                              out_specs=(chain, P(None, "chains")), check_vma=False)
+    return jax.jit(start), jax.jit(run_chunk)
+
+
+def replicate(tree, devices: tuple):
+    """Place ``tree`` on every device of ``devices`` once (so chunks do not copy the model again)."""
+    if len(devices) <= 1:
+        return tree
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    return jax.device_put(tree, NamedSharding(Mesh(np.asarray(devices), ("chains",)), P()))
 
 
 def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:

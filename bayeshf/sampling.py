@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayeshf.chains import StepFlags, StepStats, _program, _schedule
+from bayeshf.chains import StepFlags, StepStats, _program, _schedule, replicate
+from bayeshf.devices import chain_devices
 from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
@@ -107,8 +108,12 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                draws: int = 1000, metric: str = "diagonal", seed: int = 0, progress: bool = True,
                init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
                num_integration_steps: int = 16, step_size: float | None = None,
-               chunk_size: int = 100) -> RawDraws:
-    """Run the chains; returns the raw per-step records of the kept draws (see :func:`sample`)."""
+               chunk_size: int = 100, split_chains: bool = True) -> RawDraws:
+    """Run the chains; returns the raw per-step records of the kept draws (see :func:`sample`).
+
+    ``split_chains``: spread the chains over the CPU devices (one per core, :mod:`bayeshf.devices`);
+    False keeps them all on one device (same draws, one core).
+    """
     if sampler not in SAMPLERS:
         raise BayeshfError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
     if metric not in METRICS:
@@ -121,8 +126,9 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     dense = metric == "dense"
     target = default_target_acceptance(sampler, posterior.ndim) if target_acceptance is None else float(target_acceptance)
     shrinkage = float(min(posterior.ndim, 200)) if dense else 10.0
+    devices = tuple(chain_devices(chains)) if split_chains else ()
     start, run_chunk = _program(posterior.structure, sampler, dense, int(max_tree_depth), int(num_integration_steps),
-                                target, shrinkage)
+                                target, shrinkage, devices)
 
     key = jax.random.PRNGKey(seed)
     init_key, chain_key = jax.random.split(key)
@@ -141,23 +147,24 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         positions = (positions - centre) / factor
     else:
         centre, factor = np.zeros(ndim), np.ones(ndim)
-    preconditioner = (jnp.asarray(centre), jnp.asarray(factor))
+    preconditioner = replicate((jnp.asarray(centre), jnp.asarray(factor)), devices)
     imm = np.ones(ndim) if not dense else np.eye(ndim)
     if step_size is None:
         step_size = 2.38 / math.sqrt(ndim) if sampler == "mh" else (0.5 if covariance is not None else 0.1)
-    model = posterior.model
+    model = replicate(posterior.model, devices)
     carry = start(model, preconditioner, jnp.asarray(positions), jnp.full(chains, float(step_size)),
                   jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
 
     chunk = max(1, min(int(chunk_size), warmup + draws))
     flags, padded = _schedule(warmup, draws, chunk)
+    flags = replicate(StepFlags(*(jnp.asarray(f) for f in flags)), devices)
     pieces: list[StepStats] = []
     done = 0
     interrupted = False
     bar = _progress(progress, warmup + draws, f"{sampler} {chains} chains")
     try:
         for begin in range(0, padded, chunk):
-            chunk_flags = StepFlags(*(jnp.asarray(f[begin:begin + chunk]) for f in flags))
+            chunk_flags = StepFlags(*(f[begin:begin + chunk] for f in flags))
             carry, stats = run_chunk(model, preconditioner, carry, chunk_flags)
             stats = jax.tree.map(np.asarray, stats)  # waits for the chunk
             pieces.append(stats)
