@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import importlib.metadata
+import json
 import os
 import platform
 import resource
@@ -181,6 +182,33 @@ class Recorder:
         self.skips: list[dict[str, Any]] = []
         self.started = _dt.datetime.now(_dt.timezone.utc)
         self.load_start = _load_average()
+        self.carried: dict[str, Any] = {"rows": [], "skips": [], "parts": {}}
+        self.parts: list[str] | None = None  # a suite made of parts (nbin) names those this run measures
+
+    def previous(self) -> dict[str, Any] | None:
+        """The results this suite last wrote to ``<output>/<suite>.json`` (None if none or unreadable)."""
+        if self.output is None:
+            return None
+        try:
+            data = json.loads((Path(self.output) / f"{self.suite}.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) and data.get("suite") == self.suite else None
+
+    def carry_over(self, previous: dict[str, Any], parts: list[str], key: str = "suite") -> None:
+        """Keep the rows and skips of ``previous`` whose ``key`` is one of ``parts`` (not re-run now).
+
+        Each kept part keeps its own provenance (command, start, machine) under
+        ``parts`` in the written file, so a report can say where each came from.
+        """
+        self.carried["rows"] = [r for r in previous.get("rows", []) if r.get(key) in parts]
+        self.carried["skips"] = [s for s in previous.get("skips", []) if s.get(key) in parts]
+        provenance = previous.get("parts") or {}
+        for part in parts:
+            if part in provenance:
+                self.carried["parts"][part] = provenance[part]
+            elif any(r.get(key) == part for r in self.carried["rows"]):
+                self.carried["parts"][part] = {k: previous.get(k) for k in _PROVENANCE}
 
     def add(self, *, case: str, implementation: str, metric: str, unit: str, summary: dict[str, Any],
             **extra: Any) -> dict[str, Any]:
@@ -197,17 +225,18 @@ class Recorder:
         return self.add(case=case, implementation=implementation, metric=metric, unit=unit,
                         summary=summarize([value]), **extra)
 
-    def skip(self, *, implementation: str, reason: str, case: str | None = None) -> None:
+    def skip(self, *, implementation: str, reason: str, case: str | None = None, **extra: Any) -> None:
         """Record that an implementation did not run, with the one-line reason (printed once per reason)."""
-        entry = {"implementation": implementation, "case": case, "reason": reason}
+        entry = {"implementation": implementation, "case": case, "reason": reason, **extra}
         seen = any(s["implementation"] == implementation and s["reason"] == reason for s in self.skips)
         self.skips.append(entry)
         if self.echo and not seen:
             print(f"  skipped {implementation}: {reason}", file=sys.stderr)
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything recorded, with the provenance of each part (see :meth:`carry_over`)."""
         finished = _dt.datetime.now(_dt.timezone.utc)
-        return {
+        out = {
             "suite": self.suite,
             "command": "python -m benchmarks " + " ".join(self.options.get("argv", [])),
             "options": {k: v for k, v in self.options.items() if k != "argv"},
@@ -215,9 +244,13 @@ class Recorder:
             "duration_s": round((finished - self.started).total_seconds(), 1),
             "load_average": {"start": self.load_start, "end": _load_average()},
             "machine": machine_info(),
-            "rows": self.rows,
-            "skips": self.skips,
+            "rows": self.carried["rows"] + self.rows,
+            "skips": self.carried["skips"] + self.skips,
         }
+        if self.parts or self.carried["parts"]:
+            mine = {k: out[k] for k in _PROVENANCE}
+            out["parts"] = {**self.carried["parts"], **{part: mine for part in self.parts or []}}
+        return out
 
     def save(self) -> Path | None:
         """Write ``<output>/<suite>.json`` (atomically); return its path."""
@@ -227,6 +260,10 @@ class Recorder:
         write_json(path, self.to_dict())
         print(f"wrote {path}", file=sys.stderr)
         return path
+
+
+#: top-level keys that say where and how a run was made
+_PROVENANCE = ("command", "started", "duration_s", "load_average", "machine")
 
 
 def _load_average() -> list[float] | None:

@@ -1,6 +1,8 @@
 """Suite ``logdensity``: time per call of value, value+gradient and Hessian-vector product.
 
-Every implementation is evaluated at the same point (pyhf's inits moved at
+Per-call times are one blocking call from Python; ``value_and_grad_in_jit`` is
+the time per evaluation inside one compiled loop (JAX implementations only);
+:mod:`bayeshf.bench.peers` says what each holds. Every implementation is evaluated at the same point (pyhf's inits moved at
 random inside the bounds, matched by parameter name), after its first call
 (trace + compile + run), which is recorded separately as ``first_call_*``.
 """
@@ -14,7 +16,17 @@ from bayeshf.bench.harness import Recorder, time_interleaved
 from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS, Unavailable, reference_point
 from bayeshf.bench.progress import progress
 
-METRICS = ("value", "value_and_grad", "hvp")
+METRICS = ("value", "value_and_grad", "hvp", "value_and_grad_in_jit")
+
+
+def per_evaluation(summary: dict[str, Any], evaluations: int) -> dict[str, Any]:
+    """A timing summary of calls that each ran ``evaluations`` evaluations, scaled to one evaluation."""
+    out = dict(summary)
+    for key in ("median", "min", "max", "iqr"):
+        out[key] = summary[key] / evaluations
+    out["repeats"] = [v / evaluations for v in summary["repeats"]]
+    out["evaluations"] = evaluations
+    return out
 
 
 def default_cases(quick: bool) -> list[str]:
@@ -36,9 +48,10 @@ def measure_case(case: str, spec: dict[str, Any], recorder: Recorder, *, impleme
         try:
             ready[name] = prepare(spec, names, point)
         except Unavailable as reason:
-            recorder.skip(implementation=name, case=case, reason=str(reason))
+            recorder.skip(implementation=name, case=case, reason=str(reason), **extra)
         except Exception as error:  # a peer failing on a workspace is a result, not a crash
-            recorder.skip(implementation=name, case=case, reason=f"failed: {type(error).__name__}: {error}"[:300])
+            recorder.skip(implementation=name, case=case, reason=f"failed: {type(error).__name__}: {error}"[:300],
+                          **extra)
     common = {name: {"npars": len(p.par_names), "logpdf": p.logpdf, **extra} for name, p in ready.items()}
     for name, prepared in ready.items():
         for metric, seconds in prepared.setup.items():
@@ -48,10 +61,13 @@ def measure_case(case: str, spec: dict[str, Any], recorder: Recorder, *, impleme
         for name, prepared in ready.items():
             fn = getattr(prepared, metric)
             if fn is None:
-                recorder.skip(implementation=name, case=case, reason=prepared.notes.get(metric, f"no {metric}"))
+                recorder.skip(implementation=name, case=case, reason=prepared.notes.get(metric, f"no {metric}"),
+                              **extra)
             else:
                 fns[name] = fn
         for name, summary in time_interleaved(fns, repeats=repeats, min_time=min_time).items():
+            if metric.endswith("_in_jit"):
+                summary = per_evaluation(summary, ready[name].evaluations)
             recorder.add(case=case, implementation=name, metric=metric, unit="s", summary=summary, **common[name])
 
 

@@ -5,6 +5,22 @@ parameter names, builds that implementation's model, and returns a
 :class:`Prepared` with zero-argument thunks (value, value and gradient,
 Hessian-vector product) that block until the result is ready. A runner that
 cannot run raises :class:`Unavailable` with a one-line reason.
+
+Two ways of timing a JAX log-density, both applied identically to every JAX
+implementation:
+
+- *per call* (``value``, ``value_and_grad``, ``hvp``): one call of the jitted
+  function from Python, blocking on the result, as a host loop (scipy,
+  iminuit) pays it. Besides the computation this holds JAX's fixed per-call
+  cost: Python dispatch (~6-9 us here) and, for any program XLA estimates at
+  over 1,000 flops, the hand-off of the execution to a worker thread and back
+  (jax's asynchronous CPU dispatch; tens of microseconds on a loaded 2-core
+  machine). A timing loop that does *not* block measures how fast calls can
+  be queued, not what one costs.
+- *in jit* (``value_and_grad_in_jit``): ``evaluations`` chained evaluations
+  inside one compiled ``lax.fori_loop`` (each point depends on the previous
+  result, so nothing is hoisted or skipped), time per evaluation: what a
+  sampler or optimizer compiled with the model (blackjax under ``jit``) pays.
 """
 
 from __future__ import annotations
@@ -16,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+
+from bayeshf.bench.harness import time_once
 
 
 class Unavailable(Exception):
@@ -35,6 +53,8 @@ class Prepared:
     setup: dict[str, float] = field(default_factory=dict)  # seconds: load, first calls (trace + compile + run)
     logpdf: float = float("nan")  # at the point, to check that the implementations agree
     notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is missing
+    value_and_grad_in_jit: Callable[[], Any] | None = None  # `evaluations` chained evaluations in one jitted loop
+    evaluations: int = 1  # evaluations per call of the *_in_jit thunks
 
 
 def require(module: str, install: str | None = None) -> None:
@@ -108,6 +128,43 @@ def _jax_thunks(logpdf: Callable, state: Any, x: Any, v: Any, prepared: Prepared
     prepared.value = lambda: jax.block_until_ready(value(*head, x))
     prepared.value_and_grad = lambda: jax.block_until_ready(value_and_grad(*head, x))
     prepared.hvp = lambda: jax.block_until_ready(hvp(*head, x, v))
+    per_call = min(time_once(prepared.value_and_grad)[0] for _ in range(3))
+    evaluations = int(np.clip(IN_JIT_SECONDS / per_call, IN_JIT_MIN, IN_JIT_MAX))
+    gradient = jax.value_and_grad(logpdf, argnums=1)
+    loop = in_jit_loop((lambda p: gradient(state, p)) if closure else gradient, evaluations)
+    start = time.perf_counter()
+    jax.block_until_ready(loop(*head, x))
+    prepared.setup["first_call_value_and_grad_in_jit"] = time.perf_counter() - start
+    prepared.value_and_grad_in_jit = lambda: jax.block_until_ready(loop(*head, x))
+    prepared.evaluations = evaluations
+
+
+#: evaluations per in-jit loop: about this many seconds of per-call time, within [MIN, MAX]
+IN_JIT_SECONDS, IN_JIT_MIN, IN_JIT_MAX = 0.3, 10, 1000
+
+
+def in_jit_loop(fn: Callable, evaluations: int) -> Callable:
+    """Jitted ``(*head, x) -> scalar`` running ``fn(*head, point)`` ``evaluations`` times in a ``lax.fori_loop``.
+
+    Each point is ``x`` moved by 1e-12 x tanh(sum of everything the previous
+    evaluation returned): the evaluations form a chain, as in a sampler, so
+    XLA can neither hoist the body out of the loop nor drop its outputs; the
+    shift itself is far below the float64 resolution of any parameter that
+    matters.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    def run(*args: Any) -> Any:
+        *head, x0 = args
+
+        def body(_: Any, carry: Any) -> Any:
+            out = fn(*head, x0 + 1e-12 * jnp.tanh(carry))
+            return carry + sum(jnp.sum(leaf) for leaf in jax.tree_util.tree_leaves(out))
+
+        return jax.lax.fori_loop(0, evaluations, body, jnp.zeros((), x0.dtype))
+
+    return jax.jit(run)
 
 
 def _direction(n: int, seed: int = 1) -> np.ndarray:
@@ -171,7 +228,8 @@ def prepare_pyhf_numpy(spec: dict[str, Any], names: list[str], point: np.ndarray
     start = time.perf_counter()
     prepared.logpdf = float(prepared.value()[0])
     prepared.setup["first_call_value"] = time.perf_counter() - start
-    prepared.notes["value_and_grad"] = prepared.notes["hvp"] = "pyhf's numpy backend has no gradient"
+    for metric in ("value_and_grad", "hvp", "value_and_grad_in_jit"):
+        prepared.notes[metric] = "pyhf's numpy backend has no gradient"
     return prepared
 
 
@@ -196,6 +254,7 @@ def prepare_nextstat(spec: dict[str, Any], names: list[str], point: np.ndarray) 
     prepared.logpdf = -float(prepared.value())
     prepared.setup["first_call_value"] = time.perf_counter() - start
     prepared.notes["hvp"] = "NextStat exposes no Hessian-vector product"
+    prepared.notes["value_and_grad_in_jit"] = "NextStat is not a JAX function (no compiled loop); see its per-call time"
     return prepared
 
 
