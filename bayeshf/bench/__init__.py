@@ -7,6 +7,7 @@ Run a suite with ``python -m benchmarks SUITE`` (from the repository) or
 - ``sampling``    NUTS / HMC / MH wall time and ESS/s, cold and warm
 - ``fit``         maximum-likelihood fit wall time and the twice_nll reached
 - ``nbin``        the three suites above over thesis n-bin models, n = 1 ... 1000
+                  (``--parts`` picks some of them; the others' rows are kept)
 - ``large``       the synthetic 10,000-bin x 1,000-systematic model (bayeshf only)
 - ``report``      regenerate plots and docs/benchmarks.md from recorded results
 - ``all``         every suite, then the report
@@ -52,6 +53,7 @@ class Options:
     implementations: list[str] | None = None
     steps: list[int] | None = None
     sizes: list[int] | None = None
+    parts: list[str] | None = None
     n_bins: int | None = None
     n_systematics: int | None = None
     argv: list[str] = field(default_factory=list)
@@ -101,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sampling: draws per chain (default 5000,10000,50000)")
     parser.add_argument("--sizes", type=_int_list, default=None, metavar="N,M",
                         help="nbin: numbers of bins (default 1,2,5,10,20,50,100,200,500,1000)")
+    parser.add_argument("--parts", type=_str_list, default=None, metavar="A,B",
+                        help="nbin: which suites to sweep, of logdensity,fit,sampling (default all three); "
+                             "rows of the other parts already in nbin.json are kept")
     parser.add_argument("--bins", dest="n_bins", type=int, default=None, help="large: number of bins (default 10000)")
     parser.add_argument("--systematics", dest="n_systematics", type=int, default=None,
                         help="large: number of systematics (default 1000)")
@@ -122,6 +127,7 @@ def options_from_args(args: argparse.Namespace, argv: list[str]) -> Options:
         implementations=args.implementations,
         steps=args.steps,
         sizes=args.sizes,
+        parts=args.parts,
         n_bins=args.n_bins,
         n_systematics=args.n_systematics,
         argv=list(argv),

@@ -1,81 +1,146 @@
 """Suite ``nbin``: the log-density, fit and sampling suites over thesis n-bin models.
 
 n in {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000} (``--sizes``); the model has
-n + 1 parameters (:func:`bayeshf.generators.nbin_workspace`). An
-implementation whose measurement at one size took longer than the budget is
-not run at larger sizes (recorded as a skip with the reason).
+n + 1 parameters (:func:`bayeshf.generators.nbin_workspace`). ``--parts``
+picks which suites to sweep (default all three; ``--quick`` leaves sampling
+out unless asked for). A run of some parts keeps the rows the other parts
+already have in nbin.json, each part with its own provenance, so the parts
+can be run at different times: ``--parts logdensity,fit`` now,
+``--parts sampling`` later.
+
+Slow peers are kept in check by a per-call budget (:class:`Budget`): after
+each size, an implementation's cost per call (a log-density call, one fit,
+one sampling run) is extrapolated to the next size with the growth seen so
+far (at least linear in n); when it would exceed the budget, that size and
+all larger ones are recorded as skips with the reason instead of run.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 from bayeshf.bench import fitting, logdensity, sampling
 from bayeshf.bench.harness import Recorder
 from bayeshf.bench.progress import progress
+from bayeshf.errors import BayeshfError
 from bayeshf.generators import nbin_workspace
 
 SIZES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000]
 QUICK_SIZES = [2, 20]
-BUDGET_S = 45.0  # wall time of one implementation at one size beyond which larger sizes are skipped
+PARTS = ("logdensity", "fit", "sampling")
+
+#: seconds one call may take (log-density: slowest per-call metric; fit: one fit; sampling: one run)
+BUDGET_S = {"logdensity": 0.5, "fit": 60.0, "sampling": 120.0}
 
 LOGDENSITY = ["bayeshf", "pyhf-jax", "pyhf-numpy", "nextstat"]
 FIT = ["bayeshf", "pyhf-numpy-slsqp", "pyhf-numpy-minuit", "nextstat"]
 SAMPLING = ["bayeshf", "blackjax-pyhf", "nextstat"]
 SAMPLING_STEPS = 500
 SAMPLING_WARMUP = 300
+PER_CALL_METRICS = ("value", "value_and_grad", "hvp")
 
 
 class Budget:
-    """Remembers which (suite, implementation) exceeded the time budget, and at which size."""
+    """Per (part, implementation): the cost per call seen at each size, and the size from which to skip."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: dict[str, float]) -> None:
         self.seconds = seconds
+        self.history: dict[tuple[str, str], list[tuple[int, float]]] = {}
         self.exceeded: dict[tuple[str, str], str] = {}
 
-    def allowed(self, suite: str, names: list[str], recorder: Recorder, case: str) -> list[str]:
+    def predict(self, part: str, name: str, n: int) -> float | None:
+        """Cost per call expected at ``n`` from the last sizes measured (None before any)."""
+        seen = self.history.get((part, name))
+        if not seen:
+            return None
+        last_n, last_cost = seen[-1]
+        slope = 1.0  # at least linear: small sizes are overhead-dominated and understate the growth
+        if len(seen) >= 2:
+            (n0, c0), (n1, c1) = seen[-2], seen[-1]
+            if n1 > n0 and c0 > 0 and c1 > 0:
+                slope = min(3.0, max(slope, math.log(c1 / c0) / math.log(n1 / n0)))
+        return last_cost * (n / last_n) ** slope
+
+    def allowed(self, part: str, names: list[str], recorder: Recorder, case: str, n: int) -> list[str]:
+        """``names`` that may run at size ``n``; the others are recorded as skips with the reason."""
         kept = []
         for name in names:
-            reason = self.exceeded.get((suite, name))
-            if reason:
-                recorder.skip(implementation=name, case=case, reason=reason)
+            key = (part, name)
+            predicted = self.predict(part, name, n)
+            if key not in self.exceeded and predicted is not None and predicted > self.seconds[part]:
+                last_n, last_cost = self.history[key][-1]
+                self.exceeded[key] = (f"not run from n={n}: {part} took {last_cost:.3g} s per call at n={last_n}, "
+                                      f"extrapolated {predicted:.3g} s at n={n} (budget {self.seconds[part]:.3g} s)")
+            if key in self.exceeded:
+                recorder.skip(implementation=name, case=case, reason=self.exceeded[key], suite=part, n_bins=n)
             else:
                 kept.append(name)
         return kept
 
-    def run(self, suite: str, name: str, n: int, fn: Any) -> None:
-        start = time.perf_counter()
-        fn()
-        elapsed = time.perf_counter() - start
-        if elapsed > self.seconds:
-            self.exceeded[(suite, name)] = (f"not run above n={n}: {suite} took {elapsed:.0f} s at n={n} "
-                                            f"(budget {self.seconds:.0f} s)")
+    def record(self, part: str, name: str, n: int, cost: float) -> None:
+        self.history.setdefault((part, name), []).append((n, cost))
+
+
+def choose_parts(options: Any) -> list[str]:
+    parts = options.parts or [p for p in PARTS if not (options.quick and p == "sampling")]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise BayeshfError(f"unknown nbin part {unknown[0]!r}; choose from {', '.join(PARTS)}.")
+    return [p for p in PARTS if p in parts]
 
 
 def run(options: Any, recorder: Recorder) -> None:
     sizes = options.sizes or (QUICK_SIZES if options.quick else SIZES)
+    parts = choose_parts(options)
     chosen = options.implementations
     budget = Budget(BUDGET_S)
+    recorder.parts = parts
+    others = [p for p in PARTS if p not in parts]
+    previous = recorder.previous() if others else None
+    if previous:
+        recorder.carry_over(previous, others)
 
     def pick(names: list[str]) -> list[str]:
         return [n for n in names if chosen is None or n in chosen]
+
+    def tagged(part: str, fn: Callable[[], None]) -> None:
+        """Run ``fn`` and tag the skips it records with the part (the other suites' modules do not)."""
+        first = len(recorder.skips)
+        fn()
+        for entry in recorder.skips[first:]:
+            entry.setdefault("suite", part)
 
     for n in progress(sizes, desc="nbin"):
         spec = nbin_workspace(n)
         case = f"nbin_{n}"
         tags = {"n_bins": n}
-        for name in budget.allowed("logdensity", pick(LOGDENSITY), recorder, case):
-            budget.run("logdensity", name, n, lambda: logdensity.measure_case(
-                case, spec, recorder, implementations=[name], repeats=options.repeats, min_time=options.min_time,
+        if "logdensity" in parts:
+            names = budget.allowed("logdensity", pick(LOGDENSITY), recorder, case, n)
+            first_row = len(recorder.rows)
+            tagged("logdensity", lambda: logdensity.measure_case(
+                case, spec, recorder, implementations=names, repeats=options.repeats, min_time=options.min_time,
                 seed=options.seed, suite="logdensity", **tags))
-        fit_names = pick(["bayeshf", "nextstat"] if options.quick else FIT)
-        for name in budget.allowed("fit", fit_names, recorder, case):
-            budget.run("fit", name, n, lambda: fitting.measure_case(
-                case, spec, recorder, implementations=[name], repeats=1, suite="fit", **tags))
-        if options.quick:
-            continue  # sampling compiles take 10-20 s per implementation: not in the smoke test
-        for name in budget.allowed("sampling", pick(SAMPLING), recorder, case):
-            budget.run("sampling", name, n, lambda: sampling.measure(
-                case, spec, recorder, implementations=[name], samplers=["nuts"], steps=[SAMPLING_STEPS],
-                repeats=1, seed=options.seed, warmup=SAMPLING_WARMUP, suite="sampling", **tags))
+            for name in names:  # all interleaved at this size; the budget looks at each one's slowest call
+                costs = [r["median"] for r in recorder.rows[first_row:]
+                         if r["implementation"] == name and r["metric"] in PER_CALL_METRICS]
+                if costs:
+                    budget.record("logdensity", name, n, max(costs))
+        if "fit" in parts:
+            repeats = 1
+            for name in budget.allowed("fit", pick(["bayeshf", "nextstat"] if options.quick else FIT), recorder,
+                                       case, n):
+                start = time.perf_counter()
+                tagged("fit", lambda: fitting.measure_case(case, spec, recorder, implementations=[name],
+                                                           repeats=repeats, suite="fit", **tags))
+                budget.record("fit", name, n, (time.perf_counter() - start) / (1 + repeats))
+        if "sampling" in parts:
+            steps = (options.steps or [100 if options.quick else SAMPLING_STEPS])[0]
+            warmup = 100 if options.quick else SAMPLING_WARMUP
+            for name in budget.allowed("sampling", pick(SAMPLING), recorder, case, n):
+                start = time.perf_counter()
+                tagged("sampling", lambda: sampling.measure(
+                    case, spec, recorder, implementations=[name], samplers=["nuts"], steps=[steps], repeats=1,
+                    seed=options.seed, warmup=warmup, suite="sampling", **tags))
+                budget.record("sampling", name, n, (time.perf_counter() - start) / 2)  # a cold and a warm run
