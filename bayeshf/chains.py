@@ -21,7 +21,7 @@ import numpy as np
 class StepFlags(NamedTuple):
     """Per-step schedule fed to the scan (all scalars, same for every chain)."""
 
-    active: Any        # run this step at all (False pads the last chunk)
+    active: Any        # a real step (False: padding at the end of the last chunk, run but not kept)
     adapt: Any         # update the step size / metric adaptation
     slow: Any          # slow window: accumulate the metric estimate
     window_end: Any    # end of a slow window: set a new metric, restart dual averaging
@@ -166,12 +166,9 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         return (states, adaptation, keys), stats
 
     def run_chunk(model, preconditioner, carry, flags: StepFlags):
-        def body(carry, flags: StepFlags):
-            shapes = jax.eval_shape(lambda c: advance(model, preconditioner, c, flags)[1], carry)
-            skip = lambda c: (c, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))  # noqa: E731
-            return jax.lax.cond(flags.active, lambda c: advance(model, preconditioner, c, flags), skip, carry)
-
-        return jax.lax.scan(body, carry, flags)
+        # Padding steps (flags.active False, only at the end of the last chunk) are run like the others and
+        # their records dropped by the driver: a cond around the step would trace and compile NUTS twice.
+        return jax.lax.scan(lambda c, f: advance(model, preconditioner, c, f), carry, flags)
 
     def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
         from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma

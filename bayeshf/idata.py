@@ -130,7 +130,8 @@ def _attr(value):
 def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any], prior_draws: int):
     """InferenceData from the blackjax driver's :class:`bayeshf.sampling.RawDraws`."""
     stats = raw.stats
-    theta = np.array(posterior.constrain(jnp.zeros(stats.theta.shape[:-1] + (posterior.ndim,))))
+    base = np.where(posterior.prior_set.fixed, posterior.prior_set.fixed_values, 0.0)
+    theta = np.array(np.broadcast_to(base, stats.theta.shape[:-1] + base.shape), dtype=float)
     theta[..., posterior.free_index] = stats.theta
     sample_stats = {
         "lp": stats.lp, "diverging": stats.diverging.astype(bool), "acceptance_rate": stats.acceptance_rate,

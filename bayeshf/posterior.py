@@ -59,7 +59,7 @@ class Posterior:
         self._base = np.where(ps.fixed, ps.fixed_values, 0.0)
         init = np.asarray(model.init, dtype=float)
         self.theta_init = np.where(ps.fixed, ps.fixed_values, init)
-        self.initial_position = np.asarray(self.unconstrain(jnp.asarray(self.theta_init)))
+        self.initial_position = np.asarray(self.unconstrain(np.asarray(self.theta_init, dtype=float)))
         self.logdensity_fn = self._logdensity
 
     # -- transforms ---------------------------------------------------------
@@ -80,15 +80,20 @@ class Posterior:
         return base.at[..., self.free_index].set(self.constrain_free(z))
 
     def unconstrain(self, theta):
-        """``z`` (..., ndim) from a full parameter vector; points on a bound map to +-inf."""
-        x = jnp.asarray(theta)[..., self.free_index]
+        """``z`` (..., ndim) from a full parameter vector; points on a bound map to +-inf.
+
+        NumPy in, NumPy out (no eager JAX dispatch, which compiles every operation on first use).
+        """
+        xp = np if isinstance(theta, (np.ndarray, list, tuple, float)) else jnp
+        x = xp.asarray(theta)[..., self.free_index]
         kind = self._kind
-        u = jnp.clip((x - self._lo) / self._width, 0.0, 1.0)
-        interval = jnp.log(u) - jnp.log1p(-u)
-        lower = jnp.log(jnp.where(kind == _LOWER, x - self._lo, 1.0))
-        upper = jnp.log(jnp.where(kind == _UPPER, self._hi - x, 1.0))
-        return jnp.where(kind == _INTERVAL, interval,
-                         jnp.where(kind == _LOWER, lower, jnp.where(kind == _UPPER, upper, x)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = xp.clip((x - self._lo) / self._width, 0.0, 1.0)
+            interval = xp.log(u) - xp.log1p(-u)
+            lower = xp.log(xp.where(kind == _LOWER, x - self._lo, 1.0))
+            upper = xp.log(xp.where(kind == _UPPER, self._hi - x, 1.0))
+        return xp.where(kind == _INTERVAL, interval,
+                        xp.where(kind == _LOWER, lower, xp.where(kind == _UPPER, upper, x)))
 
     def log_jacobian(self, z):
         """log |d theta / d z| summed over the free parameters."""

@@ -61,7 +61,29 @@ def choose_settings(metric: str, target_acceptance: float | None, sampler: str, 
     return metric, target_acceptance
 
 
+def _import_in_background(*modules: str) -> None:
+    """Import the output libraries (arviz ~2 s, matplotlib, corner) on a thread while JAX traces and compiles."""
+    import importlib
+    import threading
+
+    def work():
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)  # the CLI only writes files (as bayeshf.plots does)
+        except Exception:  # pragma: no cover
+            pass
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # pragma: no cover - the real import reports it later
+                return
+
+    threading.Thread(target=work, name="bayeshf-imports", daemon=True).start()
+
+
 def run(args: argparse.Namespace) -> int:
+    _import_in_background("arviz", "matplotlib.pyplot", "corner")
     model = model_from_args(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
