@@ -101,7 +101,7 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
 
 @functools.lru_cache(maxsize=16)
 def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float,
-             shrinkage: float = 10.0, devices: tuple = ()):
+             shrinkage: float = 10.0, devices: tuple = (), chain_loop: bool = False):
     """Jitted ``start(model, ...)`` and ``run_chunk(model, carry, flags[chunk])`` -> (carry, StepStats[chunk, chains]).
 
     Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
@@ -153,8 +153,12 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         states, adaptation, keys = carry
         pairs = jax.vmap(jax.random.split)(keys)
         keys, subkeys = pairs[:, 0], pairs[:, 1]
-        states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(
-            subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
+        if chain_loop:  # one chain after another: no batched while-loop predicates (selects on every iteration)
+            states, (acceptance, divergent, energy, n_steps, depth) = jax.lax.map(
+                lambda a: step(*a), (subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix))
+        else:
+            states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(
+                subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
         z = jax.vmap(lambda u: to_z(preconditioner, u))(states.position)
         stats = StepStats(posterior.constrain_free(z), states.logdensity, acceptance, divergent,
                           energy, n_steps, depth, adaptation.step_size)

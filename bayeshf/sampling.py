@@ -108,11 +108,14 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                draws: int = 1000, metric: str = "diagonal", seed: int = 0, progress: bool = True,
                init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
                num_integration_steps: int = 16, step_size: float | None = None,
-               chunk_size: int = 100, split_chains: bool = True) -> RawDraws:
+               chunk_size: int = 100, split_chains: bool = True, chain_loop: bool | None = None) -> RawDraws:
     """Run the chains; returns the raw per-step records of the kept draws (see :func:`sample`).
 
     ``split_chains``: spread the chains over the CPU devices (one per core, :mod:`bayeshf.devices`);
-    False keeps them all on one device (same draws, one core).
+    False keeps them all on one device (same draws, one core). ``chain_loop``: run a device's chains one
+    after another (``lax.map``, the default) rather than batched (``vmap``): a batched NUTS
+    ``while_loop`` selects every state element on every leapfrog step and waits for the longest tree,
+    which on CPU costs more than it saves (sbottom RegionA: 0.54 s vs 0.90 s; n-bin 100: 1.5 s vs 2.6 s).
     """
     if sampler not in SAMPLERS:
         raise BayeshfError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
@@ -128,7 +131,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     shrinkage = float(min(posterior.ndim, 200)) if dense else 10.0
     devices = tuple(chain_devices(chains)) if split_chains else ()
     start, run_chunk = _program(posterior.structure, sampler, dense, int(max_tree_depth), int(num_integration_steps),
-                                target, shrinkage, devices)
+                                target, shrinkage, devices, _chain_loop(posterior.model) if chain_loop is None
+                                else bool(chain_loop))
 
     key = jax.random.PRNGKey(seed)
     init_key, chain_key = jax.random.split(key)
@@ -186,6 +190,18 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     if interrupted:
         warnings.warn(f"sampling interrupted: keeping {done - warmup} of {draws} draws per chain.", stacklevel=2)
     return RawDraws(stats, interrupted, min(done, warmup), done - warmup)
+
+
+#: models with fewer array elements than this run a device's chains one after another (see run_chains)
+CHAIN_LOOP_MAX_SIZE = 20_000
+
+
+def _chain_loop(model) -> bool:
+    """Loop over chains for small models (per-operation overhead dominates: batching only adds selects);
+    batch them (vmap) for large ones, where a batched gradient costs much less than one per chain
+    (ATLAS ttbar, ~37k elements: vmap 2x faster; sbottom RegionA, ~6k: the loop 1.7x faster)."""
+    size = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(model))
+    return size < CHAIN_LOOP_MAX_SIZE
 
 
 def _initial_positions(posterior: Posterior, init: str, chains: int, key):
