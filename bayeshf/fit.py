@@ -18,13 +18,12 @@ import dataclasses
 from typing import Any, Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 import scipy.optimize
 
 from bayeshf.errors import BayeshfError
-from bayeshf.objective import DenseProducts, _Compiled, _from_unit, compiled_functions
+from bayeshf.objective import DenseProducts, _Compiled, _from_unit, compiled_functions, fit_arguments
 
 __all__ = ["FitResult", "fit", "minimize", "compiled_functions", "default_data"]
 
@@ -236,8 +235,8 @@ def minimize(
     lo, hi = box[:, 0], box[:, 1]
     kind = np.where(np.isfinite(lo) & np.isfinite(hi), 0, np.where(np.isfinite(lo), 1, np.where(np.isfinite(hi), 2, 3)))
     x0 = np.where(mask, fixed_values, np.clip(x0, lo, hi))
-    data_arr = jnp.asarray(data, dtype=jnp.float64)
-    args = (data_arr, jnp.asarray(mask), jnp.asarray(fixed_values), jnp.asarray(lo), jnp.asarray(hi), jnp.asarray(kind))
+    data_arr = jax.device_put(np.asarray(data, dtype=np.float64))
+    args = (data_arr, *fit_arguments(mask, fixed_values, lo, hi, kind))
 
     # 1. trust-region Newton in the unconstrained space
     z0 = _from_unit(x0, lo, hi, kind)
@@ -266,7 +265,7 @@ def minimize(
         iterations, status, message = int(result.nit), int(result.status), str(result.message)
     else:
         z = z0
-    x = np.asarray(fns.x_of(z, *args[1:]))
+    x = fns.x_of(z, *args[1:])
 
     # 2. active-set Newton polish in the original space (pins parameters on bounds)
     x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi, final_hessian=final_hessian)
@@ -317,16 +316,16 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
     and the number of accepted steps.
     """
     width = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
-    value, grad = fns.value_and_grad(jnp.asarray(x), data)
+    value, grad = fns.value_and_grad(x, data)
     value, grad = float(value), np.asarray(grad)
     near_lo = ~mask & np.isfinite(lo) & (x - lo <= 1e-4 * width) & (grad > 0)
     near_hi = ~mask & np.isfinite(hi) & (hi - x <= 1e-4 * width) & (grad < 0)
     if np.any(near_lo | near_hi):
         x = np.where(near_lo, lo, np.where(near_hi, hi, x))
-        value, grad = fns.value_and_grad(jnp.asarray(x), data)
+        value, grad = fns.value_and_grad(x, data)
         value, grad = float(value), np.asarray(grad)
     at_lo, at_hi = near_lo, near_hi
-    hess = np.asarray(fns.hessian(jnp.asarray(x), data))
+    hess = np.asarray(fns.hessian(x, data))
     fresh = True  # hess was computed at x
     accepted = 0
     for _ in range(6):  # outer: release pinned parameters whose gradient points inside
@@ -335,7 +334,7 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
             if not np.any(free):
                 break
             if not fresh:
-                hess = np.asarray(fns.hessian(jnp.asarray(x), data))
+                hess = np.asarray(fns.hessian(x, data))
                 fresh = True
             try:
                 chol = np.linalg.cholesky(hess[np.ix_(free, free)])
@@ -355,12 +354,12 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
                 at_lo, at_hi = at_lo | (hit & (step < 0)), at_hi | (hit & (step > 0))
                 if scale <= 1e-12:
                     x = np.where(at_lo, lo, np.where(at_hi, hi, x))
-                    value, grad = fns.value_and_grad(jnp.asarray(x), data)
+                    value, grad = fns.value_and_grad(x, data)
                     value, grad, fresh = float(value), np.asarray(grad), False
                     continue
             trial = np.clip(x + scale * step, lo, hi)
             trial = np.where(at_lo, lo, np.where(at_hi, hi, trial))
-            t_value, t_grad = fns.value_and_grad(jnp.asarray(trial), data)
+            t_value, t_grad = fns.value_and_grad(trial, data)
             t_value = float(t_value)
             if not np.isfinite(t_value) or t_value > value + 1e-13 * max(1.0, abs(value)):
                 break
@@ -372,7 +371,7 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
             break
         at_lo, at_hi = at_lo & ~release, at_hi & ~release
     if not fresh and accepted and final_hessian:
-        hess = np.asarray(fns.hessian(jnp.asarray(x), data))
+        hess = np.asarray(fns.hessian(x, data))
     return x, value, grad, hess, at_lo | at_hi, accepted
 
 

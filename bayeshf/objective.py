@@ -16,8 +16,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 
-__all__ = ["compiled_functions", "DenseProducts"]
+__all__ = ["compiled_functions", "fit_arguments", "DenseProducts"]
 
 #: up to this many parameters, Hessian-vector products come from one dense Hessian per iterate
 _DENSE_HVP_MAX_PARS = 1000
@@ -89,8 +90,31 @@ def _hess_z_batched(batch, model, z, data, fixed_mask, *rest):
 
 
 _value_and_grad_z = jax.jit(jax.value_and_grad(_objective_z, argnums=1))
-_x_of_jit = jax.jit(_x_of)
 _asimov = jax.jit(lambda model, x: model.asimov_data(x))
+
+
+def fit_arguments(mask, fixed_values, lo, hi, kind) -> tuple[jax.Array, ...]:
+    """The traced fit arguments after the parameters and data, with fixed dtypes: bool, float64 x 3, int64.
+
+    ``jax.device_put`` of NumPy arrays, not ``jnp.asarray``: the latter compiles
+    a small staging program per shape, which a cold process pays for.
+    """
+    return jax.device_put((np.asarray(mask, dtype=bool), np.asarray(fixed_values, dtype=np.float64),
+                           np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64),
+                           np.asarray(kind, dtype=np.int64)))
+
+
+def to_unit_host(z: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    """:func:`_to_unit` in NumPy (no compiled program for a map applied once per fit)."""
+    z = np.asarray(z, dtype=float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo0 = np.where(np.isfinite(lo), lo, 0.0)
+        hi0 = np.where(np.isfinite(hi), hi, 1.0)
+        box = lo0 + (hi0 - lo0) * scipy.special.expit(z)
+        zc = np.where((kind == 1) | (kind == 2), z, 0.0)
+        lower = lo0 + np.exp(zc)
+        upper = hi0 - np.exp(-zc)
+    return np.where(kind == 0, box, np.where(kind == 1, lower, np.where(kind == 2, upper, z)))
 
 
 class _Compiled:
@@ -106,7 +130,8 @@ class _Compiled:
     def __init__(self, model: Any) -> None:
         self.model = model
         n = int(model.npars)
-        self._identity = (jnp.zeros(n, dtype=bool), jnp.zeros(n), jnp.zeros(n), jnp.ones(n), jnp.full(n, 3))
+        # the same dtypes (and no weak types) as the arguments minimize() passes, or jit compiles twice
+        self._identity = fit_arguments(np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n), np.ones(n), np.full(n, 3))
         # a dense Hessian carries one tangent per parameter through the model: bound its memory
         elements = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(model))
         self.batch = int(max(1, min(n, _HESSIAN_BUDGET // max(elements, 1))))
@@ -123,8 +148,10 @@ class _Compiled:
             return _hess_z(self.model, z, *args)
         return _hess_z_batched(self.batch, self.model, z, *args)
 
-    def x_of(self, z, *args):
-        return _x_of_jit(z, *args)
+    def x_of(self, z, fixed_mask, fixed_values, lo, hi, kind) -> np.ndarray:
+        """The original parameters of ``z`` (on the host)."""
+        unit = to_unit_host(z, np.asarray(lo), np.asarray(hi), np.asarray(kind))
+        return np.where(np.asarray(fixed_mask), np.asarray(fixed_values), unit)
 
     def value_and_grad(self, x, data):
         """twice_nll and its gradient in the original parameters."""

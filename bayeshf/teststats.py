@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from bayeshf.errors import BayeshfError
-from bayeshf.fit import FitResult, _resolve_bounds, _resolve_fixed, _vector, default_data, minimize
+from bayeshf.fit import FitResult, _resolve_bounds, _resolve_fixed, _vector, compiled_functions, default_data, minimize
 
 __all__ = ["TEST_STATISTICS", "AsymptoticCalculator", "HypoTestResult", "SignificanceResult",
            "hypotest", "significance"]
@@ -120,7 +120,7 @@ class AsymptoticCalculator:
         self.asimov_poi = asimov_mu
         self._conditional: dict[str, dict[float, FitResult]] = {"observed": {}, "asimov": {}}
         self.asimov_fit = self.conditional_fit(asimov_mu, "observed")
-        self.asimov_data = np.asarray(model.asimov_data(self.asimov_fit.bestfit), dtype=float)
+        self.asimov_data = np.asarray(compiled_functions(model).asimov_data(self.asimov_fit.bestfit), dtype=float)
         self.free_fit_asimov = self._fit(self.asimov_fit.bestfit, self.asimov_data)
 
     # -- fits -------------------------------------------------------------------------------

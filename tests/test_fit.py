@@ -213,3 +213,23 @@ def test_mle_equals_bayesian_map():
 def test_compiled_functions_are_cached_per_model():
     model = _load(("thesis/2_bin_uncorr.json", None))
     assert compiled_functions(model) is compiled_functions(model)
+
+
+def test_a_fit_compiles_one_gradient_and_one_hessian_program():
+    """The polish in the original space reuses the unconstrained-space programs (identity map, same dtypes).
+
+    A model structure no other test uses (a 13-bin thesis model), so its first
+    fit is the one that compiles; a second fit and a conditional fit compile nothing.
+    """
+    from bayeshf.generators import nbin_workspace
+
+    objective = importlib.import_module("bayeshf.objective")
+    programs = (objective._value_and_grad_z, objective._hess_z)
+    model = bayeshf.load(nbin_workspace(13))
+    before = [f._cache_size() for f in programs]
+    result = bayeshf.fit(model)
+    assert result.success, result.message
+    assert [f._cache_size() - b for f, b in zip(programs, before)] == [1, 1]
+    bayeshf.fit(model, fixed={model.poi_name: 0.5})
+    bayeshf.fit(model.with_data(np.asarray(model.observed) + 1.0))
+    assert [f._cache_size() - b for f, b in zip(programs, before)] == [1, 1]
