@@ -359,6 +359,7 @@ HOW_TO_RUN = [
     "python -m benchmarks sampling --steps 5000,10000",
     "python -m benchmarks fit --cases ttbar_ljets --impl bayeshf,nextstat",
     "python -m benchmarks nbin --sizes 1,10,100",
+    "python -m benchmarks nbin --parts sampling # one part of the sweep; the other parts' rows in nbin.json stay",
     "python -m benchmarks large --bins 10000 --systematics 1000",
     "python -m benchmarks report                # regenerate this page and benchmarks/plots/ from benchmarks/results/",
     "python -m benchmarks all                   # every suite, then the report",
