@@ -153,12 +153,14 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         states, adaptation, keys = carry
         pairs = jax.vmap(jax.random.split)(keys)
         keys, subkeys = pairs[:, 0], pairs[:, 1]
-        if chain_loop:  # one chain after another: no batched while-loop predicates (selects on every iteration)
-            states, (acceptance, divergent, energy, n_steps, depth) = jax.lax.map(
-                lambda a: step(*a), (subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix))
+        arguments = (subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
+        if chain_loop and subkeys.shape[0] == 1:  # one chain on this device: no loop at all
+            states, (acceptance, divergent, energy, n_steps, depth) = jax.tree.map(
+                lambda x: x[None], step(*jax.tree.map(lambda x: x[0], arguments)))
+        elif chain_loop:  # one chain after another: no batched while-loop predicates (selects on every iteration)
+            states, (acceptance, divergent, energy, n_steps, depth) = jax.lax.map(lambda a: step(*a), arguments)
         else:
-            states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(
-                subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
+            states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(*arguments)
         z = jax.vmap(lambda u: to_z(preconditioner, u))(states.position)
         stats = StepStats(posterior.constrain_free(z), states.logdensity, acceptance, divergent,
                           energy, n_steps, depth, adaptation.step_size)
@@ -169,9 +171,11 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
         return (states, adaptation, keys), stats
 
-    def run_chunk(model, preconditioner, carry, flags: StepFlags):
-        # Padding steps (flags.active False, only at the end of the last chunk) are run like the others and
+    def run_chunk(model, preconditioner, carry, packed):
+        # ``packed``: the chunk's StepFlags as one (steps, 5) bool array (one small host-to-device copy per
+        # chunk). Padding steps (active False, only at the end of the last chunk) are run like the others and
         # their records dropped by the driver: a cond around the step would trace and compile NUTS twice.
+        flags = StepFlags(*(packed[:, i] for i in range(len(StepFlags._fields))))
         return jax.lax.scan(lambda c, f: advance(model, preconditioner, c, f), carry, flags)
 
     def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):

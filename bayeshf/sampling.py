@@ -161,15 +161,14 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
 
     chunk = max(1, min(int(chunk_size), warmup + draws))
     flags, padded = _schedule(warmup, draws, chunk)
-    flags = replicate(StepFlags(*(jnp.asarray(f) for f in flags)), devices)
+    packed = np.stack(flags, axis=1)  # (steps, 5): one array per chunk call
     pieces: list[StepStats] = []
     done = 0
     interrupted = False
     bar = _progress(progress, warmup + draws, f"{sampler} {chains} chains")
     try:
         for begin in range(0, padded, chunk):
-            chunk_flags = StepFlags(*(f[begin:begin + chunk] for f in flags))
-            carry, stats = run_chunk(model, preconditioner, carry, chunk_flags)
+            carry, stats = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk])
             stats = jax.tree.map(np.asarray, stats)  # waits for the chunk
             pieces.append(stats)
             step_count = min(chunk, warmup + draws - begin)
