@@ -52,7 +52,8 @@ def measure_case(case: str, spec: dict[str, Any], recorder: Recorder, *, impleme
         except Exception as error:  # a peer failing on a workspace is a result, not a crash
             recorder.skip(implementation=name, case=case, reason=f"failed: {type(error).__name__}: {error}"[:300],
                           **extra)
-    common = {name: {"npars": len(p.par_names), "logpdf": p.logpdf, **extra} for name, p in ready.items()}
+    common = {name: {"npars": len(p.par_names), "logpdf": p.logpdf if p.logpdf == p.logpdf else None, **extra}
+              for name, p in ready.items()}  # None (JSON null) for what computes no log-density
     for name, prepared in ready.items():
         for metric, seconds in prepared.setup.items():
             recorder.add_value(case=case, implementation=name, metric=metric, unit="s", value=seconds, **common[name])

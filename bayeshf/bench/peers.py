@@ -258,6 +258,40 @@ def prepare_nextstat(spec: dict[str, Any], names: list[str], point: np.ndarray) 
     return prepared
 
 
+def prepare_jax_call_floor(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
+    """Not a log-density: JAX's cost per call from Python, measured like the JAX implementations.
+
+    Jitted functions with the same inputs and outputs (a scalar; a scalar and
+    a vector; a vector) whose work is one 32x32 matrix-vector product: enough
+    for XLA's estimate (2,048 flops) to pass the 1,000-flop line above which
+    the CPU client hands the execution to a worker thread, as it does for
+    every real model here, and next to nothing to compute. No JAX function of
+    that size can take less per call in the same process.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    matrix = jnp.asarray(np.random.default_rng(0).normal(size=(32, 32)) / 32)
+
+    def work(p: Any) -> Any:
+        return jnp.sum(matrix @ jnp.resize(p, 32))
+
+    x = jnp.asarray(point)
+    prepared = Prepared("jax-call-floor", list(names), np.asarray(point), setup={"load": 0.0})
+    value = jax.jit(work)
+    value_and_grad = jax.jit(lambda p: (work(p), p * 1.0))
+    hvp = jax.jit(lambda p, d: p * work(d))
+    for metric, fn, args in (("value", value, (x,)), ("value_and_grad", value_and_grad, (x,)), ("hvp", hvp, (x, x))):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        prepared.setup[f"first_call_{metric}"] = time.perf_counter() - start
+    prepared.value = lambda: jax.block_until_ready(value(x))
+    prepared.value_and_grad = lambda: jax.block_until_ready(value_and_grad(x))
+    prepared.hvp = lambda: jax.block_until_ready(hvp(x, x))
+    prepared.notes["value_and_grad_in_jit"] = "jax-call-floor measures the per-call cost only"
+    return prepared
+
+
 #: name -> prepare function, in the order tables list them (bayeshf first)
 LOGDENSITY_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], list[str], np.ndarray], Prepared]] = {
     "bayeshf": prepare_bayeshf,
@@ -265,4 +299,5 @@ LOGDENSITY_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], list[str], np.nd
     "pyhf-jax": prepare_pyhf_jax,
     "pyhf-numpy": prepare_pyhf_numpy,
     "nextstat": prepare_nextstat,
+    "jax-call-floor": prepare_jax_call_floor,
 }
