@@ -234,6 +234,14 @@ def add_published(recorder: Recorder) -> None:
                            note="published (thesis Table 5.1), another machine")
 
 
+#: (case, implementation) pairs left out of the full run, with the reason recorded in the results
+TOO_SLOW = {
+    ("ttbar_ljets", "blackjax-pyhf"): (
+        "not run: a cold + warm NUTS run of blackjax on pyhf's jax logpdf (1000 warm-up + 1000 draws, 2 chains) "
+        "did not finish in 50 min on this machine; its per-gradient cost is in the logdensity suite"),
+}
+
+
 def run(options: Any, recorder: Recorder) -> None:
     implementations = options.implementations or list(SAMPLING_IMPLEMENTATIONS)
     add_published(recorder)
@@ -249,6 +257,9 @@ def run(options: Any, recorder: Recorder) -> None:
         warmup = WARMUP
     for case, samplers, steps, only, repeats in progress(plan, desc="sampling"):
         chosen = [name for name in implementations if only is None or name in only]
+        for name in [n for n in chosen if (case, n) in TOO_SLOW and not options.quick]:
+            recorder.skip(implementation=name, case=case, reason=TOO_SLOW[(case, name)])
+            chosen.remove(name)
         measure(case, load_case(case, options.data), recorder, implementations=chosen, samplers=samplers,
                 steps=steps, repeats=repeats, seed=options.seed, warmup=warmup)
     if not options.quick:  # the thesis' Table 5.1 setting, as a user runs it: a fresh process
