@@ -28,18 +28,21 @@ def test_a_subprocess_over_budget_is_killed_and_reported():
     assert all(stage["stage"] != "first_fit" for stage in stages)
 
 
-def test_rows_of_cases_not_measured_now_are_kept(tmp_path):
+def test_rows_of_pairs_not_measured_now_are_kept(tmp_path):
     old = Recorder("fit", {"argv": ["fit"]}, tmp_path, echo=False)
     for case in ("ttbar_ljets", "synthetic_100x10"):
-        old.add_value(case=case, implementation="bayeshf", metric="fit", unit="s", value=1.0)
+        for name in ("bayeshf", "pyhf-numpy-slsqp"):
+            old.add_value(case=case, implementation=name, metric="fit", unit="s", value=1.0)
     old.skip(implementation="pyhf-numpy-slsqp", case="synthetic_100x10", reason="did not finish in 1 s")
     old.save()
     new = Recorder("fit", {"argv": ["fit", "--sizes", "100"]}, tmp_path, echo=False)
-    new.add_value(case="synthetic_100x10", implementation="bayeshf", metric="fit", unit="s", value=2.0)
-    fitting.keep_previous_rows(new, ["synthetic_100x10"])
+    new.add_value(case="synthetic_100x10", implementation="pyhf-numpy-slsqp", metric="fit", unit="s", value=2.0)
+    fitting.keep_previous_rows(new, {("synthetic_100x10", "pyhf-numpy-slsqp")})
     new.save()
     data = json.loads((tmp_path / "fit.json").read_text())
-    assert [(r["case"], r["median"]) for r in data["rows"]] == [("ttbar_ljets", 1.0), ("synthetic_100x10", 2.0)]
+    assert [(r["case"], r["implementation"], r["median"]) for r in data["rows"]] == [
+        ("ttbar_ljets", "bayeshf", 1.0), ("ttbar_ljets", "pyhf-numpy-slsqp", 1.0),
+        ("synthetic_100x10", "bayeshf", 1.0), ("synthetic_100x10", "pyhf-numpy-slsqp", 2.0)]
     assert data["rows"][0]["measured_in"]["command"] == "python -m benchmarks fit"
-    assert "measured_in" not in data["rows"][1]
-    assert data["skips"] == []  # the old skip belonged to the case measured again
+    assert "measured_in" not in data["rows"][-1]
+    assert data["skips"] == []  # the old skip belonged to the pair measured again

@@ -14,8 +14,9 @@ budget (:data:`SYNTHETIC_BUDGET_S`), killed when the budget or
 a skip saying how far it got. pyhf gets the JSON workspace
 (``synthetic_workspace``, not validated, as bayeshf's array path is not);
 bayeshf gets the same workspace up to :data:`WORKSPACE_LIMIT` template
-numbers and the arrays beyond. Rows of cases not measured in a run are kept
-from the previous ``fit.json``, marked with the run that measured them.
+numbers and the arrays beyond. Rows of (case, implementation) pairs not
+measured in a run are kept from the previous ``fit.json``, marked with the
+run that measured them.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def synthetic_child(implementation: str, n_bins: int, n_systematics: int, seed: 
     """Run in the subprocess: build and fit one synthetic size, printing one JSON line per stage.
 
     Stages: ``generate`` (arrays / workspace dict, not the implementation's
-    cost), ``build`` (workspace or arrays -> model), ``first_fit`` (cold,
+    cost), ``build`` (workspace or arrays -> model), for pyhf ``logpdf`` (one
+    call at the inits, compilation included for jax), ``first_fit`` (cold,
     includes any compilation) and ``fit`` (a second, warm fit, only when the
     first used under a sixth of the budget).
     """
@@ -199,6 +201,10 @@ def synthetic_child(implementation: str, n_bins: int, n_systematics: int, seed: 
             return float(np.asarray(twice_nll)), True
     spec = None
     _emit(stage="build", seconds=time.perf_counter() - start)
+    if implementation != "bayeshf":  # a fit needs many of these: SLSQP's numerical gradient costs npars + 1
+        start = time.perf_counter()
+        pyhf_model.logpdf(pyhf.tensorlib.astensor(pyhf_model.config.suggested_init()), data)
+        _emit(stage="logpdf", seconds=time.perf_counter() - start, npars=int(pyhf_model.config.npars))
 
     start = time.perf_counter()
     twice_nll, success = thunk()
@@ -256,8 +262,10 @@ def run_synthetic(implementation: str, n_bins: int, n_systematics: int, *, seed:
         reason = f"failed (exit {process.returncode}): {last}"[:300]
     if reason is not None:
         done = ", ".join(f"{s['stage']} {s['seconds']:.1f} s" for s in stages)
-        running = {0: "generating the model", 1: "building the model", 2: "in the first fit",
-                   3: "in the second fit"}.get(len(stages), "")
+        last = stages[-1]["stage"] if stages else None
+        running = {None: "generating the model", "generate": "building the model",
+                   "build": "in the first fit" if implementation == "bayeshf" else "in the first logpdf",
+                   "logpdf": "in the first fit", "first_fit": "in the second fit"}.get(last, "")
         reason += f" ({done + '; ' if done else ''}stopped {running})" if running else f" ({done})"
     return stages, reason
 
@@ -305,8 +313,11 @@ def measure_synthetic(options: Any, recorder: Recorder, implementations: list[st
     return cases
 
 
-def keep_previous_rows(recorder: Recorder, measured: list[str]) -> None:
-    """Carry the rows and skips of cases not measured now over from the last ``fit.json``, with their provenance."""
+def keep_previous_rows(recorder: Recorder, measured: set[tuple[str, str]]) -> None:
+    """Carry over from the last ``fit.json`` the rows and skips of (case, implementation) pairs not measured now.
+
+    Each kept entry says which run measured it (``measured_in``: command, start, load).
+    """
     if recorder.output is None:
         return
     try:
@@ -314,20 +325,21 @@ def keep_previous_rows(recorder: Recorder, measured: list[str]) -> None:
     except (OSError, json.JSONDecodeError):
         return
     provenance = {k: previous.get(k) for k in ("command", "started", "load_average")}
-    kept_rows = [{**row, "measured_in": row.get("measured_in", provenance)}
-                 for row in previous.get("rows", []) if row.get("case") not in measured]
-    kept_skips = [{**skip, "measured_in": skip.get("measured_in", provenance)}
-                  for skip in previous.get("skips", []) if skip.get("case") not in measured]
-    recorder.rows[:0] = kept_rows
-    recorder.skips[:0] = kept_skips
+
+    def kept(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**entry, "measured_in": entry.get("measured_in", provenance)} for entry in entries
+                if (entry.get("case"), entry.get("implementation")) not in measured]
+
+    recorder.rows[:0] = kept(previous.get("rows", []))
+    recorder.skips[:0] = kept(previous.get("skips", []))
 
 
 def run(options: Any, recorder: Recorder) -> None:
     sizes = synthetic_sizes(options)
     if sizes and not options.cases:
         implementations = options.implementations or SYNTHETIC_IMPLEMENTATIONS
-        measured = measure_synthetic(options, recorder, implementations)
-        keep_previous_rows(recorder, measured)
+        cases = measure_synthetic(options, recorder, implementations)
+        keep_previous_rows(recorder, {(case, name) for case in cases for name in implementations})
         return
     cases = options.cases or (["thesis_2_bin_corr", "thesis_4_bin"] if options.quick else [*THESIS_CASES, *ATLAS_CASES])
     implementations = options.implementations or (
@@ -335,4 +347,4 @@ def run(options: Any, recorder: Recorder) -> None:
     repeats = 1 if options.quick else max(1, min(options.repeats, 3))
     for case in progress(cases, desc="fit"):
         measure_case(case, load_case(case, options.data), recorder, implementations=implementations, repeats=repeats)
-    keep_previous_rows(recorder, cases)
+    keep_previous_rows(recorder, {(case, name) for case in cases for name in implementations})
