@@ -84,6 +84,11 @@ def _padded_table(group: np.ndarray, value: np.ndarray, n_groups: int, pad: int)
     return table
 
 
+def _put(values, dtype=None):
+    """A device array of ``values`` without a compiled conversion (``jnp.asarray`` compiles one per shape)."""
+    return jax.device_put(np.asarray(values, dtype=dtype))
+
+
 def _safe_log(values: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.log(values)
@@ -125,29 +130,29 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
     poisson_aux_index[poisson_index] = poisson_pos
     K = len(tables.histosys_param)
     return ModelArrays(
-        nominal=jnp.asarray(tables.nominal),
-        factor_index=jnp.asarray(factor_index),
-        normsys_param=jnp.asarray(tables.normsys_param, dtype=jnp.int32),
-        normsys_coefficients=jnp.asarray(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
-        normsys_segment=jnp.asarray(tables.normsys_sample * C + tables.normsys_channel, dtype=jnp.int32),
-        channel_bins=jnp.asarray((bin_channel[None, :] == np.arange(C)[:, None]).astype(float)),
-        normsys_log_hi=jnp.asarray(_safe_log(tables.normsys_hi)),
-        normsys_log_lo=jnp.asarray(_safe_log(tables.normsys_lo)),
-        histosys_param=jnp.asarray(tables.histosys_param, dtype=jnp.int32),
-        histosys_up=jnp.asarray(tables.histosys_up.reshape(K, S * B)),
-        histosys_down=jnp.asarray(tables.histosys_down.reshape(K, S * B)),
-        normal_param=jnp.asarray(indices(normal)),
-        normal_aux_position=jnp.asarray(np.asarray(normal_pos, dtype=np.int32)),
-        poisson_param=jnp.asarray(indices(poisson)),
-        poisson_factor=jnp.asarray(values(poisson, "factors")),
-        poisson_aux_position=jnp.asarray(np.asarray(poisson_pos, dtype=np.int32)),
-        normal_weight=jnp.asarray(normal_weight),
-        normal_aux_index=jnp.asarray(normal_aux_index),
-        normal_constant=jnp.asarray(-np.sum(np.log(normal_sigma)) - len(normal_sigma) * _LOG_SQRT_2PI),
-        poisson_factor_full=jnp.asarray(poisson_factor_full),
-        poisson_aux_index=jnp.asarray(poisson_aux_index),
-        observed=jnp.asarray(tables.observed),
-        auxdata=jnp.asarray(auxdata),
+        nominal=_put(tables.nominal),
+        factor_index=_put(factor_index),
+        normsys_param=_put(tables.normsys_param, dtype=np.int32),
+        normsys_coefficients=_put(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
+        normsys_segment=_put(tables.normsys_sample * C + tables.normsys_channel, dtype=np.int32),
+        channel_bins=_put((bin_channel[None, :] == np.arange(C)[:, None]).astype(float)),
+        normsys_log_hi=_put(_safe_log(tables.normsys_hi)),
+        normsys_log_lo=_put(_safe_log(tables.normsys_lo)),
+        histosys_param=_put(tables.histosys_param, dtype=np.int32),
+        histosys_up=_put(tables.histosys_up.reshape(K, S * B)),
+        histosys_down=_put(tables.histosys_down.reshape(K, S * B)),
+        normal_param=_put(indices(normal)),
+        normal_aux_position=_put(np.asarray(normal_pos, dtype=np.int32)),
+        poisson_param=_put(indices(poisson)),
+        poisson_factor=_put(values(poisson, "factors")),
+        poisson_aux_position=_put(np.asarray(poisson_pos, dtype=np.int32)),
+        normal_weight=_put(normal_weight),
+        normal_aux_index=_put(normal_aux_index),
+        normal_constant=_put(-np.sum(np.log(normal_sigma)) - len(normal_sigma) * _LOG_SQRT_2PI),
+        poisson_factor_full=_put(poisson_factor_full),
+        poisson_aux_index=_put(poisson_aux_index),
+        observed=_put(tables.observed),
+        auxdata=_put(auxdata),
     )
 
 
