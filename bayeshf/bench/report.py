@@ -229,14 +229,16 @@ def section_fit(data: dict[str, Any]) -> list[str]:
     index = _index(rows, "case", "implementation", "metric")
     body = []
     for case in dict.fromkeys(r["case"] for r in rows):
-        reached = [_finite(r.get("twice_nll")) for r in rows if r["case"] == case and r["metric"] == "fit"]
+        reached = [_finite(r.get("twice_nll")) for r in rows
+                   if r["case"] == case and r["metric"] in ("fit", "first_fit")]
         best = min((v for v in reached if v is not None), default=None)
         for impl in _impls([r for r in rows if r["case"] == case]):
             fit = index.get((case, impl, "fit"))
-            if not fit:
+            first = index.get((case, impl, "first_fit"))
+            if not (fit or first):
                 continue
-            value = _finite(fit.get("twice_nll"))
-            body.append([case, impl, _sec(fit), _sec(index.get((case, impl, "first_fit"))),
+            value = _finite((fit or first).get("twice_nll"))
+            body.append([case, impl, _sec(fit) if fit else "– (one fit only)", _sec(first),
                          "–" if value is None else f"{value:.6f}",
                          "–" if value is None or best is None else f"{value - best:.1e}"])
     return out + [_table(["case", "implementation", "fit", "first", "twice_nll", "Δ"], body), ""]
@@ -293,11 +295,15 @@ def section_skips(results: dict[str, dict[str, Any]]) -> list[str]:
     for suite, data in results.items():
         seen = set()
         for skip in data.get("skips", []):
-            key = (skip["implementation"], skip["reason"])
+            # case-specific outcomes (a run that did not finish or failed) name their case; generic reasons
+            # (a peer without that sampler) are listed once
+            specific = any(word in skip["reason"] for word in ("did not finish", "failed"))
+            case = f" on {skip['case']}" if specific and skip.get("case") else ""
+            key = (skip["implementation"], skip["reason"], case)
             if key not in seen:
                 seen.add(key)
                 part = f" {skip['suite']}" if skip.get("suite") and skip["suite"] != suite else ""
-                lines.append(f"- {suite}{part} / {skip['implementation']}: {skip['reason']}")
+                lines.append(f"- {suite}{part} / {skip['implementation']}{case}: {skip['reason']}")
     return (["## Not run", "", *lines, ""] if lines else [])
 
 
