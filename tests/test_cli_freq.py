@@ -49,6 +49,11 @@ def test_cls_prints_pyhf_shaped_json(capsys, tmp_path):
     # --mu is an alias, and the q statistic differs from qtilde
     q = _json(capsys, ["cls", *SBOTTOM, "--mu", "1.0", "--test-stat", "q", "--json"])
     assert q["test_stat"] == "q" and q["CLs_obs"] != out["CLs_obs"]
+    # the spelling `--poi 1.0` (a number, not a parameter name) is the tested value too
+    half = _json(capsys, ["cls", *SBOTTOM, "--poi", "0.5", "--json"])
+    assert half["poi_value"] == 0.5
+    np.testing.assert_allclose(half["CLs_obs"], infer.hypotest(bayeshf.load(SBOTTOM[0], patches=[SBOTTOM[2]]),
+                                                               0.5).CLs_obs, rtol=1e-9)
 
 
 def test_limit_json(capsys, tmp_path):

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     )
     add_common(parser, plot_help="write CLs versus the POI with the expected band (Brazil band) to FILE")
     parser.add_argument("--poi-value", "--mu", dest="poi_value", type=float, default=None, metavar="X",
-                        help="POI value to test (default 1.0; 0 for q0)")
+                        help="POI value to test (default 1.0; 0 for q0); `--poi 1.0` (a number) means the same")
     parser.add_argument("--test-stat", choices=["qtilde", "q", "q0"], default="qtilde",
                         help="test statistic (default qtilde)")
     parser.add_argument("--level", type=float, default=0.05, help="CLs level drawn on the plot (default 0.05)")
@@ -36,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from bayeshf.errors import BayeshfError
     from bayeshf.teststats import AsymptoticCalculator
 
+    if args.poi_name is not None and args.poi_value is None:  # `bayeshf cls WS --poi 1.0`: a value, not a name
+        try:
+            args.poi_value, args.poi_name = float(args.poi_name), None
+        except ValueError:
+            pass
     value = args.poi_value
     if value is None:
         value = 0.0 if args.test_stat == "q0" else 1.0
