@@ -255,6 +255,26 @@ def test_chains_split_over_cpu_devices_give_the_draws_of_one_device(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
+def test_target_acceptance_is_raised_only_for_large_models_of_interpolated_systematics():
+    """0.95 for ttbar-like models (> 100 free parameters, mostly normsys/histosys), 0.8 for n-bin gammas."""
+    import json
+
+    from bayeshf.generators import nbin_workspace
+
+    path = data_path("atlas-examples/ttbar_ljets_xsec_inclusive_pruned.json")
+    spec = json.loads(path.read_text())
+    interpolated = {m["name"] for c in spec["channels"] for smp in c["samples"] for m in smp["modifiers"]
+                    if m["type"] in ("normsys", "histosys")}  # oracle: the workspace itself
+    ttbar = bayeshf.load(path)
+    assert sampling.interpolated_parameters(ttbar) == len(interpolated)
+    free = int((~sampling.posterior_for(ttbar).prior_set.fixed).sum())
+    assert sampling.default_target_acceptance("nuts", free, len(interpolated)) == 0.95
+    nbin = bayeshf.load(nbin_workspace(150))
+    assert sampling.interpolated_parameters(nbin) == 0
+    assert sampling.default_target_acceptance("nuts", 151, 0) == 0.8
+    assert sampling.default_target_acceptance("mh", 151, 0) == 0.234
+
+
 def test_ctrl_c_keeps_the_draws_made_so_far(monkeypatch):
     model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
     original = sampling._program

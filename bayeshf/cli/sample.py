@@ -46,18 +46,20 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def choose_settings(metric: str, target_acceptance: float | None, sampler: str, ndim: int) -> tuple[str, float | None]:
+def choose_settings(metric: str, target_acceptance: float | None, sampler: str, ndim: int,
+                    interpolated: int | None = None) -> tuple[str, float | None]:
     """The CLI's automatic choices (measured on the ATLAS ttbar workspace, docs/sampling.md).
 
     metric auto -> diagonal (the whitening by the Laplace covariance already handles correlations;
-    a dense metric measured no better). Target acceptance for NUTS/HMC: 0.8 up to 100 free
-    parameters, 0.95 above, where curved high-statistics ridges made 0.8 diverge.
+    a dense metric measured no better). Target acceptance for NUTS/HMC: 0.8, or 0.95 above 100 free
+    parameters most of which are normsys/histosys (ttbar), where curved high-statistics ridges made 0.8
+    diverge.
     """
     from bayeshf.sampling import default_target_acceptance
 
     metric = "diagonal" if metric == "auto" else metric
     if target_acceptance is None:
-        target_acceptance = default_target_acceptance(sampler, ndim)
+        target_acceptance = default_target_acceptance(sampler, ndim, interpolated)
     return metric, target_acceptance
 
 
@@ -98,11 +100,11 @@ def run(args: argparse.Namespace) -> int:
                                  chains=args.chains, steps=steps, seed=args.seed, priors=args.priors)
         else:
             from bayeshf.priors import build_priors
-            from bayeshf.sampling import sample
+            from bayeshf.sampling import interpolated_parameters, sample
 
             prior_set = build_priors(model, args.priors, shapesys=args.shapesys)
             metric, target = choose_settings(args.metric, args.target_acceptance, args.sampler,
-                                             int((~prior_set.fixed).sum()))
+                                             int((~prior_set.fixed).sum()), interpolated_parameters(model))
             idata = sample(model, sampler=args.sampler, chains=args.chains, warmup=args.warmup, draws=args.draws,
                            metric=metric, seed=args.seed, priors=args.priors, shapesys=args.shapesys,
                            target_acceptance=target, progress=not args.quiet)
