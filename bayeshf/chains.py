@@ -21,7 +21,6 @@ import numpy as np
 class StepFlags(NamedTuple):
     """Per-step schedule fed to the scan (all scalars, same for every chain)."""
 
-    active: Any        # a real step (False: padding at the end of the last chunk, run but not kept)
     adapt: Any         # update the step size / metric adaptation
     slow: Any          # slow window: accumulate the metric estimate
     window_end: Any    # end of a slow window: set a new metric, restart dual averaging
@@ -172,9 +171,9 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         return (states, adaptation, keys), stats
 
     def run_chunk(model, preconditioner, carry, packed):
-        # ``packed``: the chunk's StepFlags as one (steps, 5) bool array (one small host-to-device copy per
-        # chunk). Padding steps (active False, only at the end of the last chunk) are run like the others and
-        # their records dropped by the driver: a cond around the step would trace and compile NUTS twice.
+        # ``packed``: the chunk's StepFlags as one (steps, 4) bool array (one small host-to-device copy per
+        # chunk). Padding steps at the end of the last chunk are run like the others and their records
+        # dropped by the driver: a cond around the step would trace and compile NUTS twice.
         flags = StepFlags(*(packed[:, i] for i in range(len(StepFlags._fields))))
         return jax.lax.scan(lambda c, f: advance(model, preconditioner, c, f), carry, flags)
 
@@ -218,7 +217,6 @@ def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
     total = warmup + draws
     padded = chunk * math.ceil(total / chunk)
     flags = {k: np.zeros(padded, dtype=bool) for k in StepFlags._fields}
-    flags["active"][:total] = True
     if warmup > 0:
         from blackjax.adaptation.staged_adaptation import build_schedule
 

@@ -47,10 +47,7 @@ def configure(count: int | None = None) -> int:
         return 0
     if count is None:
         setting = os.environ.get("BAYESHF_CPU_DEVICES", "").strip()
-        try:
-            count = int(setting) if setting else min(available_cores(), MAX_DEVICES)
-        except ValueError:
-            count = min(available_cores(), MAX_DEVICES)
+        count = int(setting) if setting.isdigit() else min(available_cores(), MAX_DEVICES)
     count = max(1, int(count))
     if count > 1:
         jax.config.update("jax_num_cpu_devices", count)

@@ -130,7 +130,7 @@ def _attr(value):
 def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any], prior_draws: int):
     """InferenceData from the blackjax driver's :class:`bayeshf.sampling.RawDraws`."""
     stats = raw.stats
-    base = np.where(posterior.prior_set.fixed, posterior.prior_set.fixed_values, 0.0)
+    base = posterior.fixed_base
     theta = np.array(np.broadcast_to(base, stats.theta.shape[:-1] + base.shape), dtype=float)
     theta[..., posterior.free_index] = stats.theta
     sample_stats = {

@@ -328,6 +328,11 @@ class HistFactoryModel:
     def npars(self) -> int:
         return self.parameters[-1].slice.stop
 
+    @property
+    def array_size(self) -> int:
+        """Number of elements in the model's arrays (a measure of the work per evaluation)."""
+        return sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(self.arrays))
+
     def par_slice(self, name: str) -> slice:
         for p in self.parameters:
             if p.name == name:

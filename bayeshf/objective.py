@@ -26,15 +26,19 @@ _DENSE_HVP_MAX_PARS = 1000
 _HESSIAN_BUDGET = 50_000_000
 
 
-def _to_unit(z: jax.Array, lo: jax.Array, hi: jax.Array, kind: jax.Array) -> jax.Array:
-    """Map unconstrained ``z`` into the bounds; ``kind`` 0 box, 1 [lo, inf), 2 (-inf, hi], 3 free."""
-    lo0 = jnp.where(jnp.isfinite(lo), lo, 0.0)
-    hi0 = jnp.where(jnp.isfinite(hi), hi, 1.0)
-    box = lo0 + (hi0 - lo0) * jax.nn.sigmoid(z)
-    zc = jnp.where((kind == 1) | (kind == 2), z, 0.0)  # keep exp finite where unused
-    lower = lo0 + jnp.exp(zc)
-    upper = hi0 - jnp.exp(-zc)
-    return jnp.where(kind == 0, box, jnp.where(kind == 1, lower, jnp.where(kind == 2, upper, z)))
+def _to_unit(z: jax.Array, lo: jax.Array, hi: jax.Array, kind: jax.Array, xp=jnp) -> jax.Array:
+    """Map unconstrained ``z`` into the bounds; ``kind`` 0 box, 1 [lo, inf), 2 (-inf, hi], 3 free.
+
+    ``xp=np`` evaluates the same map on the host (see :func:`to_unit_host`).
+    """
+    sigmoid = jax.nn.sigmoid if xp is jnp else scipy.special.expit
+    lo0 = xp.where(xp.isfinite(lo), lo, 0.0)
+    hi0 = xp.where(xp.isfinite(hi), hi, 1.0)
+    box = lo0 + (hi0 - lo0) * sigmoid(z)
+    zc = xp.where((kind == 1) | (kind == 2), z, 0.0)  # keep exp finite where unused
+    lower = lo0 + xp.exp(zc)
+    upper = hi0 - xp.exp(-zc)
+    return xp.where(kind == 0, box, xp.where(kind == 1, lower, xp.where(kind == 2, upper, z)))
 
 
 def _from_unit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
@@ -106,15 +110,8 @@ def fit_arguments(mask, fixed_values, lo, hi, kind) -> tuple[jax.Array, ...]:
 
 def to_unit_host(z: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
     """:func:`_to_unit` in NumPy (no compiled program for a map applied once per fit)."""
-    z = np.asarray(z, dtype=float)
     with np.errstate(over="ignore", invalid="ignore"):
-        lo0 = np.where(np.isfinite(lo), lo, 0.0)
-        hi0 = np.where(np.isfinite(hi), hi, 1.0)
-        box = lo0 + (hi0 - lo0) * scipy.special.expit(z)
-        zc = np.where((kind == 1) | (kind == 2), z, 0.0)
-        lower = lo0 + np.exp(zc)
-        upper = hi0 - np.exp(-zc)
-    return np.where(kind == 0, box, np.where(kind == 1, lower, np.where(kind == 2, upper, z)))
+        return _to_unit(np.asarray(z, dtype=float), lo, hi, kind, xp=np)
 
 
 class _Compiled:
@@ -133,7 +130,7 @@ class _Compiled:
         # the same dtypes (and no weak types) as the arguments minimize() passes, or jit compiles twice
         self._identity = fit_arguments(np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n), np.ones(n), np.full(n, 3))
         # a dense Hessian carries one tangent per parameter through the model: bound its memory
-        elements = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(model))
+        elements = model.array_size
         self.batch = int(max(1, min(n, _HESSIAN_BUDGET // max(elements, 1))))
         self.small = self.batch >= n and n <= _DENSE_HVP_MAX_PARS
 

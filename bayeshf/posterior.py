@@ -56,9 +56,10 @@ class Posterior:
         self._hi = np.where(has_hi, hi, 0.0)
         self._width = np.where(has_lo & has_hi, hi - lo, 1.0)
         self._log_width = np.log(self._width)
-        self._base = np.where(ps.fixed, ps.fixed_values, 0.0)
+        #: full parameter vector with the fixed values in place and zeros elsewhere
+        self.fixed_base = np.where(ps.fixed, ps.fixed_values, 0.0)
         init = np.asarray(model.init, dtype=float)
-        self.theta_init = np.where(ps.fixed, ps.fixed_values, init)
+        self.theta_init = np.where(ps.fixed, self.fixed_base, init)
         self.initial_position = np.asarray(self.unconstrain(np.asarray(self.theta_init, dtype=float)))
         self.logdensity_fn = self._logdensity
 
@@ -74,9 +75,9 @@ class Posterior:
     def constrain(self, z):
         """Full parameter vector (..., npars) from ``z`` (..., ndim); fixed ones at their value."""
         z = jnp.asarray(z)
-        if self.ndim == self._base.shape[0]:  # nothing fixed: no scatter needed
+        if self.ndim == self.fixed_base.shape[0]:  # nothing fixed: no scatter needed
             return self.constrain_free(z)
-        base = jnp.broadcast_to(jnp.asarray(self._base), z.shape[:-1] + self._base.shape)
+        base = jnp.broadcast_to(jnp.asarray(self.fixed_base), z.shape[:-1] + self.fixed_base.shape)
         return base.at[..., self.free_index].set(self.constrain_free(z))
 
     def unconstrain(self, theta):

@@ -111,6 +111,7 @@ class RawDraws(NamedTuple):
     interrupted: bool
     warmup_done: int
     draws_done: int
+    target_acceptance: float  # the step-size adaptation's target (given, or the default for the model)
 
 
 def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
@@ -138,7 +139,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         raise BayeshfError("the model has no free parameter to sample.")
     enable_compilation_cache()
     dense = metric == "dense"
-    target = default_target_acceptance(sampler, posterior.ndim, interpolated_parameters(posterior.model)) if target_acceptance is None else float(target_acceptance)
+    target = (default_target_acceptance(sampler, posterior.ndim, interpolated_parameters(posterior.model))
+              if target_acceptance is None else float(target_acceptance))
     shrinkage = float(min(posterior.ndim, 200)) if dense else 10.0
     devices = tuple(chain_devices(chains)) if split_chains else ()
     start, run_chunk = _program(posterior.structure, sampler, dense, int(max_tree_depth), int(num_integration_steps),
@@ -172,7 +174,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
 
     chunk = max(1, min(int(chunk_size), warmup + draws))
     flags, padded = _schedule(warmup, draws, chunk)
-    packed = np.stack(flags, axis=1)  # (steps, 5): one array per chunk call
+    packed = np.stack(flags, axis=1)  # (steps, 4): one array per chunk call
     pieces: list[StepStats] = []
     done = 0
     interrupted = False
@@ -199,7 +201,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     stats = jax.tree.map(lambda x: np.swapaxes(x[kept], 0, 1), stats)  # (chains, [warm-up +] draws, ...)
     if interrupted:
         warnings.warn(f"sampling interrupted: keeping {done - warmup} of {draws} draws per chain.", stacklevel=2)
-    return RawDraws(stats, interrupted, min(done, warmup), done - warmup)
+    return RawDraws(stats, interrupted, min(done, warmup), done - warmup, target)
 
 
 #: models with fewer array elements than this run a device's chains one after another (see run_chains)
@@ -210,8 +212,7 @@ def _chain_loop(model) -> bool:
     """Loop over chains for small models (per-operation overhead dominates: batching only adds selects);
     batch them (vmap) for large ones, where a batched gradient costs much less than one per chain
     (ATLAS ttbar, ~37k elements: vmap 2x faster; sbottom RegionA, ~6k: the loop 1.7x faster)."""
-    size = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(model))
-    return size < CHAIN_LOOP_MAX_SIZE
+    return model.array_size < CHAIN_LOOP_MAX_SIZE
 
 
 def _initial_positions(posterior: Posterior, init: str, chains: int, key):
@@ -280,9 +281,8 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
                      seed=seed, progress=progress, init=init, target_acceptance=target_acceptance,
                      max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
                      step_size=step_size, chunk_size=chunk_size)
-    target = default_target_acceptance(sampler, posterior.ndim, interpolated_parameters(posterior.model)) if target_acceptance is None else float(target_acceptance)
     settings = dict(sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric, seed=seed,
-                    target_acceptance=target,
+                    target_acceptance=raw.target_acceptance,
                     init=init, max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
                     backend="blackjax", shapesys=posterior.prior_set.shapesys)
     return to_inference_data(posterior, raw, seed=seed, settings=settings,

@@ -31,8 +31,8 @@ def register(subparsers) -> None:
                         help="inverse mass matrix adapted in warm-up (default auto = diagonal: chains already run on "
                         "coordinates whitened by the Laplace covariance at the mode, so correlations are taken care of)")
     parser.add_argument("--target-acceptance", type=float, default=None, metavar="P",
-                        help="target acceptance rate of the step-size adaptation (default: 0.8 up to 100 free "
-                        "parameters, 0.95 above, see docs/sampling.md; mh 0.234)")
+                        help="target acceptance rate of the step-size adaptation (default: 0.8; 0.95 above 100 free "
+                        "parameters mostly normsys/histosys, see docs/sampling.md; mh 0.234)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same draws")
     parser.add_argument("--out", "-o", default="bayeshf-sample", metavar="DIR", help="output directory (default bayeshf-sample)")
     parser.add_argument("--corner-vars", nargs="+", default=None, metavar="NAME",
@@ -44,23 +44,6 @@ def register(subparsers) -> None:
     parser.add_argument("--no-plots", action="store_true", help="skip corner.png and ppc.png")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
-
-
-def choose_settings(metric: str, target_acceptance: float | None, sampler: str, ndim: int,
-                    interpolated: int | None = None) -> tuple[str, float | None]:
-    """The CLI's automatic choices (measured on the ATLAS ttbar workspace, docs/sampling.md).
-
-    metric auto -> diagonal (the whitening by the Laplace covariance already handles correlations;
-    a dense metric measured no better). Target acceptance for NUTS/HMC: 0.8, or 0.95 above 100 free
-    parameters most of which are normsys/histosys (ttbar), where curved high-statistics ridges made 0.8
-    diverge.
-    """
-    from bayeshf.sampling import default_target_acceptance
-
-    metric = "diagonal" if metric == "auto" else metric
-    if target_acceptance is None:
-        target_acceptance = default_target_acceptance(sampler, ndim, interpolated)
-    return metric, target_acceptance
 
 
 def _import_in_background(*modules: str) -> None:
@@ -99,15 +82,15 @@ def run(args: argparse.Namespace) -> int:
             idata = julia.sample(model, likelihood=args.likelihood, sampler="hmc" if args.sampler != "mh" else "mh",
                                  chains=args.chains, steps=steps, seed=args.seed, priors=args.priors)
         else:
-            from bayeshf.priors import build_priors
-            from bayeshf.sampling import interpolated_parameters, sample
+            from bayeshf.sampling import sample
 
-            prior_set = build_priors(model, args.priors, shapesys=args.shapesys)
-            metric, target = choose_settings(args.metric, args.target_acceptance, args.sampler,
-                                             int((~prior_set.fixed).sum()), interpolated_parameters(model))
+            # metric auto = diagonal: the chains run on coordinates whitened by the Laplace covariance, so
+            # correlations are already taken care of (a dense metric measured no better on ttbar,
+            # docs/sampling.md); the target acceptance, when not given, is bayeshf.sampling's default
+            metric = "diagonal" if args.metric == "auto" else args.metric
             idata = sample(model, sampler=args.sampler, chains=args.chains, warmup=args.warmup, draws=args.draws,
                            metric=metric, seed=args.seed, priors=args.priors, shapesys=args.shapesys,
-                           target_acceptance=target, progress=not args.quiet)
+                           target_acceptance=args.target_acceptance, progress=not args.quiet)
     for warning in caught:
         if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             continue
