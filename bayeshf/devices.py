@@ -12,6 +12,16 @@ happen before the first array is made: ``import bayeshf`` calls
 user chose a number (``jax.config.update("jax_num_cpu_devices", n)``,
 ``XLA_FLAGS=--xla_force_host_platform_device_count=n``). Set
 ``BAYESHF_CPU_DEVICES=n`` to choose (1 turns the splitting off).
+
+The same call switches JAX's CPU client to synchronous dispatch: a compiled
+call then runs on the calling thread instead of being handed to a worker
+thread and waited for. A HistFactory evaluation takes microseconds, so the
+hand-off was most of a call's cost (sbottom RegionA value + gradient: 54 us
+-> 20 us per call; ATLAS ttbar 102 -> 48 us), which is what an optimiser
+loop, a scan or the Julia callback pays per evaluation. Chains split over
+devices still run in parallel, and sampling and fits take the same time
+either way (measured; docs/architecture.md). ``BAYESHF_CPU_ASYNC=1`` keeps
+JAX's asynchronous default.
 """
 
 from __future__ import annotations
@@ -32,7 +42,8 @@ def available_cores() -> int:
 
 
 def configure(count: int | None = None) -> int:
-    """Ask JAX for ``count`` CPU devices (default: $BAYESHF_CPU_DEVICES or one per core, at most 16).
+    """Ask JAX for ``count`` CPU devices (default: $BAYESHF_CPU_DEVICES or one per core, at most 16)
+    and for synchronous CPU dispatch (unless $BAYESHF_CPU_ASYNC=1).
 
     Returns the number requested, or 0 when nothing was changed (backend
     already initialised, or the user configured the devices already).
@@ -41,6 +52,8 @@ def configure(count: int | None = None) -> int:
 
     if xla_bridge.backends_are_initialized():
         return 0
+    if os.environ.get("BAYESHF_CPU_ASYNC", "").strip() not in ("1", "true", "yes"):
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
     if jax.config.jax_num_cpu_devices not in (-1, None):
         return 0
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):

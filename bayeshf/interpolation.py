@@ -16,6 +16,7 @@ Everything is vectorised over all modifiers of a type at once:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -71,13 +72,36 @@ def normsys_log_factors(alpha, log_hi, log_lo, coefficients, code: str):
     if code == "code1":
         return jnp.where(alpha > 0, alpha * log_hi, -alpha * log_lo)
     if code == "code4":
-        inside = jnp.abs(alpha) < 1.0
-        a = jnp.where(inside, alpha, 0.0)
-        c = coefficients
-        polynomial = 1.0 + a * (c[:, 0] + a * (c[:, 1] + a * (c[:, 2] + a * (c[:, 3] + a * (c[:, 4] + a * c[:, 5])))))
-        outside = jnp.where(alpha >= 1.0, alpha * log_hi, -alpha * log_lo)
-        return jnp.where(inside, jnp.log(jnp.where(inside, polynomial, 1.0)), outside)
+        return _code4_log(alpha, log_hi, log_lo, coefficients)
     raise ValueError(f"unknown normsys interpolation code {code!r}")
+
+
+def _code4_value_and_slope(alpha, log_hi, log_lo, c):
+    """log factor and its derivative in alpha, elementwise (one fused loop on the device)."""
+    inside = jnp.abs(alpha) < 1.0
+    a = jnp.where(inside, alpha, 0.0)
+    polynomial = 1.0 + a * (c[:, 0] + a * (c[:, 1] + a * (c[:, 2] + a * (c[:, 3] + a * (c[:, 4] + a * c[:, 5])))))
+    slope = c[:, 0] + a * (2.0 * c[:, 1] + a * (3.0 * c[:, 2] + a * (4.0 * c[:, 3] + a * (5.0 * c[:, 4]
+                                                                                          + a * 6.0 * c[:, 5]))))
+    safe = jnp.where(inside, polynomial, 1.0)
+    above = alpha >= 1.0
+    value = jnp.where(inside, jnp.log(safe), jnp.where(above, alpha * log_hi, -alpha * log_lo))
+    derivative = jnp.where(inside, slope / safe, jnp.where(above, log_hi, -log_lo))
+    return value, derivative
+
+
+@jax.custom_jvp
+def _code4_log(alpha, log_hi, log_lo, coefficients):
+    return _code4_value_and_slope(alpha, log_hi, log_lo, coefficients)[0]
+
+
+@_code4_log.defjvp
+def _code4_log_jvp(primals, tangents):
+    # the derivative comes out of the same elementwise pass as the value: automatic differentiation of
+    # the nested polynomial would keep every Horner stage alive for the backward pass (one kernel each);
+    # only alpha is differentiated (the tables are data)
+    value, derivative = _code4_value_and_slope(*primals)
+    return value, derivative * tangents[0]
 
 
 def histosys_coefficients(alpha, code: str):

@@ -38,16 +38,15 @@ class ModelArrays(NamedTuple):
     """Array leaves of a compiled model (all device arrays)."""
 
     nominal: Any  # (S, B)
-    factor_index: Any  # (S*B, Kf) into [theta, 1]
-    normsys_param: Any  # (E,)
+    gather_index: Any  # (K + E + S*B*Kf,) into [theta, 1]: histosys, normsys, then per-bin factor parameters
+    normsys_param: Any  # (E,) parameter of each normsys entry (sample, channel, parameter)
     normsys_coefficients: Any  # (E, 6)
     normsys_segment: Any  # (E,) sample * C + channel of each entry
-    channel_bins: Any  # (C, B) one-hot: bin b belongs to channel c
     normsys_log_hi: Any  # (E,)
     normsys_log_lo: Any  # (E,)
+    bin_channel: Any  # (B,) channel of each bin
     histosys_param: Any  # (K,)
-    histosys_up: Any  # (K, S*B)
-    histosys_down: Any  # (K, S*B)
+    histosys_table: Any  # (2K, S*B): up templates (first K rows), then down templates
     normal_param: Any  # (Nn,)
     normal_aux_position: Any  # (Nn,)
     poisson_param: Any  # (Np,)
@@ -69,6 +68,7 @@ class _Static(NamedTuple):
     histosys_code: str
     n_samples: int
     n_channels: int
+    channel_nbins: tuple  # bins per channel, in order
 
 
 def _padded_table(group: np.ndarray, value: np.ndarray, n_groups: int, pad: int) -> np.ndarray:
@@ -129,18 +129,21 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
     poisson_aux_index = np.full(npars, len(auxdata), dtype=np.int32)
     poisson_aux_index[poisson_index] = poisson_pos
     K = len(tables.histosys_param)
+    # one gather per evaluation (and one scatter in the gradient) for every parameter lookup
+    gather_index = np.concatenate([np.asarray(tables.histosys_param, dtype=np.int32),
+                                   np.asarray(tables.normsys_param, dtype=np.int32), factor_index.ravel()])
     return ModelArrays(
         nominal=_put(tables.nominal),
-        factor_index=_put(factor_index),
+        gather_index=_put(gather_index, dtype=np.int32),
         normsys_param=_put(tables.normsys_param, dtype=np.int32),
         normsys_coefficients=_put(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
         normsys_segment=_put(tables.normsys_sample * C + tables.normsys_channel, dtype=np.int32),
-        channel_bins=_put((bin_channel[None, :] == np.arange(C)[:, None]).astype(float)),
         normsys_log_hi=_put(_safe_log(tables.normsys_hi)),
         normsys_log_lo=_put(_safe_log(tables.normsys_lo)),
+        bin_channel=_put(bin_channel, dtype=np.int32),
         histosys_param=_put(tables.histosys_param, dtype=np.int32),
-        histosys_up=_put(tables.histosys_up.reshape(K, S * B)),
-        histosys_down=_put(tables.histosys_down.reshape(K, S * B)),
+        histosys_table=_put(np.concatenate([tables.histosys_up.reshape(K, S * B),
+                                            tables.histosys_down.reshape(K, S * B)])),
         normal_param=_put(indices(normal)),
         normal_aux_position=_put(np.asarray(normal_pos, dtype=np.int32)),
         poisson_param=_put(indices(poisson)),
@@ -159,34 +162,48 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
 # -- traced functions of (arrays, static, pars) ------------------------------------------
 
 
+#: up to this many channels, a (sample, channel) factor is spread over the bins by broadcasting (fused
+#: into its consumer); above, by a gather
+_BROADCAST_CHANNELS = 32
+
+
+def _spread_over_bins(per_channel, a: ModelArrays, static: _Static):
+    """(S, C) per-channel values -> (S, B), each bin taking its channel's value."""
+    S = per_channel.shape[0]
+    if static.n_channels <= _BROADCAST_CHANNELS:
+        return jnp.concatenate([jnp.broadcast_to(per_channel[:, c:c + 1], (S, n))
+                                for c, n in enumerate(static.channel_nbins)], axis=1)
+    return per_channel[:, a.bin_channel]
+
+
 def _rates(a: ModelArrays, static: _Static, pars):
     """Expected rate per (sample, bin), shape (S, B)."""
     S, B = a.nominal.shape
-    base = a.nominal
-    if a.histosys_param.shape[0]:
-        c_up, c_down = histosys_coefficients(pars[a.histosys_param], static.histosys_code)
-        base = base + (c_up @ a.histosys_up + c_down @ a.histosys_down).reshape(S, B)
-    rate = base
-    width = a.factor_index.shape[1]
+    K, E = a.histosys_param.shape[0], a.normsys_param.shape[0]
+    width = (a.gather_index.shape[0] - K - E) // (S * B)
+    # every parameter lookup of the model in one gather (one scatter-add in the gradient)
+    gathered = jnp.concatenate([pars, jnp.ones((1,), pars.dtype)])[a.gather_index]
+    rate = a.nominal
+    if K:
+        c_up, c_down = histosys_coefficients(gathered[:K], static.histosys_code)
+        rate = rate + (jnp.concatenate([c_up, c_down]) @ a.histosys_table).reshape(S, B)
     if width:
-        extended = jnp.concatenate([pars, jnp.ones((1,), pars.dtype)])
-        gathered = extended[a.factor_index]  # (S*B, width)
+        factors = gathered[K + E:].reshape(S * B, width)
         if width <= 8:  # a few factors per bin: explicit products compile far faster than prod's gradient
-            factor = gathered[:, 0]
+            factor = factors[:, 0]
             for column in range(1, width):
-                factor = factor * gathered[:, column]
+                factor = factor * factors[:, column]
         else:
-            factor = jnp.prod(gathered, axis=-1)
+            factor = jnp.prod(factors, axis=-1)
         rate = rate * factor.reshape(S, B)
-    if a.normsys_param.shape[0]:
+    if E:
         log_factors = normsys_log_factors(
-            pars[a.normsys_param], a.normsys_log_hi, a.normsys_log_lo, a.normsys_coefficients, static.normsys_code
+            gathered[K:K + E], a.normsys_log_hi, a.normsys_log_lo, a.normsys_coefficients, static.normsys_code
         )
         # product per (sample, channel) as exp(sum(log)): normsys factors are positive
         # wherever the likelihood is defined; a segment sum compiles and differentiates cheaply
         log_per_channel = jax.ops.segment_sum(log_factors, a.normsys_segment, num_segments=S * static.n_channels)
-        # (S, C) @ (C, B) one-hot spreads each channel's factor over its bins (a matmul, also in the gradient)
-        rate = rate * jnp.exp(log_per_channel.reshape(S, static.n_channels) @ a.channel_bins)
+        rate = rate * jnp.exp(_spread_over_bins(log_per_channel.reshape(S, static.n_channels), a, static))
     return rate
 
 
@@ -278,7 +295,8 @@ class HistFactoryModel:
     @classmethod
     def from_tables(cls, tables: Tables, poi_name, codes=None, *, measurement=None, spec=None, label="<arrays>"):
         codes = dict(DEFAULT_CODES, **(codes or {}))
-        static = _Static(codes["normsys"], codes["histosys"], len(tables.samples), len(tables.channels))
+        static = _Static(codes["normsys"], codes["histosys"], len(tables.samples), len(tables.channels),
+                         tuple(int(tables.channel_nbins[c]) for c in tables.channels))
         arrays = _compile_arrays(tables)
         # keep only the light description on the host; the dense tables live on the device
         light = dataclasses.replace(tables, histosys_up=None, histosys_down=None, nominal=None)

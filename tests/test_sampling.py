@@ -255,6 +255,22 @@ def test_chains_split_over_cpu_devices_give_the_draws_of_one_device(tmp_path):
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
 
 
+def test_import_switches_jax_to_synchronous_cpu_dispatch_unless_asked_not_to():
+    """``import bayeshf`` turns JAX's async CPU dispatch off (per-call latency); BAYESHF_CPU_ASYNC=1 keeps it."""
+    import os
+    import subprocess
+    import sys
+
+    script = "import bayeshf, jax; print(jax.config.values[\"jax_cpu_enable_async_dispatch\"])"
+    seen = {}
+    for setting in ("", "1"):
+        env = {**os.environ, "BAYESHF_CPU_ASYNC": setting}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen[setting] = done.stdout.strip().splitlines()[-1]
+    assert seen == {"": "False", "1": "True"}
+
+
 def test_target_acceptance_is_raised_only_for_large_models_of_interpolated_systematics():
     """0.95 for ttbar-like models (> 100 free parameters, mostly normsys/histosys), 0.8 for n-bin gammas."""
     import json
