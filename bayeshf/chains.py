@@ -212,8 +212,9 @@ def replicate(tree, devices: tuple):
     return jax.device_put(tree, NamedSharding(Mesh(np.asarray(devices), ("chains",)), P()))
 
 
+@functools.lru_cache(maxsize=32)
 def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
-    """Per-step flags for warm-up + draws, padded to a multiple of ``chunk``."""
+    """Per-step flags for warm-up + draws, padded to a multiple of ``chunk`` (cached, read-only arrays)."""
     total = warmup + draws
     padded = chunk * math.ceil(total / chunk)
     flags = {k: np.zeros(padded, dtype=bool) for k in StepFlags._fields}
@@ -225,4 +226,6 @@ def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
         flags["slow"][:warmup] = schedule[:, 0] == 1
         flags["window_end"][:warmup] = schedule[:, 1] == 1
         flags["warmup_end"][warmup - 1] = True
+    for array in flags.values():
+        array.flags.writeable = False
     return StepFlags(**flags), padded

@@ -168,7 +168,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     imm = np.ones(ndim) if not dense else np.eye(ndim)
     if step_size is None:
         step_size = 2.38 / math.sqrt(ndim) if sampler == "mh" else (0.5 if covariance is not None else 0.1)
-    model = replicate(posterior.model, devices)
+    model = _replicated_model(posterior, devices)
     carry = start(model, preconditioner, jnp.asarray(positions), jnp.full(chains, float(step_size)),
                   jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
 
@@ -202,6 +202,17 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     if interrupted:
         warnings.warn(f"sampling interrupted: keeping {done - warmup} of {draws} draws per chain.", stacklevel=2)
     return RawDraws(stats, interrupted, min(done, warmup), done - warmup, target)
+
+
+def _replicated_model(posterior: Posterior, devices: tuple):
+    """The posterior's model on every device of ``devices``, copied once per posterior (not per run)."""
+    if len(devices) <= 1:
+        return posterior.model
+    replicas = posterior.__dict__.setdefault("_replicas", {})
+    key = tuple(device.id for device in devices)
+    if key not in replicas:
+        replicas[key] = replicate(posterior.model, devices)
+    return replicas[key]
 
 
 #: models with fewer array elements than this run a device's chains one after another (see run_chains)
