@@ -64,7 +64,9 @@ def _machine(data: dict[str, Any]) -> str:
     m = data["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     load = data.get("load_average") or {}
-    return (f"{m['cpu']}, {m['cpu_count']} cores, {m['memory_gb']} GB, Python {m['python']}; {versions}; "
+    dispatch = {True: "; JAX CPU dispatch asynchronous", False: "; JAX CPU dispatch synchronous"}.get(
+        m.get("jax_cpu_async_dispatch"), "")
+    return (f"{m['cpu']}, {m['cpu_count']} cores, {m['memory_gb']} GB, Python {m['python']}{dispatch}; {versions}; "
             f"git {str(m.get('git_commit'))[:10]}; run {data['started']} ({data['duration_s']} s); "
             f"load average at start {load.get('start')}")
 
@@ -90,9 +92,14 @@ def section_logdensity(data: dict[str, Any]) -> list[str]:
            "Time per call after the first call (median of the repeats, ± half the interquartile range); "
            "ratios are peer time / bayeshf time measured in the same process (> 1: bayeshf is faster).", "",
            "*Per call* = one blocking call of the jitted function from Python, as a host loop (scipy, iminuit) "
-           "makes it: the computation plus JAX's fixed cost per call, the same for every JAX implementation "
-           "(Python dispatch, and for any program XLA estimates above 1,000 flops the hand-off to a worker "
-           "thread and back; together about 50-80 us on this 2-core machine). *In jit* = time per evaluation "
+           "makes it: the computation plus JAX's fixed cost per call, the same for every JAX implementation in "
+           "the process. `import bayeshf` switches JAX's CPU client to synchronous dispatch (bayeshf.devices; "
+           "`BAYESHF_CPU_ASYNC=1` keeps JAX's default), so every JAX row here, pyhf-jax included, runs on the "
+           "calling thread: about 9-15 us of fixed cost per call on this machine instead of 15-50 us with the "
+           "hand-off to a worker thread that JAX otherwise makes for any program above 1,000 flops (pyhf "
+           "imported on its own runs that way: sbottom RegionA value + gradient 154-162 us per call instead of "
+           "80-98 us, ttbar about the same; measured with the same loop in separate processes). "
+           "*In jit* = time per evaluation "
            "of value + gradient inside one compiled loop of chained evaluations (what a sampler or optimizer "
            "compiled with the model pays; JAX implementations only). `jax-call-floor` is not a log-density: "
            "jitted functions of the same shapes that XLA puts above the 1,000-flop line but that compute almost "
