@@ -31,7 +31,7 @@ def register(subparsers) -> None:
                         help="inverse mass matrix adapted in warm-up (default auto = diagonal: chains already run on "
                         "coordinates whitened by the Laplace covariance at the mode, so correlations are taken care of)")
     parser.add_argument("--target-acceptance", type=float, default=None, metavar="P",
-                        help="target acceptance rate of the step-size adaptation (default: 0.8; 0.95 above 100 free "
+                        help="target acceptance rate of the step-size adaptation (default: 0.8; 0.98 above 100 free "
                         "parameters mostly normsys/histosys, see docs/sampling.md; mh 0.234)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same draws")
     parser.add_argument("--out", "-o", default="bayeshf-sample", metavar="DIR", help="output directory (default bayeshf-sample)")
