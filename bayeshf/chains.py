@@ -57,9 +57,13 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
     import blackjax
 
-    if sampler in ("nuts", "hmc"):
+    if sampler in ("nuts", "hmc", "blackjax-nuts"):
         init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
-        if sampler == "nuts":
+        if sampler == "nuts":  # bayeshf's lean kernel of the same algorithm (bayeshf.nuts)
+            from bayeshf.nuts import build_step
+
+            return init, build_step(logdensity_fn, max_tree_depth)
+        if sampler == "blackjax-nuts":
             nuts = blackjax.mcmc.nuts.build_kernel()
 
             def step(key, state, step_size, imm):

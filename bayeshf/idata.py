@@ -137,7 +137,7 @@ def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any],
         "lp": stats.lp, "diverging": stats.diverging.astype(bool), "acceptance_rate": stats.acceptance_rate,
         "energy": stats.energy, "n_steps": stats.n_steps.astype(np.int64), "step_size": stats.step_size,
     }
-    if settings.get("sampler") == "nuts":
+    if settings.get("sampler") in ("nuts", "blackjax-nuts"):
         sample_stats["tree_depth"] = stats.tree_depth.astype(np.int64)
     attrs = dict(settings)
     attrs.update(interrupted=bool(raw.interrupted), draws_done=int(raw.draws_done))

@@ -30,10 +30,10 @@ from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
 
-SAMPLERS = ("nuts", "hmc", "mh")
+SAMPLERS = ("nuts", "hmc", "mh", "blackjax-nuts")
 METRICS = ("diagonal", "dense")
 #: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997)
-TARGET_ACCEPTANCE = {"nuts": 0.8, "hmc": 0.8, "mh": 0.234}
+TARGET_ACCEPTANCE = {"nuts": 0.8, "blackjax-nuts": 0.8, "hmc": 0.8, "mh": 0.234}
 #: NUTS/HMC above this many free parameters, most of them interpolated systematics, target LARGE_MODEL_TARGET
 #: (docs/sampling.md: the ATLAS ttbar workspace, 131 free / 93 normsys-histosys parameters, diverges at
 #: 0.8 and 0.9 on its curved high-statistics ridges, at 0.95 in 2 of 4 seeds, at 0.98 in none of 5). Models of shapesys/staterror
@@ -51,7 +51,7 @@ def interpolated_parameters(model) -> int:
 def default_target_acceptance(sampler: str, ndim: int, interpolated: int | None = None) -> float:
     """0.234 for MH; 0.8 for NUTS/HMC, LARGE_MODEL_TARGET (0.98) above LARGE_MODEL free parameters of which more than half
     are interpolated systematics (``interpolated``; None: not known, counts as all)."""
-    if sampler in ("nuts", "hmc") and ndim > LARGE_MODEL and (interpolated is None or 2 * interpolated > ndim):
+    if sampler != "mh" and ndim > LARGE_MODEL and (interpolated is None or 2 * interpolated > ndim):
         return LARGE_MODEL_TARGET
     return TARGET_ACCEPTANCE[sampler]
 
@@ -269,8 +269,11 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
            prior_draws: int | None = None, compilation_cache: bool = True):
     """Sample the posterior of ``model``; returns an ``arviz.InferenceData``.
 
-    sampler: "nuts" (default), "hmc" (``num_integration_steps`` leapfrog
-    steps) or "mh" (random-walk Metropolis with an adapted Gaussian proposal).
+    sampler: "nuts" (default; multinomial NUTS, bayeshf's kernel in
+    :mod:`bayeshf.nuts`), "blackjax-nuts" (blackjax's kernel of the same
+    algorithm: same distribution, other draws, slower on CPU), "hmc"
+    (blackjax, ``num_integration_steps`` leapfrog steps) or "mh" (blackjax
+    random-walk Metropolis with an adapted Gaussian proposal).
     metric: "diagonal" or "dense" inverse mass matrix (MH: proposal covariance).
     priors: None (derived priors), a priors file path, or a dict (see
     :func:`bayeshf.priors.build_priors`); ``shapesys`` picks the shapesys

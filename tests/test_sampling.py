@@ -226,12 +226,12 @@ assert len(jax.local_devices(backend="cpu")) == 2, jax.local_devices(backend="cp
 assert len(chain_devices(4)) == 2 and len(chain_devices(3)) == 1
 posterior = sampling.posterior_for(bayeshf.load(sys.argv[1]))
 for chain_loop in (True, False):
-    runs = [sampling.run_chains(posterior, chains=4, warmup=20, draws=30, seed=4, progress=False,
+    runs = [sampling.run_chains(posterior, chains=4, warmup=50, draws=30, seed=4, progress=False,
                                 split_chains=split, chain_loop=loop).stats
             for split, loop in ((True, chain_loop), (False, chain_loop), (False, not chain_loop))]
     # split vs one device: the same chains up to the rounding of another batch size; looped vs batched: up to
     # rounding too (XLA orders batched arithmetic differently and the leapfrog dynamics amplify it slowly)
-    for other, rtol in zip(runs[1:], (1e-9, 1e-6)):
+    for other, rtol in zip(runs[1:], (1e-7, 1e-6)):
         np.testing.assert_allclose(runs[0].theta, other.theta, rtol=rtol, atol=1e-12)
         np.testing.assert_array_equal(runs[0].n_steps, other.n_steps)
     assert np.unique(runs[0].theta[:, :, 0]).size > 10  # the chains moved (4 chains x 30 draws)

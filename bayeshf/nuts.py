@@ -1,0 +1,216 @@
+"""A lean multinomial NUTS transition for small and mid-sized models on CPU.
+
+Same algorithm as blackjax's NUTS (``blackjax.mcmc.nuts``, after numpyro's
+iterative NUTS): a trajectory doubled in a random direction until it makes a
+U-turn or reaches ``max_tree_depth`` doublings; within a doubling the proposal
+is sampled progressively and uniformly in proportion to exp(-H); across
+doublings with Betancourt's biased progressive sampling; the U-turn criterion
+inside a doubling is checked at the numpyro checkpoints; a doubling that
+diverges (H - H0 > 1000) or turns contributes no proposal and ends the tree.
+Draws follow the same distribution as blackjax's kernel; they are not the same
+draws (different use of the random stream).
+
+Why it exists: on CPU, XLA runs every operation of a while-loop body as a
+separate kernel, and blackjax's NUTS spends about 45 of them per leapfrog step
+on bookkeeping (pytree states copied through ``lax.cond``, a nested
+``while_loop`` over U-turn checkpoints, a random key per step). For the models
+of this package the gradient itself costs about 1 us, so bookkeeping dominated:
+10 us per leapfrog step with blackjax on the 10-bin thesis model. Here one
+state is one flat array ``[z, p, grad, logdensity]`` (an edge or proposal
+update is one select), the checkpoint U-turn test is one vectorised
+expression over all checkpoints, and the uniforms of a doubling come from one
+key. See docs/sampling.md for the measurements.
+
+The interface matches the kernels in :mod:`bayeshf.chains`:
+``step(key, state, step_size, inverse_mass_matrix) -> (state, (acceptance,
+divergent, energy, n_steps, depth))`` with blackjax's ``HMCState``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+DIVERGENCE_THRESHOLD = 1000.0
+
+_GOLDEN = 0x9E3779B97F4A7C15
+
+
+def _uniform(seed, counter):
+    """U[0, 1) from a 64-bit seed and an integer counter: one SplitMix64 output (a few fused integer ops).
+
+    JAX's threefry runs as a 5-trip while loop on CPU (about 1 us per call inside a loop body), so
+    the per-step uniforms of a trajectory come from SplitMix64 streams seeded once per transition by
+    threefry. SplitMix64 over a counter passes BigCrush; a transition uses fewer than 2,100 values.
+    """
+    x = seed + (jnp.asarray(counter).astype(jnp.uint64) + jnp.uint64(1)) * jnp.uint64(_GOLDEN)
+    x = (x ^ (x >> jnp.uint64(30))) * jnp.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> jnp.uint64(27))) * jnp.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> jnp.uint64(31))
+    return (x >> jnp.uint64(11)).astype(jnp.float64) * (2.0 ** -53)
+
+
+def _velocity(imm, p):
+    """M^-1 p for a diagonal (d,) or dense (d, d) inverse mass matrix; p may be (..., d)."""
+    if imm.ndim == 1:
+        return imm * p
+    if imm.shape[0] <= 64:  # small: multiply-sum fuses; a dot is a library call per loop iteration
+        return jnp.sum(imm * p[..., None, :], axis=-1)
+    return p @ imm
+
+
+def checkpoint_update(ckpt, i, p_new, p_sum):
+    """numpyro's checkpoints for step ``i`` of a doubling: even steps store ``[p_new, p_sum]`` at row
+    popcount(i >> 1); odd steps write the scratch last row, which nothing reads."""
+    n_ckpt = ckpt.shape[0] - 1
+    row = jnp.where(i % 2 == 0, jax.lax.population_count(i >> 1), n_ckpt)
+    return jax.lax.dynamic_update_slice(ckpt, jnp.concatenate([p_new, p_sum])[None, :], (row, jnp.zeros_like(row)))
+
+
+def checkpoint_turning(ckpt, i, p_new, p_sum, imm):
+    """Does any subtree that ends at step ``i`` of a doubling make a U-turn?
+
+    numpyro's iterative criterion (blackjax ``iterative_uturn_numpyro``): at odd steps the subtrees
+    ending here start at checkpoints idx_min..idx_max; each is tested with its own momentum sum
+    ``p_sum - p_sum[ckpt] + p[ckpt]``. blackjax walks those rows in a nested while loop; here every
+    row is tested in one expression and the open rows are selected by a mask.
+    """
+    n_ckpt = ckpt.shape[0] - 1
+    d = p_new.shape[-1]
+    idx_max = jax.lax.population_count(i >> 1)
+    idx_min = idx_max - jax.lax.population_count((~i & (i + 1)) - 1) + 1
+    r_ck, rs_ck = ckpt[:, :d], ckpt[:, d:]
+    # rho = subtree momentum sum - (p_left + p_right) / 2, subtree sum = p_sum - rs_ck + r_ck
+    rho = p_sum[None, :] - rs_ck + 0.5 * (r_ck - p_new[None, :])
+    turn_each = (jnp.sum(_velocity(imm, r_ck) * rho, axis=1) <= 0) | (
+        jnp.sum(rho * _velocity(imm, p_new)[None, :], axis=1) <= 0)
+    index = jnp.arange(n_ckpt + 1)
+    return jnp.any(turn_each & (index >= idx_min) & (index <= idx_max) & (index < n_ckpt))
+
+
+def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
+    """NUTS transition on a flat position vector (diagonal or dense inverse mass matrix)."""
+    from blackjax.mcmc.hmc import HMCState
+
+    value_and_grad = jax.value_and_grad(logdensity_fn)
+    n_ckpt = max(int(max_tree_depth), 1)
+
+    def step(key, state, step_size, imm):
+        z0, logp0, g0 = state.position, state.logdensity, state.logdensity_grad
+        d = z0.shape[0]
+        dense = imm.ndim == 2
+        dtype = z0.dtype
+
+        def velocity(p):
+            return _velocity(imm, p)
+
+        def kinetic(p):
+            return 0.5 * jnp.sum(p * velocity(p))
+
+        def is_turning(p_left, p_right, p_sum):
+            # blackjax's gaussian_euclidean criterion: rho = p_sum - (p_left + p_right) / 2
+            rho = p_sum - 0.5 * (p_left + p_right)
+            return (jnp.sum(velocity(p_left) * rho) <= 0) | (jnp.sum(velocity(p_right) * rho) <= 0)
+
+        def pack(z, p, g, logp):
+            return jnp.concatenate([z, p, g, logp[None]])
+
+        def unpack(s):
+            return s[:d], s[d:2 * d], s[2 * d:3 * d], s[3 * d]
+
+        key_momentum, key_tree = jax.random.split(key)
+        seed = jax.random.bits(key_tree, (), jnp.uint64)
+        extra = 2 ** max_tree_depth
+        noise = jax.random.normal(key_momentum, (d,), dtype)
+        if dense:
+            p0 = jnp.linalg.cholesky(jnp.linalg.inv(imm)) @ noise
+        else:
+            p0 = noise / jnp.sqrt(imm)
+        h0 = -logp0 + kinetic(p0)
+        s0 = pack(z0, p0, g0, logp0)
+
+        def leapfrog(s, eps):
+            z, p, g, _ = unpack(s)
+            p = p + 0.5 * eps * g
+            z = z + eps * velocity(p)
+            logp, g = value_and_grad(z)
+            p = p + 0.5 * eps * g
+            return pack(z, p, g, logp)
+
+        def energy_of(s):
+            return -s[3 * d] + kinetic(s[d:2 * d])
+
+        def weight_of(s):
+            # log weight relative to the initial energy; NaN energies weigh nothing
+            delta = h0 - energy_of(s)
+            return jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+
+        def subtree(start, eps, n_steps, base):
+            """Integrate up to ``n_steps`` from ``start``; stop at a U-turn or a divergence.
+
+            Returns (steps taken, last state, proposal, log weight, log sum of acceptance
+            probabilities, momentum sum, diverging, turning).
+            """
+            # checkpoint rows [p | p_sum]; row n_ckpt is scratch (odd steps write there, nothing reads it)
+            ckpt = jnp.zeros((n_ckpt + 1, 2 * d), dtype)
+            inf = jnp.asarray(-jnp.inf, dtype)
+
+            def cond(c):
+                i, *_, diverging, turning = c
+                return (i < n_steps) & ~diverging & ~turning
+
+            def body(c):
+                i, edge, prop, log_w, log_acc, p_sum, ckpt, _, _ = c
+                new = leapfrog(edge, eps)
+                w = weight_of(new)
+                p_new = new[d:2 * d]
+                p_sum = p_sum + p_new
+                # progressive uniform sampling within the doubling (the first state is always taken:
+                # its log weight is the running total)
+                log_w_new = jnp.logaddexp(log_w, w)
+                prop = jnp.where(_uniform(seed, base + i) < jnp.exp(w - log_w_new), new, prop)
+                log_acc = jnp.logaddexp(log_acc, jnp.minimum(w, 0.0))
+                # U-turns inside the doubling (numpyro's checkpoints)
+                ckpt = checkpoint_update(ckpt, i, p_new, p_sum)
+                turning = checkpoint_turning(ckpt, i, p_new, p_sum, imm)
+                return i + 1, new, prop, log_w_new, log_acc, p_sum, ckpt, -w > DIVERGENCE_THRESHOLD, turning
+
+            carry = (jnp.asarray(0), start, start, inf, inf, jnp.zeros((d,), dtype), ckpt,
+                     jnp.asarray(False), jnp.asarray(False))
+            i, last, prop, log_w, log_acc, p_sum, _, diverging, turning = jax.lax.while_loop(cond, body, carry)
+            return i, last, prop, log_w, log_acc, p_sum, diverging, turning
+
+        def cond(c):
+            depth, *_, diverging, turning = c
+            return (depth < max_tree_depth) & ~diverging & ~turning
+
+        def body(c):
+            depth, left, right, p_sum, prop, log_w, log_acc, n_states, _, _ = c
+            # random counters: 0 .. 2**max_tree_depth - 2 for the steps, then two per doubling
+            forward = _uniform(seed, extra + 2 * depth) < 0.5
+            eps = jnp.where(forward, step_size, -step_size)
+            n, last, sub_prop, sub_log_w, sub_acc, sub_sum, diverging, sub_turning = subtree(
+                jnp.where(forward, right, left), eps, 2 ** depth, 2 ** depth - 1)
+            # biased progressive sampling across doublings; a diverging or turning doubling proposes nothing
+            rejected = diverging | sub_turning
+            accept = ~rejected & (_uniform(seed, extra + 2 * depth + 1) < jnp.exp(sub_log_w - log_w))
+            prop = jnp.where(accept, sub_prop, prop)
+            log_w = jnp.where(rejected, log_w, jnp.logaddexp(log_w, sub_log_w))
+            log_acc = jnp.logaddexp(log_acc, sub_acc)
+            # the doubling extends the trajectory on its side; its last state is the new edge
+            left = jnp.where(forward, left, last)
+            right = jnp.where(forward, last, right)
+            p_sum = p_sum + sub_sum
+            turning = is_turning(left[d:2 * d], right[d:2 * d], p_sum)
+            return depth + 1, left, right, p_sum, prop, log_w, log_acc, n_states + n, diverging, rejected | turning
+
+        carry = (jnp.asarray(0), s0, s0, p0, s0, jnp.asarray(0.0, dtype), jnp.asarray(-jnp.inf, dtype),
+                 jnp.asarray(0), jnp.asarray(False), jnp.asarray(False))
+        depth, _, _, _, prop, _, log_acc, n_states, diverging, _ = jax.lax.while_loop(cond, body, carry)
+        z, _, g, logp = unpack(prop)
+        acceptance = jnp.exp(log_acc) / jnp.maximum(n_states, 1)
+        return HMCState(z, logp, g), (acceptance, diverging, energy_of(prop), n_states, depth)
+
+    return step
