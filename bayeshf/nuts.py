@@ -120,10 +120,13 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
         def unpack(s):
             return s[:d], s[d:2 * d], s[2 * d:3 * d], s[3 * d]
 
-        key_momentum, key_tree = jax.random.split(key)
-        seed = jax.random.bits(key_tree, (), jnp.uint64)
+        # one threefry call per transition (each is a small while loop on CPU): d uniforms for the
+        # momentum (inverse normal CDF, as jax.random.normal does) and the seed of the trajectory's stream
+        bits = jax.random.bits(key, (d + 1,), jnp.uint64)
+        seed = bits[d]
         extra = 2 ** max_tree_depth
-        noise = jax.random.normal(key_momentum, (d,), dtype)
+        unit = ((bits[:d] >> jnp.uint64(11)).astype(dtype) + 0.5) * (2.0 ** -53)  # in (0, 1)
+        noise = jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * unit - 1.0)
         if dense:
             p0 = jnp.linalg.cholesky(jnp.linalg.inv(imm)) @ noise
         else:
