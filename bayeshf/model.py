@@ -67,8 +67,11 @@ class _Static(NamedTuple):
     normsys_code: str
     histosys_code: str
     n_samples: int
-    n_channels: int
     channel_nbins: tuple  # bins per channel, in order
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_nbins)
 
 
 def _padded_table(group: np.ndarray, value: np.ndarray, n_groups: int, pad: int) -> np.ndarray:
@@ -295,7 +298,7 @@ class HistFactoryModel:
     @classmethod
     def from_tables(cls, tables: Tables, poi_name, codes=None, *, measurement=None, spec=None, label="<arrays>"):
         codes = dict(DEFAULT_CODES, **(codes or {}))
-        static = _Static(codes["normsys"], codes["histosys"], len(tables.samples), len(tables.channels),
+        static = _Static(codes["normsys"], codes["histosys"], len(tables.samples),
                          tuple(int(tables.channel_nbins[c]) for c in tables.channels))
         arrays = _compile_arrays(tables)
         # keep only the light description on the host; the dense tables live on the device
