@@ -56,7 +56,7 @@ def _velocity(imm, p):
     """M^-1 p for a diagonal (d,) or dense (d, d) inverse mass matrix; p may be (..., d)."""
     if imm.ndim == 1:
         return imm * p
-    if imm.shape[0] <= 64:  # small: multiply-sum fuses; a dot is a library call per loop iteration
+    if imm.shape[0] <= 16:  # tiny: a multiply-sum fuses with its neighbours (measured faster up to ~16, slower from 32)
         return jnp.sum(imm * p[..., None, :], axis=-1)
     return p @ imm
 
