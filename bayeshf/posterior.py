@@ -56,6 +56,7 @@ class Posterior:
         self._hi = np.where(has_hi, hi, 0.0)
         self._width = np.where(has_lo & has_hi, hi - lo, 1.0)
         self._log_width = np.log(self._width)
+        self._present = frozenset(int(k) for k in np.unique(self._kind))  # kinds present: trace only those
         #: full parameter vector with the fixed values in place and zeros elsewhere
         self.fixed_base = np.where(ps.fixed, ps.fixed_values, 0.0)
         init = np.asarray(model.init, dtype=float)
@@ -66,11 +67,15 @@ class Posterior:
     # -- transforms ---------------------------------------------------------
     def constrain_free(self, z):
         """Free parameters on their support from ``z`` (..., ndim)."""
-        kind = self._kind
-        interval = self._lo + self._width * jax.nn.sigmoid(z)
-        one_sided = jnp.where(kind == _LOWER, self._lo, self._hi) + jnp.where(
-            kind == _LOWER, 1.0, -1.0) * jnp.exp(jnp.where((kind == _LOWER) | (kind == _UPPER), z, 0.0))
-        return jnp.where(kind == _INTERVAL, interval, jnp.where(kind == _IDENTITY, z, one_sided))
+        kind, present = self._kind, self._present
+        out = z
+        if _INTERVAL in present:
+            out = jnp.where(kind == _INTERVAL, self._lo + self._width * jax.nn.sigmoid(z), out)
+        if present & {_LOWER, _UPPER}:
+            one_sided = (jnp.where(kind == _LOWER, self._lo, self._hi) + jnp.where(kind == _LOWER, 1.0, -1.0)
+                         * jnp.exp(jnp.where((kind == _LOWER) | (kind == _UPPER), z, 0.0)))
+            out = jnp.where((kind == _LOWER) | (kind == _UPPER), one_sided, out)
+        return out
 
     def constrain(self, z):
         """Full parameter vector (..., npars) from ``z`` (..., ndim); fixed ones at their value."""
@@ -98,9 +103,13 @@ class Posterior:
 
     def log_jacobian(self, z):
         """log |d theta / d z| summed over the free parameters."""
-        kind = self._kind
-        interval = self._log_width + jax.nn.log_sigmoid(z) + jax.nn.log_sigmoid(-z)
-        terms = jnp.where(kind == _INTERVAL, interval, jnp.where(kind == _IDENTITY, 0.0, z))
+        kind, present = self._kind, self._present
+        terms = jnp.where(kind == _IDENTITY, 0.0, z) if present & {_LOWER, _UPPER} else jnp.zeros_like(z)
+        if _INTERVAL in present:
+            # log sigmoid(z) + log sigmoid(-z) = -|z| - 2 log1p(exp(-|z|)): one exp and one log1p (two
+            # log_sigmoid calls take two of each); its derivative -tanh(z / 2) is right at z = 0 too
+            a = jnp.abs(z)
+            terms = jnp.where(kind == _INTERVAL, self._log_width - a - 2.0 * jnp.log1p(jnp.exp(-a)), terms)
         return jnp.sum(terms, axis=-1)
 
     # -- densities ----------------------------------------------------------

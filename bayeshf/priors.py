@@ -103,6 +103,13 @@ class PriorEntry:
         return f"{self.family.capitalize()}({args})"
 
 
+#: family parameters that keep a family's log density finite at x = 1 (for the masked-out entries in log_prob)
+_NEUTRAL: dict[str, tuple[float, float]] = {
+    "normal": (0.0, 1.0), "lognormal": (0.0, 1.0), "gamma": (1.0, 1.0), "uniform": (0.0, 2.0),
+    "halfnormal": (1.0, 0.0), "cauchy": (0.0, 1.0),
+}
+
+
 def _family_log_prob(family: str, x, p1, p2):
     """Log density of ``family`` at ``x`` (vectorised; untruncated normalisation)."""
     if family == "normal":
@@ -192,6 +199,18 @@ class PriorSet:
             p = [np.array([self.entries[i].params[k] for i in idx], dtype=float) for k in names]
             p += [np.zeros(len(idx))] * (2 - len(p))
             self._groups.append((family, np.array(idx), p[0], p[1]))
+        # the same groups as full-length masks for log_prob: elementwise over all parameters, no gather (whose
+        # gradient is a scatter: two kernels per family per gradient evaluation, which dominate small models)
+        self._masked = []
+        n = len(self.entries)
+        for family, idx, p1, p2 in self._groups:
+            if family == "flat":  # log density 0 inside the bounds
+                continue
+            mask = np.zeros(n, dtype=bool)
+            mask[idx] = True
+            full1, full2 = np.full(n, _NEUTRAL[family][0]), np.full(n, _NEUTRAL[family][1])
+            full1[idx], full2[idx] = p1, p2
+            self._masked.append((family, mask, full1, full2))
         self.free_index = np.flatnonzero(~self.fixed)
 
     def __len__(self) -> int:
@@ -208,9 +227,11 @@ class PriorSet:
         """
         pars = jnp.asarray(pars)
         total = jnp.zeros(pars.shape[:-1], dtype=pars.dtype)
-        for family, idx, p1, p2 in self._groups:
-            x = pars[..., idx]
-            total = total + jnp.sum(_family_log_prob(family, x, p1, p2), axis=-1)
+        for family, mask, p1, p2 in self._masked:
+            # other parameters evaluate the family at a point inside its support (1.0) and are masked out,
+            # so neither the value nor the gradient sees their (possibly undefined) log density
+            x = jnp.where(mask, pars, 1.0)
+            total = total + jnp.sum(jnp.where(mask, _family_log_prob(family, x, p1, p2), 0.0), axis=-1)
         if not check_support:
             return total
         free = self.free_index
