@@ -105,7 +105,8 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
 @functools.lru_cache(maxsize=16)
 def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float,
              shrinkage: float = 10.0, devices: tuple = (), chain_loop: bool = False):
-    """Jitted ``start(model, ...)`` and ``run_chunk(model, carry, flags[chunk])`` -> (carry, StepStats[chunk, chains]).
+    """Jitted ``start(model, ...)`` and ``run_chunk(model, preconditioner, carry, flags[chunk], first_step)``
+    -> (carry, StepStats[chunk, chains]).
 
     Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
     is a traced argument, so other data reuse the compiled program. With more
@@ -150,12 +151,9 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     def finalize(adaptation: Adaptation) -> Adaptation:
         return adaptation._replace(step_size=jnp.exp(adaptation.dual_averaging.log_step_size_avg))
 
-    def advance(model, preconditioner, carry, flags: StepFlags):
-        posterior = structure.bind(model)
+    def advance(model, preconditioner, carry, flags: StepFlags, subkeys):
         step = kernel(model, preconditioner)[1]
         states, adaptation, keys = carry
-        pairs = jax.vmap(jax.random.split)(keys)
-        keys, subkeys = pairs[:, 0], pairs[:, 1]
         arguments = (subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
         if chain_loop and subkeys.shape[0] == 1:  # one chain on this device: no loop at all
             states, (acceptance, divergent, energy, n_steps, depth) = jax.tree.map(
@@ -164,8 +162,8 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
             states, (acceptance, divergent, energy, n_steps, depth) = jax.lax.map(lambda a: step(*a), arguments)
         else:
             states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(*arguments)
-        z = jax.vmap(lambda u: to_z(preconditioner, u))(states.position)
-        stats = StepStats(posterior.constrain_free(z), states.logdensity, acceptance, divergent,
+        # positions are recorded in the sampler's coordinates u and mapped to theta once per chunk
+        stats = StepStats(states.position, states.logdensity, acceptance, divergent,
                           energy, n_steps, depth, adaptation.step_size)
         adaptation = jax.lax.cond(
             flags.adapt,
@@ -174,12 +172,20 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
         return (states, adaptation, keys), stats
 
-    def run_chunk(model, preconditioner, carry, packed):
+    def run_chunk(model, preconditioner, carry, packed, first_step):
         # ``packed``: the chunk's StepFlags as one (steps, 4) bool array (one small host-to-device copy per
         # chunk). Padding steps at the end of the last chunk are run like the others and their records
         # dropped by the driver: a cond around the step would trace and compile NUTS twice.
         flags = StepFlags(*(packed[:, i] for i in range(len(StepFlags._fields))))
-        return jax.lax.scan(lambda c, f: advance(model, preconditioner, c, f), carry, flags)
+        # the key of step t of a chain is fold_in(chain key, t): all of the chunk's keys in one vectorised
+        # threefry call here, not a split per step inside the scan (threefry is a small loop on CPU; a
+        # per-step split cost MH a third of its step), and independent of the chunk size
+        steps = first_step + jnp.arange(packed.shape[0], dtype=jnp.uint32)
+        step_keys = jax.vmap(lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(carry[2]))(steps)
+        carry, stats = jax.lax.scan(lambda c, x: advance(model, preconditioner, c, *x), carry, (flags, step_keys))
+        posterior = structure.bind(model)
+        theta = jax.vmap(jax.vmap(lambda u: posterior.constrain_free(to_z(preconditioner, u))))(stats.theta)
+        return carry, stats._replace(theta=theta)
 
     def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
         from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
@@ -201,7 +207,7 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     start = jax.shard_map(start, mesh=mesh, in_specs=(shared, shared, chain, chain, chain, chain), out_specs=chain,
                           check_vma=False)
     # scanned stats are (steps, chains, ...): the chain axis is the second
-    run_chunk = jax.shard_map(run_chunk, mesh=mesh, in_specs=(shared, shared, chain, shared),
+    run_chunk = jax.shard_map(run_chunk, mesh=mesh, in_specs=(shared, shared, chain, shared, shared),
                               out_specs=(chain, P(None, "chains")), check_vma=False)
     return jax.jit(start), jax.jit(run_chunk)
 

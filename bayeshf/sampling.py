@@ -182,7 +182,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     bar = _progress(progress, warmup + draws, f"{sampler} {chains} chains")
     try:
         for begin in range(0, padded, chunk):
-            carry, stats = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk])
+            carry, stats = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk], np.uint32(begin))
             stats = jax.tree.map(np.asarray, stats)  # waits for the chunk
             pieces.append(stats)
             step_count = min(chunk, warmup + draws - begin)
