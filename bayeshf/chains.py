@@ -57,12 +57,16 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
     import blackjax
 
-    if sampler in ("nuts", "hmc", "blackjax-nuts"):
+    if sampler in ("nuts", "hmc", "blackjax-nuts", "blackjax-hmc"):
         init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
         if sampler == "nuts":  # bayeshf's lean kernel of the same algorithm (bayeshf.nuts)
             from bayeshf.nuts import build_step
 
             return init, build_step(logdensity_fn, max_tree_depth)
+        if sampler == "hmc":  # bayeshf's lean kernel of blackjax's static HMC (bayeshf.nuts)
+            from bayeshf.nuts import build_hmc_step
+
+            return init, build_hmc_step(logdensity_fn, num_integration_steps)
         if sampler == "blackjax-nuts":
             nuts = blackjax.mcmc.nuts.build_kernel()
 
@@ -70,7 +74,7 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
                 state, info = nuts(key, state, logdensity_fn, step_size, imm, max_num_doublings=max_tree_depth)
                 return state, (info.acceptance_rate, info.is_divergent, info.energy,
                                info.num_integration_steps, info.num_trajectory_expansions)
-        else:
+        else:  # blackjax-hmc
             hmc = blackjax.mcmc.hmc.build_kernel()
 
             def step(key, state, step_size, imm):

@@ -90,6 +90,64 @@ def checkpoint_turning(ckpt, i, p_new, p_sum, imm):
     return jnp.any(turn_each & (index >= idx_min) & (index <= idx_max) & (index < n_ckpt))
 
 
+def _momentum(bits, imm, dtype):
+    """p ~ N(0, M), M = imm^-1, from d random 64-bit words (inverse normal CDF, as jax.random.normal)."""
+    unit = ((bits >> jnp.uint64(11)).astype(dtype) + 0.5) * (2.0 ** -53)  # in (0, 1)
+    noise = jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * unit - 1.0)
+    if imm.ndim == 2:
+        return jnp.linalg.cholesky(jnp.linalg.inv(imm)) @ noise
+    return noise / jnp.sqrt(imm)
+
+
+def _leapfrog(value_and_grad, imm, d):
+    """Velocity Verlet on a packed state ``[z, p, grad, logdensity]``."""
+
+    def leapfrog(s, eps):
+        z, p, g = s[:d], s[d:2 * d], s[2 * d:3 * d]
+        p = p + 0.5 * eps * g
+        z = z + eps * _velocity(imm, p)
+        logp, g = value_and_grad(z)
+        p = p + 0.5 * eps * g
+        return jnp.concatenate([z, p, g, logp[None]])
+
+    return leapfrog
+
+
+def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Callable:
+    """Static HMC transition (blackjax's ``hmc.build_kernel`` algorithm): ``num_integration_steps``
+    leapfrog steps, Metropolis acceptance of the end point, divergence if H - H0 > 1000.
+
+    One threefry call per transition (momentum and acceptance uniform), the trajectory a ``fori_loop``
+    over one packed array. Reports the energy of the state kept (Stan's ``energy__``).
+    """
+    from blackjax.mcmc.hmc import HMCState
+
+    value_and_grad = jax.value_and_grad(logdensity_fn)
+    n_steps = int(num_integration_steps)
+
+    def step(key, state, step_size, imm):
+        z0, logp0, g0 = state.position, state.logdensity, state.logdensity_grad
+        d, dtype = z0.shape[0], z0.dtype
+        bits = jax.random.bits(key, (d + 1,), jnp.uint64)
+        p0 = _momentum(bits[:d], imm, dtype)
+        h0 = -logp0 + 0.5 * jnp.sum(p0 * _velocity(imm, p0))
+        leapfrog = _leapfrog(value_and_grad, imm, d)
+        end = jax.lax.fori_loop(0, n_steps, lambda _, s: leapfrog(s, step_size),
+                                jnp.concatenate([z0, p0, g0, logp0[None]]))
+        p1 = end[d:2 * d]
+        h1 = -end[3 * d] + 0.5 * jnp.sum(p1 * _velocity(imm, p1))
+        delta = h0 - h1
+        delta = jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+        p_accept = jnp.minimum(jnp.exp(delta), 1.0)
+        accept = ((bits[d] >> jnp.uint64(11)).astype(dtype) * (2.0 ** -53)) < p_accept
+        new = HMCState(jnp.where(accept, end[:d], z0), jnp.where(accept, end[3 * d], logp0),
+                       jnp.where(accept, end[2 * d:3 * d], g0))
+        return new, (p_accept, -delta > DIVERGENCE_THRESHOLD, jnp.where(accept, h1, h0),
+                     jnp.asarray(n_steps), jnp.asarray(0))
+
+    return step
+
+
 def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
     """NUTS transition on a flat position vector (diagonal or dense inverse mass matrix)."""
     from blackjax.mcmc.hmc import HMCState
@@ -100,7 +158,6 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
     def step(key, state, step_size, imm):
         z0, logp0, g0 = state.position, state.logdensity, state.logdensity_grad
         d = z0.shape[0]
-        dense = imm.ndim == 2
         dtype = z0.dtype
 
         def velocity(p):
@@ -125,22 +182,10 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
         bits = jax.random.bits(key, (d + 1,), jnp.uint64)
         seed = bits[d]
         extra = 2 ** max_tree_depth
-        unit = ((bits[:d] >> jnp.uint64(11)).astype(dtype) + 0.5) * (2.0 ** -53)  # in (0, 1)
-        noise = jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * unit - 1.0)
-        if dense:
-            p0 = jnp.linalg.cholesky(jnp.linalg.inv(imm)) @ noise
-        else:
-            p0 = noise / jnp.sqrt(imm)
+        p0 = _momentum(bits[:d], imm, dtype)
         h0 = -logp0 + kinetic(p0)
         s0 = pack(z0, p0, g0, logp0)
-
-        def leapfrog(s, eps):
-            z, p, g, _ = unpack(s)
-            p = p + 0.5 * eps * g
-            z = z + eps * velocity(p)
-            logp, g = value_and_grad(z)
-            p = p + 0.5 * eps * g
-            return pack(z, p, g, logp)
+        leapfrog = _leapfrog(value_and_grad, imm, d)
 
         def energy_of(s):
             return -s[3 * d] + kinetic(s[d:2 * d])

@@ -1,4 +1,4 @@
-"""NUTS (bayeshf.nuts), blackjax HMC / random-walk Metropolis on the posterior -> arviz.InferenceData.
+"""NUTS and HMC (bayeshf.nuts, or blackjax's), blackjax random-walk Metropolis on the posterior -> arviz.InferenceData.
 
 All chains and all steps (warm-up and draws) run in ONE compiled program: the
 kernel is vmapped over chains and ``lax.scan``-ned over a chunk of steps; the
@@ -30,10 +30,10 @@ from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
 
-SAMPLERS = ("nuts", "hmc", "mh", "blackjax-nuts")
+SAMPLERS = ("nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc")
 METRICS = ("diagonal", "dense")
 #: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997)
-TARGET_ACCEPTANCE = {"nuts": 0.8, "blackjax-nuts": 0.8, "hmc": 0.8, "mh": 0.234}
+TARGET_ACCEPTANCE = {"nuts": 0.8, "blackjax-nuts": 0.8, "hmc": 0.8, "blackjax-hmc": 0.8, "mh": 0.234}
 #: NUTS/HMC above this many free parameters, most of them interpolated systematics, target LARGE_MODEL_TARGET
 #: (docs/sampling.md: the ATLAS ttbar workspace, 131 free / 93 normsys-histosys parameters, diverges at
 #: 0.8 and 0.9 on its curved high-statistics ridges, at 0.95 in 2 of 4 seeds, at 0.98 in none of 5). Models of shapesys/staterror
@@ -286,10 +286,10 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
            prior_draws: int | None = None, compilation_cache: bool = True):
     """Sample the posterior of ``model``; returns an ``arviz.InferenceData``.
 
-    sampler: "nuts" (default; multinomial NUTS, bayeshf's kernel in
-    :mod:`bayeshf.nuts`), "blackjax-nuts" (blackjax's kernel of the same
-    algorithm: same distribution, other draws, slower on CPU), "hmc"
-    (blackjax, ``num_integration_steps`` leapfrog steps) or "mh" (blackjax
+    sampler: "nuts" (default; multinomial NUTS) or "hmc" (``num_integration_steps``
+    leapfrog steps), bayeshf's kernels in :mod:`bayeshf.nuts`;
+    "blackjax-nuts" / "blackjax-hmc" (blackjax's kernels of the same
+    algorithms: same distributions, other draws, slower on CPU); "mh" (blackjax
     random-walk Metropolis with an adapted Gaussian proposal).
     metric: "diagonal" or "dense" inverse mass matrix (MH: proposal covariance).
     priors: None (derived priors), a priors file path, or a dict (see

@@ -26,9 +26,9 @@ def register(subparsers) -> None:
     parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
     parser.add_argument("--warmup", type=int, default=1000, help="warm-up steps per chain (default 1000)")
     parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain (default 1000)")
-    parser.add_argument("--sampler", choices=["nuts", "hmc", "mh", "blackjax-nuts"], default="nuts",
-                        help="sampler (default nuts: bayeshf's NUTS kernel; blackjax-nuts: blackjax's kernel of the "
-                             "same algorithm, slower on CPU)")
+    parser.add_argument("--sampler", choices=["nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc"], default="nuts",
+                        help="sampler (default nuts; nuts and hmc are bayeshf's kernels, blackjax-nuts and "
+                             "blackjax-hmc blackjax's kernels of the same algorithms, slower on CPU)")
     parser.add_argument("--metric", choices=["auto", "diagonal", "dense"], default="auto",
                         help="inverse mass matrix adapted in warm-up (default auto = diagonal: chains already run on "
                         "coordinates whitened by the Laplace covariance at the mode, so correlations are taken care of)")
