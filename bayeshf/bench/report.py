@@ -282,6 +282,21 @@ def section_nbin(data: dict[str, Any], plots: Path, docs: Path) -> list[str]:
         path = plot_vs_bins(selected, plots / filename, f"{label} vs number of bins")
         if path:
             out += [f"![{label}]({_rel(path, docs)})", ""]
+    ess = [r for r in rows if r.get("suite") == "sampling" and r["metric"] == "ess_per_s"]
+    if ess:  # what the sampling target is stated in: ESS/s, and bayeshf's multiple of each peer's
+        sizes = sorted({r["n_bins"] for r in ess})
+        impls = _impls(ess)
+        index = _index(ess, "n_bins", "implementation")
+        peers = [i for i in impls if i != "bayeshf"]
+
+        def ratio(n: int, peer: str) -> str:
+            ours, theirs = index.get((n, "bayeshf")), index.get((n, peer))
+            return f"{ours['median'] / theirs['median']:.2f}x" if ours and theirs and theirs["median"] > 0 else "–"
+
+        body = [[str(n)] + [f"{index[(n, i)]['median']:.0f}" if (n, i) in index else "–" for i in impls]
+                + [ratio(n, p) for p in peers] for n in sizes]
+        out += ["**NUTS ESS/s (minimum bulk ESS over parameters / warm time; > 1x: bayeshf ahead)**", "",
+                _table(["n bins", *impls, *(f"bayeshf / {p}" for p in peers)], body), ""]
     return out
 
 
