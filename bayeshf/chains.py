@@ -59,12 +59,12 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
 
     if sampler in ("nuts", "hmc", "blackjax-nuts", "blackjax-hmc"):
         init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
-        if sampler == "nuts":  # bayeshf's lean kernel of the same algorithm (bayeshf.nuts)
-            from bayeshf.nuts import build_step
+        if sampler == "nuts":  # bayeshf's lean kernel of the same algorithm (bayeshf.kernels)
+            from bayeshf.kernels import build_step
 
             return init, build_step(logdensity_fn, max_tree_depth)
-        if sampler == "hmc":  # bayeshf's lean kernel of blackjax's static HMC (bayeshf.nuts)
-            from bayeshf.nuts import build_hmc_step
+        if sampler == "hmc":  # bayeshf's lean kernel of blackjax's static HMC (bayeshf.kernels)
+            from bayeshf.kernels import build_hmc_step
 
             return init, build_hmc_step(logdensity_fn, num_integration_steps)
         if sampler == "blackjax-nuts":
@@ -86,7 +86,11 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     from blackjax.mcmc import random_walk
 
     init = functools.partial(random_walk.init, logdensity_fn=logdensity_fn)
-    additive = random_walk.build_additive_step()
+    if sampler == "mh":  # bayeshf's lean kernel of blackjax's additive random walk (bayeshf.kernels)
+        from bayeshf.kernels import build_mh_step
+
+        return init, build_mh_step(logdensity_fn)
+    additive = random_walk.build_additive_step()  # blackjax-mh
 
     def step(key, state, step_size, imm):
         if dense:

@@ -1,4 +1,4 @@
-"""NUTS and HMC (bayeshf.nuts, or blackjax's), blackjax random-walk Metropolis on the posterior -> arviz.InferenceData.
+"""NUTS and HMC (bayeshf.kernels, or blackjax's), blackjax random-walk Metropolis on the posterior -> arviz.InferenceData.
 
 All chains and all steps (warm-up and draws) run in ONE compiled program: the
 kernel is vmapped over chains and ``lax.scan``-ned over a chunk of steps; the
@@ -30,10 +30,11 @@ from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
 
-SAMPLERS = ("nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc")
+SAMPLERS = ("nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc", "blackjax-mh")
 METRICS = ("diagonal", "dense")
 #: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997)
-TARGET_ACCEPTANCE = {"nuts": 0.8, "blackjax-nuts": 0.8, "hmc": 0.8, "blackjax-hmc": 0.8, "mh": 0.234}
+TARGET_ACCEPTANCE = {"nuts": 0.8, "blackjax-nuts": 0.8, "hmc": 0.8, "blackjax-hmc": 0.8, "mh": 0.234,
+                     "blackjax-mh": 0.234}
 #: NUTS/HMC above this many free parameters, most of them interpolated systematics, target LARGE_MODEL_TARGET
 #: (docs/sampling.md: the ATLAS ttbar workspace, 131 free / 93 normsys-histosys parameters, diverges at
 #: 0.8 and 0.9 on its curved high-statistics ridges, at 0.95 in 2 of 4 seeds, at 0.98 in none of 5). Models of shapesys/staterror
@@ -51,7 +52,7 @@ def interpolated_parameters(model) -> int:
 def default_target_acceptance(sampler: str, ndim: int, interpolated: int | None = None) -> float:
     """0.234 for MH; 0.8 for NUTS/HMC, LARGE_MODEL_TARGET (0.98) above LARGE_MODEL free parameters of which more than half
     are interpolated systematics (``interpolated``; None: not known, counts as all)."""
-    if sampler != "mh" and ndim > LARGE_MODEL and (interpolated is None or 2 * interpolated > ndim):
+    if not sampler.endswith("mh") and ndim > LARGE_MODEL and (interpolated is None or 2 * interpolated > ndim):
         return LARGE_MODEL_TARGET
     return TARGET_ACCEPTANCE[sampler]
 
@@ -170,7 +171,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     preconditioner = replicate((jnp.asarray(centre), jnp.asarray(factor)), devices)
     imm = np.ones(ndim) if not dense else np.eye(ndim)
     if step_size is None:
-        step_size = 2.38 / math.sqrt(ndim) if sampler == "mh" else (0.5 if covariance is not None else 0.1)
+        step_size = 2.38 / math.sqrt(ndim) if sampler.endswith("mh") else (0.5 if covariance is not None else 0.1)
     model = _replicated_model(posterior, devices)
     carry = start(model, preconditioner, jnp.asarray(positions), jnp.full(chains, float(step_size)),
                   jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
@@ -286,11 +287,11 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
            prior_draws: int | None = None, compilation_cache: bool = True):
     """Sample the posterior of ``model``; returns an ``arviz.InferenceData``.
 
-    sampler: "nuts" (default; multinomial NUTS) or "hmc" (``num_integration_steps``
-    leapfrog steps), bayeshf's kernels in :mod:`bayeshf.nuts`;
-    "blackjax-nuts" / "blackjax-hmc" (blackjax's kernels of the same
-    algorithms: same distributions, other draws, slower on CPU); "mh" (blackjax
-    random-walk Metropolis with an adapted Gaussian proposal).
+    sampler: "nuts" (default; multinomial NUTS), "hmc" (``num_integration_steps``
+    leapfrog steps) or "mh" (random-walk Metropolis with an adapted Gaussian
+    proposal), bayeshf's kernels in :mod:`bayeshf.kernels`; "blackjax-nuts",
+    "blackjax-hmc", "blackjax-mh": blackjax's kernels of the same algorithms
+    (same distributions, other draws, slower on CPU).
     metric: "diagonal" or "dense" inverse mass matrix (MH: proposal covariance).
     priors: None (derived priors), a priors file path, or a dict (see
     :func:`bayeshf.priors.build_priors`); ``shapesys`` picks the shapesys

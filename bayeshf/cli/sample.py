@@ -26,9 +26,10 @@ def register(subparsers) -> None:
     parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
     parser.add_argument("--warmup", type=int, default=1000, help="warm-up steps per chain (default 1000)")
     parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain (default 1000)")
-    parser.add_argument("--sampler", choices=["nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc"], default="nuts",
-                        help="sampler (default nuts; nuts and hmc are bayeshf's kernels, blackjax-nuts and "
-                             "blackjax-hmc blackjax's kernels of the same algorithms, slower on CPU)")
+    parser.add_argument("--sampler", choices=["nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc", "blackjax-mh"],
+                        default="nuts",
+                        help="sampler (default nuts; nuts, hmc and mh are bayeshf's kernels, blackjax-* "
+                             "blackjax's kernels of the same algorithms, slower on CPU)")
     parser.add_argument("--metric", choices=["auto", "diagonal", "dense"], default="auto",
                         help="inverse mass matrix adapted in warm-up (default auto = diagonal: chains already run on "
                         "coordinates whitened by the Laplace covariance at the mode, so correlations are taken care of)")
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             from bayeshf import julia
 
             steps = args.draws
-            idata = julia.sample(model, likelihood=args.likelihood, sampler="hmc" if args.sampler != "mh" else "mh",
+            idata = julia.sample(model, likelihood=args.likelihood, sampler="mh" if args.sampler.endswith("mh") else "hmc",
                                  chains=args.chains, steps=steps, seed=args.seed, priors=args.priors)
         else:
             from bayeshf.sampling import sample

@@ -1,4 +1,4 @@
-"""bayeshf's NUTS kernel (bayeshf.nuts): its parts against blackjax's, its draws against known distributions."""
+"""bayeshf's sampling kernels (bayeshf.kernels): its parts against blackjax's, its draws against known distributions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 import bayeshf
-from bayeshf import nuts, sampling
+from bayeshf import kernels as nuts, sampling
 from bayeshf.generators import nbin_workspace
 
 
@@ -238,3 +238,55 @@ def test_hmc_and_blackjax_hmc_sample_the_same_posterior():
     for idata in runs.values():  # static HMC mixes slower than NUTS: converged, not necessarily to 1.01
         assert float(az.rhat(idata).to_array().max()) < 1.05
         assert "tree_depth" not in idata.sample_stats
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_mh_kernel_samples_a_correlated_gaussian(dense):
+    import blackjax
+
+    mu = jnp.asarray([1.0, -2.0, 0.5])
+    cov = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, 0.2], [0.1, 0.2, 0.25]])
+    prec = jnp.asarray(np.linalg.inv(cov))
+
+    def logdensity(x):
+        r = x - mu
+        return -0.5 * r @ prec @ r
+
+    imm = jnp.asarray(np.diag(cov) if not dense else cov)
+    step = nuts.build_mh_step(logdensity)
+
+    def one_chain(key):
+        def body(s, k):
+            s, info = step(k, s, 1.2, imm)
+            return s, (s.position, info[0])
+
+        return jax.lax.scan(body, blackjax.mcmc.random_walk.init(mu, logdensity), jax.random.split(key, 20000))[1]
+
+    draws, p_accept = jax.jit(jax.vmap(one_chain))(jax.random.split(jax.random.key(5), 4))
+    x = np.asarray(draws)[:, 1000:]
+    assert 0.1 < float(np.mean(p_accept)) < 0.9
+    import arviz as az
+
+    ess = az.ess(az.convert_to_dataset(x)).to_array().values.min()
+    assert ess > 500
+    flat = x.reshape(-1, 3)
+    np.testing.assert_array_less(np.abs(flat.mean(0) - np.asarray(mu)), 5 * np.sqrt(np.diag(cov) / ess))
+    np.testing.assert_allclose(np.diag(np.cov(flat.T)), np.diag(cov), rtol=6 * np.sqrt(2 / ess))
+
+
+def test_mh_and_blackjax_mh_sample_the_same_posterior():
+    model = bayeshf.load(nbin_workspace(2))
+    runs = {name: sampling.sample(model, sampler=name, chains=4, warmup=1000, draws=6000, seed=4, progress=False,
+                                  prior_draws=0)
+            for name in ("mh", "blackjax-mh")}
+    import arviz as az
+
+    for name in runs["mh"].posterior.data_vars:
+        a, b = (runs[k].posterior[name] for k in runs)
+        se = np.hypot(az.mcse(runs["mh"], var_names=[name])[name].values,
+                      az.mcse(runs["blackjax-mh"], var_names=[name])[name].values)
+        diff = a.mean(("chain", "draw")).values - b.mean(("chain", "draw")).values
+        assert np.all(np.abs(diff) < 5 * se), (name, diff, se)
+        np.testing.assert_allclose(a.std(("chain", "draw")).values, b.std(("chain", "draw")).values, rtol=0.1)
+    accept = {k: float(v.sample_stats["acceptance_rate"].mean()) for k, v in runs.items()}
+    assert abs(accept["mh"] - accept["blackjax-mh"]) < 0.05  # same adaptation target, same proposal family

@@ -1,6 +1,11 @@
-"""A lean multinomial NUTS transition for small and mid-sized models on CPU.
+"""bayeshf's sampling kernels, lean on CPU: NUTS (the default), static HMC and random-walk Metropolis.
 
-Same algorithm as blackjax's NUTS (``blackjax.mcmc.nuts``, after numpyro's
+Each implements the algorithm of the blackjax kernel of the same name
+(``blackjax.mcmc.nuts``, ``blackjax.mcmc.hmc``, ``blackjax.mcmc.random_walk``),
+which stays available in :mod:`bayeshf.chains` as ``blackjax-nuts``,
+``blackjax-hmc`` and ``blackjax-mh``.
+
+NUTS: same algorithm as blackjax's NUTS (``blackjax.mcmc.nuts``, after numpyro's
 iterative NUTS): a trajectory doubled in a random direction until it makes a
 U-turn or reaches ``max_tree_depth`` doublings; within a doubling the proposal
 is sampled progressively and uniformly in proportion to exp(-H); across
@@ -18,12 +23,16 @@ of this package the gradient itself costs about 1 us, so bookkeeping dominated:
 10 us per leapfrog step with blackjax on the 10-bin thesis model. Here one
 state is one flat array ``[z, p, grad, logdensity]`` (an edge or proposal
 update is one select), the checkpoint U-turn test is one vectorised
-expression over all checkpoints, and the uniforms of a doubling come from one
-key. See docs/sampling.md for the measurements.
+expression over all checkpoints, and the per-step uniforms come from a
+SplitMix64 stream seeded by the transition's one threefry call. HMC and MH
+likewise draw all their randomness from one threefry call per transition
+(a key split and a normal draw each cost a small while loop on CPU). See
+docs/sampling.md for the measurements.
 
 The interface matches the kernels in :mod:`bayeshf.chains`:
 ``step(key, state, step_size, inverse_mass_matrix) -> (state, (acceptance,
-divergent, energy, n_steps, depth))`` with blackjax's ``HMCState``.
+divergent, energy, n_steps, depth))`` with blackjax's ``HMCState`` (NUTS,
+HMC) or ``RWState`` (MH).
 """
 
 from __future__ import annotations
@@ -111,6 +120,31 @@ def _leapfrog(value_and_grad, imm, d):
         return jnp.concatenate([z, p, g, logp[None]])
 
     return leapfrog
+
+
+def build_mh_step(logdensity_fn: Callable) -> Callable:
+    """Random-walk Metropolis (blackjax's additive random walk with a Gaussian proposal):
+    ``z' = z + step_size * chol(imm) @ N(0, I)`` (diagonal: ``sqrt(imm) * N(0, I)``), accepted with
+    probability min(1, p(z') / p(z)). One threefry call per transition; energy is -log p of the state kept."""
+    from blackjax.mcmc.random_walk import RWState
+
+    def step(key, state, step_size, imm):
+        z0, logp0 = state.position, state.logdensity
+        d, dtype = z0.shape[0], z0.dtype
+        bits = jax.random.bits(key, (d + 1,), jnp.uint64)
+        unit = ((bits[:d] >> jnp.uint64(11)).astype(dtype) + 0.5) * (2.0 ** -53)
+        noise = jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * unit - 1.0)
+        scaled = jnp.linalg.cholesky(imm) @ noise if imm.ndim == 2 else jnp.sqrt(imm) * noise
+        z1 = z0 + step_size * scaled
+        logp1 = logdensity_fn(z1)
+        delta = logp1 - logp0
+        delta = jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+        p_accept = jnp.minimum(jnp.exp(delta), 1.0)
+        accept = ((bits[d] >> jnp.uint64(11)).astype(dtype) * (2.0 ** -53)) < p_accept
+        new = RWState(jnp.where(accept, z1, z0), jnp.where(accept, logp1, logp0))
+        return new, (p_accept, jnp.asarray(False), -new.logdensity, jnp.asarray(1), jnp.asarray(0))
+
+    return step
 
 
 def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Callable:
