@@ -83,7 +83,7 @@ def enable_compilation_cache(path: str | Path | None = None) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(directory))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     except Exception:  # pragma: no cover - read-only home etc.
         pass
 
@@ -223,6 +223,16 @@ def auto_chunk(total_steps: int) -> int:
     return chunk
 
 
+def _import_arviz_in_background() -> None:
+    """Start importing ArviZ (1.5 s: xarray, matplotlib) on a thread while the chains compile and run;
+    the InferenceData step at the end then finds it imported (the import lock makes it wait if not)."""
+    import sys
+    import threading
+
+    if "arviz" not in sys.modules:
+        threading.Thread(target=__import__, args=("arviz",), name="bayeshf-import-arviz", daemon=True).start()
+
+
 def _replicated_model(posterior: Posterior, devices: tuple):
     """The posterior's model on every device of ``devices``, copied once per posterior (not per run)."""
     if len(devices) <= 1:
@@ -307,6 +317,7 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
     """
     from bayeshf.idata import to_inference_data
 
+    _import_arviz_in_background()
     if compilation_cache:
         enable_compilation_cache()
     posterior = posterior_for(model, priors, shapesys=shapesys)
