@@ -130,7 +130,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     after another (``lax.map``, the default) rather than batched (``vmap``): a batched NUTS
     ``while_loop`` selects every state element on every leapfrog step and waits for the longest tree,
     which on CPU costs more than it saves (sbottom RegionA: 0.54 s vs 0.90 s; n-bin 100: 1.5 s vs 2.6 s).
-    ``chunk_size``: steps per call of the compiled program (None: :func:`auto_chunk`, at most 32 calls);
+    ``chunk_size``: steps per call of the compiled program (None: :func:`auto_chunk`, at most 10 calls);
     the draws do not depend on it.
     """
     if sampler not in SAMPLERS:
@@ -210,13 +210,15 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
 
 #: steps per call of the chunk program: 100 x 2**k, the smallest giving at most MAX_CHUNKS calls
 CHUNK = 100
-MAX_CHUNKS = 32
+MAX_CHUNKS = 10
 
 
 def auto_chunk(total_steps: int) -> int:
-    """Steps per chunk for a run of ``total_steps``: each call of the chunk program costs about 1 ms
-    on top of its steps (arguments, the records' copy to the host), which for small models was a
-    third of a 10,000-step run at 100 steps per chunk; powers of two keep the compiled variants few."""
+    """Steps per chunk for a run of ``total_steps``: each call of the chunk program costs 1-2 ms on
+    top of its steps when the chains are split over 2 devices (0.25 ms on one: the per-device handling
+    of some 50 argument arrays), which for small models was a third of a 10,000-step run at 100 steps
+    per chunk; at most 10 calls (the progress bar moves 10 times); powers of two keep the compiled
+    variants few."""
     chunk = CHUNK
     while math.ceil(total_steps / chunk) > MAX_CHUNKS:
         chunk *= 2
