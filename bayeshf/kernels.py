@@ -57,8 +57,7 @@ def _uniform(seed, counter):
     x = seed + (jnp.asarray(counter).astype(jnp.uint64) + jnp.uint64(1)) * jnp.uint64(_GOLDEN)
     x = (x ^ (x >> jnp.uint64(30))) * jnp.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> jnp.uint64(27))) * jnp.uint64(0x94D049BB133111EB)
-    x = x ^ (x >> jnp.uint64(31))
-    return (x >> jnp.uint64(11)).astype(jnp.float64) * (2.0 ** -53)
+    return _unit(x ^ (x >> jnp.uint64(31)), jnp.float64)
 
 
 def _velocity(imm, p):
@@ -99,13 +98,38 @@ def checkpoint_turning(ckpt, i, p_new, p_sum, imm):
     return jnp.any(turn_each & (index >= idx_min) & (index <= idx_max) & (index < n_ckpt))
 
 
+def _unit(bits, dtype):
+    """Uniforms in [0, 1) from random 64-bit words (their top 53 bits)."""
+    return (bits >> jnp.uint64(11)).astype(dtype) * (2.0 ** -53)
+
+
+def _normal(bits, dtype):
+    """Standard normals from random 64-bit words (inverse normal CDF of a uniform in (0, 1), as
+    jax.random.normal does)."""
+    unit = ((bits >> jnp.uint64(11)).astype(dtype) + 0.5) * (2.0 ** -53)  # the midpoints: in (0, 1)
+    return jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * unit - 1.0)
+
+
 def _momentum(bits, imm, dtype):
-    """p ~ N(0, M), M = imm^-1, from d random 64-bit words (inverse normal CDF, as jax.random.normal)."""
-    unit = ((bits >> jnp.uint64(11)).astype(dtype) + 0.5) * (2.0 ** -53)  # in (0, 1)
-    noise = jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * unit - 1.0)
+    """p ~ N(0, M), M = imm^-1, from d random 64-bit words."""
+    noise = _normal(bits, dtype)
     if imm.ndim == 2:
         return jnp.linalg.cholesky(jnp.linalg.inv(imm)) @ noise
     return noise / jnp.sqrt(imm)
+
+
+def _kinetic(imm, p):
+    return 0.5 * jnp.sum(p * _velocity(imm, p))
+
+
+def _log_ratio(delta):
+    """An energy or log-density difference with NaN (an undefined end point) as -inf: never accepted."""
+    return jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+
+
+def _pack(z, p, g, logp):
+    """One trajectory point as one array ``[z, p, grad, logdensity]``."""
+    return jnp.concatenate([z, p, g, logp[None]])
 
 
 def _leapfrog(value_and_grad, imm, d):
@@ -117,7 +141,7 @@ def _leapfrog(value_and_grad, imm, d):
         z = z + eps * _velocity(imm, p)
         logp, g = value_and_grad(z)
         p = p + 0.5 * eps * g
-        return jnp.concatenate([z, p, g, logp[None]])
+        return _pack(z, p, g, logp)
 
     return leapfrog
 
@@ -132,15 +156,12 @@ def build_mh_step(logdensity_fn: Callable) -> Callable:
         z0, logp0 = state.position, state.logdensity
         d, dtype = z0.shape[0], z0.dtype
         bits = jax.random.bits(key, (d + 1,), jnp.uint64)
-        unit = ((bits[:d] >> jnp.uint64(11)).astype(dtype) + 0.5) * (2.0 ** -53)
-        noise = jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * unit - 1.0)
+        noise = _normal(bits[:d], dtype)
         scaled = jnp.linalg.cholesky(imm) @ noise if imm.ndim == 2 else jnp.sqrt(imm) * noise
         z1 = z0 + step_size * scaled
         logp1 = logdensity_fn(z1)
-        delta = logp1 - logp0
-        delta = jnp.where(jnp.isnan(delta), -jnp.inf, delta)
-        p_accept = jnp.minimum(jnp.exp(delta), 1.0)
-        accept = ((bits[d] >> jnp.uint64(11)).astype(dtype) * (2.0 ** -53)) < p_accept
+        p_accept = jnp.minimum(jnp.exp(_log_ratio(logp1 - logp0)), 1.0)
+        accept = _unit(bits[d], dtype) < p_accept
         new = RWState(jnp.where(accept, z1, z0), jnp.where(accept, logp1, logp0))
         return new, (p_accept, jnp.asarray(False), -new.logdensity, jnp.asarray(1), jnp.asarray(0))
 
@@ -164,16 +185,13 @@ def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Calla
         d, dtype = z0.shape[0], z0.dtype
         bits = jax.random.bits(key, (d + 1,), jnp.uint64)
         p0 = _momentum(bits[:d], imm, dtype)
-        h0 = -logp0 + 0.5 * jnp.sum(p0 * _velocity(imm, p0))
+        h0 = -logp0 + _kinetic(imm, p0)
         leapfrog = _leapfrog(value_and_grad, imm, d)
-        end = jax.lax.fori_loop(0, n_steps, lambda _, s: leapfrog(s, step_size),
-                                jnp.concatenate([z0, p0, g0, logp0[None]]))
-        p1 = end[d:2 * d]
-        h1 = -end[3 * d] + 0.5 * jnp.sum(p1 * _velocity(imm, p1))
-        delta = h0 - h1
-        delta = jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+        end = jax.lax.fori_loop(0, n_steps, lambda _, s: leapfrog(s, step_size), _pack(z0, p0, g0, logp0))
+        h1 = -end[3 * d] + _kinetic(imm, end[d:2 * d])
+        delta = _log_ratio(h0 - h1)
         p_accept = jnp.minimum(jnp.exp(delta), 1.0)
-        accept = ((bits[d] >> jnp.uint64(11)).astype(dtype) * (2.0 ** -53)) < p_accept
+        accept = _unit(bits[d], dtype) < p_accept
         new = HMCState(jnp.where(accept, end[:d], z0), jnp.where(accept, end[3 * d], logp0),
                        jnp.where(accept, end[2 * d:3 * d], g0))
         return new, (p_accept, -delta > DIVERGENCE_THRESHOLD, jnp.where(accept, h1, h0),
@@ -194,22 +212,10 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
         d = z0.shape[0]
         dtype = z0.dtype
 
-        def velocity(p):
-            return _velocity(imm, p)
-
-        def kinetic(p):
-            return 0.5 * jnp.sum(p * velocity(p))
-
         def is_turning(p_left, p_right, p_sum):
             # blackjax's gaussian_euclidean criterion: rho = p_sum - (p_left + p_right) / 2
             rho = p_sum - 0.5 * (p_left + p_right)
-            return (jnp.sum(velocity(p_left) * rho) <= 0) | (jnp.sum(velocity(p_right) * rho) <= 0)
-
-        def pack(z, p, g, logp):
-            return jnp.concatenate([z, p, g, logp[None]])
-
-        def unpack(s):
-            return s[:d], s[d:2 * d], s[2 * d:3 * d], s[3 * d]
+            return (jnp.sum(_velocity(imm, p_left) * rho) <= 0) | (jnp.sum(_velocity(imm, p_right) * rho) <= 0)
 
         # one threefry call per transition (each is a small while loop on CPU): d uniforms for the
         # momentum (inverse normal CDF, as jax.random.normal does) and the seed of the trajectory's stream
@@ -217,17 +223,15 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
         seed = bits[d]
         extra = 2 ** max_tree_depth
         p0 = _momentum(bits[:d], imm, dtype)
-        h0 = -logp0 + kinetic(p0)
-        s0 = pack(z0, p0, g0, logp0)
+        h0 = -logp0 + _kinetic(imm, p0)
+        s0 = _pack(z0, p0, g0, logp0)
         leapfrog = _leapfrog(value_and_grad, imm, d)
 
         def energy_of(s):
-            return -s[3 * d] + kinetic(s[d:2 * d])
+            return -s[3 * d] + _kinetic(imm, s[d:2 * d])
 
         def weight_of(s):
-            # log weight relative to the initial energy; NaN energies weigh nothing
-            delta = h0 - energy_of(s)
-            return jnp.where(jnp.isnan(delta), -jnp.inf, delta)
+            return _log_ratio(h0 - energy_of(s))  # log weight relative to the initial energy
 
         def subtree(start, eps, n_steps, base):
             """Integrate up to ``n_steps`` from ``start``; stop at a U-turn or a divergence.
@@ -291,8 +295,7 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
         carry = (jnp.asarray(0), s0, s0, p0, s0, jnp.asarray(0.0, dtype), jnp.asarray(-jnp.inf, dtype),
                  jnp.asarray(0), jnp.asarray(False), jnp.asarray(False))
         depth, _, _, _, prop, _, log_acc, n_states, diverging, _ = jax.lax.while_loop(cond, body, carry)
-        z, _, g, logp = unpack(prop)
         acceptance = jnp.exp(log_acc) / jnp.maximum(n_states, 1)
-        return HMCState(z, logp, g), (acceptance, diverging, energy_of(prop), n_states, depth)
+        return HMCState(prop[:d], prop[3 * d], prop[2 * d:3 * d]), (acceptance, diverging, energy_of(prop), n_states, depth)
 
     return step
