@@ -52,22 +52,33 @@ class StepStats(NamedTuple):
 # --------------------------------------------------------------------------- kernels
 
 
+#: the algorithms; each runs on bayeshf's kernel (bayeshf.kernels) or, as "blackjax-<name>", on blackjax's
+ALGORITHMS = ("nuts", "hmc", "mh")
+SAMPLERS = ALGORITHMS + tuple(f"blackjax-{name}" for name in ALGORITHMS)
+
+
+def algorithm(sampler: str) -> str:
+    """The algorithm a sampler name runs ("blackjax-nuts" -> "nuts")."""
+    return sampler.removeprefix("blackjax-")
+
+
 def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,
             dense: bool) -> tuple[Callable, Callable]:
     """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
     import blackjax
 
-    if sampler in ("nuts", "hmc", "blackjax-nuts", "blackjax-hmc"):
+    name = algorithm(sampler)
+    if name in ("nuts", "hmc"):
         init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
-        if sampler == "nuts":  # bayeshf's lean kernel of the same algorithm (bayeshf.kernels)
+        if sampler == "nuts":  # bayeshf's kernels of blackjax's algorithms (bayeshf.kernels)
             from bayeshf.kernels import build_step
 
             return init, build_step(logdensity_fn, max_tree_depth)
-        if sampler == "hmc":  # bayeshf's lean kernel of blackjax's static HMC (bayeshf.kernels)
+        if sampler == "hmc":
             from bayeshf.kernels import build_hmc_step
 
             return init, build_hmc_step(logdensity_fn, num_integration_steps)
-        if sampler == "blackjax-nuts":
+        if name == "nuts":  # blackjax-nuts
             nuts = blackjax.mcmc.nuts.build_kernel()
 
             def step(key, state, step_size, imm):
@@ -86,7 +97,7 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     from blackjax.mcmc import random_walk
 
     init = functools.partial(random_walk.init, logdensity_fn=logdensity_fn)
-    if sampler == "mh":  # bayeshf's lean kernel of blackjax's additive random walk (bayeshf.kernels)
+    if sampler == "mh":
         from bayeshf.kernels import build_mh_step
 
         return init, build_mh_step(logdensity_fn)

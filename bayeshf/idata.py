@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeshf import __version__
+from bayeshf.chains import algorithm
 
 
 def _set_arrays(model, theta: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, Any]]:
@@ -137,7 +138,7 @@ def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any],
         "lp": stats.lp, "diverging": stats.diverging.astype(bool), "acceptance_rate": stats.acceptance_rate,
         "energy": stats.energy, "n_steps": stats.n_steps.astype(np.int64), "step_size": stats.step_size,
     }
-    if settings.get("sampler") in ("nuts", "blackjax-nuts"):
+    if algorithm(settings.get("sampler", "")) == "nuts":
         sample_stats["tree_depth"] = stats.tree_depth.astype(np.int64)
     attrs = dict(settings)
     attrs.update(interrupted=bool(raw.interrupted), draws_done=int(raw.draws_done))

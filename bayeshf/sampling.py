@@ -24,17 +24,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayeshf.chains import StepFlags, StepStats, _program, _schedule, replicate
+from bayeshf.chains import SAMPLERS, StepFlags, StepStats, _program, _schedule, algorithm, replicate
 from bayeshf.devices import chain_devices
 from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
 
-SAMPLERS = ("nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc", "blackjax-mh")
 METRICS = ("diagonal", "dense")
 #: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997)
-TARGET_ACCEPTANCE = {"nuts": 0.8, "blackjax-nuts": 0.8, "hmc": 0.8, "blackjax-hmc": 0.8, "mh": 0.234,
-                     "blackjax-mh": 0.234}
+TARGET_ACCEPTANCE = {sampler: 0.234 if algorithm(sampler) == "mh" else 0.8 for sampler in SAMPLERS}
 #: NUTS/HMC above this many free parameters, most of them interpolated systematics, target LARGE_MODEL_TARGET
 #: (docs/sampling.md: the ATLAS ttbar workspace, 131 free / 93 normsys-histosys parameters, diverges at
 #: 0.8 and 0.9 on its curved high-statistics ridges, at 0.95 in 2 of 4 seeds, at 0.98 in none of 5). Models of shapesys/staterror
@@ -52,7 +50,7 @@ def interpolated_parameters(model) -> int:
 def default_target_acceptance(sampler: str, ndim: int, interpolated: int | None = None) -> float:
     """0.234 for MH; 0.8 for NUTS/HMC, LARGE_MODEL_TARGET (0.98) above LARGE_MODEL free parameters of which more than half
     are interpolated systematics (``interpolated``; None: not known, counts as all)."""
-    if not sampler.endswith("mh") and ndim > LARGE_MODEL and (interpolated is None or 2 * interpolated > ndim):
+    if algorithm(sampler) != "mh" and ndim > LARGE_MODEL and (interpolated is None or 2 * interpolated > ndim):
         return LARGE_MODEL_TARGET
     return TARGET_ACCEPTANCE[sampler]
 
@@ -171,7 +169,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     preconditioner = replicate((jnp.asarray(centre), jnp.asarray(factor)), devices)
     imm = np.ones(ndim) if not dense else np.eye(ndim)
     if step_size is None:
-        step_size = 2.38 / math.sqrt(ndim) if sampler.endswith("mh") else (0.5 if covariance is not None else 0.1)
+        step_size = 2.38 / math.sqrt(ndim) if algorithm(sampler) == "mh" else (0.5 if covariance is not None else 0.1)
     model = _replicated_model(posterior, devices)
     carry = start(model, preconditioner, jnp.asarray(positions), jnp.full(chains, float(step_size)),
                   jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))

@@ -7,6 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from bayeshf.chains import SAMPLERS, algorithm
 from bayeshf.cli.common import add_workspace_arguments, model_from_args
 from bayeshf.errors import BayeshfError
 
@@ -14,7 +15,7 @@ from bayeshf.errors import BayeshfError
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample",
-        help="sample the posterior (blackjax NUTS by default) and write posterior.nc, summary and plots",
+        help="sample the posterior (NUTS by default) and write posterior.nc, summary and plots",
         description="Sample the posterior of a workspace with the derived priors (or --priors) and write "
         "DIR/posterior.nc (ArviZ InferenceData), DIR/summary.json, DIR/corner.png and DIR/ppc.png; "
         "print a summary table with convergence warnings.",
@@ -26,8 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
     parser.add_argument("--warmup", type=int, default=1000, help="warm-up steps per chain (default 1000)")
     parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain (default 1000)")
-    parser.add_argument("--sampler", choices=["nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc", "blackjax-mh"],
-                        default="nuts",
+    parser.add_argument("--sampler", choices=SAMPLERS, default="nuts",
                         help="sampler (default nuts; nuts, hmc and mh are bayeshf's kernels, blackjax-* "
                              "blackjax's kernels of the same algorithms, slower on CPU)")
     parser.add_argument("--metric", choices=["auto", "diagonal", "dense"], default="auto",
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             from bayeshf import julia
 
             steps = args.draws
-            idata = julia.sample(model, likelihood=args.likelihood, sampler="mh" if args.sampler.endswith("mh") else "hmc",
+            idata = julia.sample(model, likelihood=args.likelihood, sampler="mh" if algorithm(args.sampler) == "mh" else "hmc",
                                  chains=args.chains, steps=steps, seed=args.seed, priors=args.priors)
         else:
             from bayeshf.sampling import sample
