@@ -254,6 +254,27 @@ _log_constraint_jit = _jit(_log_constraint)
 _logpdf_jit = _jit(_logpdf)
 
 
+def _host_value_and_grad(model: "HistFactoryModel", *, own_data: bool):
+    """The jitted ``pars[, observed, auxdata] -> [logpdf, gradient...]`` of ``model``, its arrays as constants.
+
+    ``own_data``: the model's observed and auxiliary data are constants too
+    (one argument per call instead of three: about 2.5 us less on a small model).
+    """
+    arrays, static = model.arrays, model._static
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in arrays):
+        raise BayeshfError("HistFactoryModel.value_and_grad runs on the host; inside traced code use "
+                           "jax.value_and_grad(model.logpdf).")
+    gradient = jax.value_and_grad(_logpdf, argnums=2)
+
+    def packed(pars, observed, auxdata):
+        value, grad = gradient(arrays, static, pars, observed, auxdata)
+        return jnp.concatenate([value[None], grad])
+
+    if own_data:
+        return jax.jit(lambda pars: packed(pars, arrays.observed, arrays.auxdata))
+    return jax.jit(packed)
+
+
 def _as_pars(pars):
     return jnp.asarray(pars, dtype=jnp.float64)
 
@@ -270,6 +291,10 @@ class HistFactoryModel:
         self.arrays = arrays
         self._static = static
         self._meta = meta
+        # value_and_grad's compiled programs, built on first use: with the model's own data as
+        # constants, and with the data as arguments (the latter shared by with_data copies)
+        self._host_own_data = None
+        self._host = None
 
     # -- pytree protocol -----------------------------------------------------------------
     def tree_flatten(self):
@@ -330,7 +355,10 @@ class HistFactoryModel:
             if auxdata.shape != self.arrays.auxdata.shape:
                 raise BayeshfError(f"auxdata has shape {auxdata.shape}, the model has {self.nauxdata}.")
             arrays = arrays._replace(auxdata=auxdata)
-        return HistFactoryModel(arrays, self._static, self._meta)
+        model = HistFactoryModel(arrays, self._static, self._meta)
+        model._host = self._host
+        model._host_own_data = False  # its data are arguments of the shared program
+        return model
 
     # -- static description ----------------------------------------------------------------
     @property
@@ -497,6 +525,31 @@ class HistFactoryModel:
 
     def twice_nll(self, pars, data=None):
         return -2.0 * self.logpdf(pars, data)
+
+    # -- host evaluation -------------------------------------------------------------------
+    def value_and_grad(self, pars, data=None) -> tuple[float, np.ndarray]:
+        """``logpdf`` and its gradient as a float and a NumPy array: the fast path for host loops.
+
+        For optimisers (scipy, iminuit) and anything else that calls the
+        log-density from Python: one compiled program per model, the model's
+        arrays held in it as constants and value and gradient returned packed
+        in one array (every argument and output of a compiled call costs
+        dispatch time, which dominates for models of a few hundred bins).
+        ``data`` as in :meth:`logpdf`. Inside traced code use
+        ``jax.value_and_grad(model.logpdf)``: the same numbers.
+        """
+        if type(pars) is not np.ndarray or pars.dtype != np.float64:
+            pars = np.asarray(pars, dtype=np.float64)
+        if data is None and self._host_own_data is not False:
+            if self._host_own_data is None:
+                self._host_own_data = _host_value_and_grad(self, own_data=True)
+            packed = np.asarray(self._host_own_data(pars))
+        else:
+            if self._host is None:
+                self._host = _host_value_and_grad(self, own_data=False)
+            observed, auxdata = (self.arrays.observed, self.arrays.auxdata) if data is None else self._split(data)
+            packed = np.asarray(self._host(pars, observed, auxdata))
+        return float(packed[0]), packed[1:]
 
 
 class _Frozen:

@@ -74,8 +74,12 @@ def test_gradient_matches_pyhf_jax(case):
         grad_ours = jax.jit(jax.grad(model.logpdf))
         grad_pyhf = jax.jit(jax.grad(lambda p: reference.logpdf(p, data)[0]))
         for pars in parameter_points(model, 2, seed=7):
-            pars = jnp.asarray(pars)
-            np.testing.assert_allclose(grad_ours(pars), grad_pyhf(pars), rtol=1e-8, atol=1e-10)
+            expected = grad_pyhf(jnp.asarray(pars))
+            np.testing.assert_allclose(grad_ours(jnp.asarray(pars)), expected, rtol=1e-8, atol=1e-10)
+            value, grad = model.value_and_grad(pars)  # the host API: NumPy in, float + NumPy out
+            assert isinstance(value, float) and isinstance(grad, np.ndarray)
+            np.testing.assert_allclose(value, float(reference.logpdf(pars, data)[0]), rtol=1e-10)  # NaN == NaN
+            np.testing.assert_allclose(grad, expected, rtol=1e-8, atol=1e-10)
     finally:
         import pyhf
 
@@ -101,6 +105,31 @@ def test_with_data_and_vmap():
     np.testing.assert_array_equal(other.observed, model.observed + 3.0)
     # main-only data in logpdf equals with_data
     assert float(model.logpdf(model.init, model.observed + 3.0)) == pytest.approx(float(other.logpdf(model.init)))
+
+
+def test_host_value_and_grad_with_other_data():
+    model = bayeshf.load(data_path("thesis/2_bin_corr.json"))
+    pars = list(model.init * 1.05)  # a list is accepted
+    reference = jax.value_and_grad(model.logpdf)
+    value, grad = model.value_and_grad(pars)
+    assert value == pytest.approx(float(reference(jnp.asarray(pars))[0]), rel=1e-14)
+    shifted = model.observed + 2.0
+    other = model.with_data(shifted, model.auxdata * 1.1)
+    for got, (want_value, want_grad) in (
+        (model.value_and_grad(pars, shifted), reference(jnp.asarray(pars), shifted)),
+        (model.value_and_grad(pars, other.data), reference(jnp.asarray(pars), other.data)),
+        (other.value_and_grad(pars), jax.value_and_grad(other.logpdf)(jnp.asarray(pars))),
+    ):
+        assert got[0] == pytest.approx(float(want_value), rel=1e-14)
+        np.testing.assert_allclose(got[1], want_grad, rtol=1e-12)
+    assert other.value_and_grad(pars)[0] != pytest.approx(value)  # with_data copies use their own data
+    assert model.value_and_grad(pars)[0] == value
+
+
+def test_host_value_and_grad_refuses_tracers():
+    model = bayeshf.load(data_path("thesis/4_bin.json"))
+    with pytest.raises(bayeshf.BayeshfError, match="inside traced code"):
+        jax.jit(lambda m: m.value_and_grad(np.asarray(m.init))[1])(model)
 
 
 def test_model_is_a_pytree_usable_inside_jit():

@@ -1,6 +1,9 @@
 """Suite ``logdensity``: time per call of value, value+gradient and Hessian-vector product.
 
-Per-call times are one blocking call from Python; ``value_and_grad_in_jit`` is
+Per-call times are one blocking call from Python; ``value_and_grad_host`` is
+one call from NumPy to a float and a NumPy gradient, as an optimiser on the host
+makes it (bayeshf: ``HistFactoryModel.value_and_grad``; JAX peers: their jitted
+value-and-grad plus the conversions); ``value_and_grad_in_jit`` is
 the time per evaluation inside one compiled loop (JAX implementations only);
 :mod:`bayeshf.bench.peers` says what each holds. Every implementation is evaluated at the same point (pyhf's inits moved at
 random inside the bounds, matched by parameter name), after its first call
@@ -16,7 +19,7 @@ from bayeshf.bench.harness import Recorder, time_interleaved
 from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS, Unavailable, reference_point
 from bayeshf.bench.progress import progress
 
-METRICS = ("value", "value_and_grad", "hvp", "value_and_grad_in_jit")
+METRICS = ("value", "value_and_grad", "value_and_grad_host", "hvp", "value_and_grad_in_jit")
 
 
 def per_evaluation(summary: dict[str, Any], evaluations: int) -> dict[str, Any]:

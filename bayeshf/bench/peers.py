@@ -54,6 +54,7 @@ class Prepared:
     logpdf: float = float("nan")  # at the point, to check that the implementations agree
     notes: dict[str, str] = field(default_factory=dict)  # metric -> why it is missing
     value_and_grad_in_jit: Callable[[], Any] | None = None  # `evaluations` chained evaluations in one jitted loop
+    value_and_grad_host: Callable[[], Any] | None = None  # NumPy point in, (float, NumPy gradient) out
     evaluations: int = 1  # evaluations per call of the *_in_jit thunks
 
 
@@ -128,6 +129,14 @@ def _jax_thunks(logpdf: Callable, state: Any, x: Any, v: Any, prepared: Prepared
     prepared.value = lambda: jax.block_until_ready(value(*head, x))
     prepared.value_and_grad = lambda: jax.block_until_ready(value_and_grad(*head, x))
     prepared.hvp = lambda: jax.block_until_ready(hvp(*head, x, v))
+    x_host = np.asarray(x)
+
+    def value_and_grad_host() -> tuple[float, np.ndarray]:  # as an optimiser on the host calls it
+        value, grad = value_and_grad(*head, x_host)
+        return float(value), np.asarray(grad)
+
+    value_and_grad_host()
+    prepared.value_and_grad_host = value_and_grad_host
     per_call = min(time_once(prepared.value_and_grad)[0] for _ in range(3))
     evaluations = int(np.clip(IN_JIT_SECONDS / per_call, IN_JIT_MIN, IN_JIT_MAX))
     gradient = jax.value_and_grad(logpdf, argnums=1)
@@ -189,6 +198,14 @@ def prepare_bayeshf(spec: dict[str, Any], names: list[str], point: np.ndarray, *
     prepared = Prepared("bayeshf" if closure else "bayeshf-pytree", list(model.par_names), x, setup={"load": load_s})
     _jax_thunks(lambda m, p: m.logpdf(p), model, jnp.asarray(x), jnp.asarray(_direction(len(x))), prepared,
                 closure=closure)
+    if closure:  # bayeshf's own host API (one packed output; see HistFactoryModel.value_and_grad)
+        start = time.perf_counter()
+        model.value_and_grad(x)
+        prepared.setup["first_call_value_and_grad_host"] = time.perf_counter() - start
+        prepared.value_and_grad_host = lambda: model.value_and_grad(x)
+    else:
+        prepared.value_and_grad_host = None
+        prepared.notes["value_and_grad_host"] = "bayeshf's host API is the `bayeshf` row"
     return prepared
 
 
@@ -228,7 +245,7 @@ def prepare_pyhf_numpy(spec: dict[str, Any], names: list[str], point: np.ndarray
     start = time.perf_counter()
     prepared.logpdf = float(prepared.value()[0])
     prepared.setup["first_call_value"] = time.perf_counter() - start
-    for metric in ("value_and_grad", "hvp", "value_and_grad_in_jit"):
+    for metric in ("value_and_grad", "hvp", "value_and_grad_in_jit", "value_and_grad_host"):
         prepared.notes[metric] = "pyhf's numpy backend has no gradient"
     return prepared
 
@@ -250,6 +267,7 @@ def prepare_nextstat(spec: dict[str, Any], names: list[str], point: np.ndarray) 
 
     prepared.value = lambda: model.nll(x)
     prepared.value_and_grad = value_and_grad
+    prepared.value_and_grad_host = value_and_grad  # NextStat's API takes and returns host values
     start = time.perf_counter()
     prepared.logpdf = -float(prepared.value())
     prepared.setup["first_call_value"] = time.perf_counter() - start
@@ -288,6 +306,13 @@ def prepare_jax_call_floor(spec: dict[str, Any], names: list[str], point: np.nda
     prepared.value = lambda: jax.block_until_ready(value(x))
     prepared.value_and_grad = lambda: jax.block_until_ready(value_and_grad(x))
     prepared.hvp = lambda: jax.block_until_ready(hvp(x, x))
+    x_host = np.asarray(point)
+
+    def value_and_grad_host() -> tuple[float, np.ndarray]:
+        first, second = value_and_grad(x_host)
+        return float(first), np.asarray(second)
+
+    prepared.value_and_grad_host = value_and_grad_host
     prepared.notes["value_and_grad_in_jit"] = "jax-call-floor measures the per-call cost only"
     return prepared
 
