@@ -121,11 +121,17 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     return init, step
 
 
+#: up to this many parameters the whitening product ``factor @ u`` is written as an elementwise
+#: product and a row sum, which XLA fuses with the code around it (a dot is a kernel of its own on
+#: CPU, and so is its transpose in the gradient: two of the ~30 kernels of a small model's leapfrog step)
+FUSED_MATVEC = 16
+
+
 @functools.lru_cache(maxsize=16)
 def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float,
              shrinkage: float = 10.0, devices: tuple = (), chain_loop: bool = False):
-    """Jitted ``start(model, ...)`` and ``run_chunk(model, preconditioner, carry, flags[chunk], first_step)``
-    -> (carry, StepStats[chunk, chains]).
+    """Jitted ``start(model, ...)`` and ``run_chunk(model, preconditioner, carry, flags[capacity], first_step,
+    n_steps)`` -> (carry, StepStats[capacity, chains]), of which the first ``n_steps`` are the steps run.
 
     Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
     is a traced argument, so other data reuse the compiled program. With more
@@ -138,7 +144,11 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
 
     def to_z(preconditioner, u):
         shift, factor = preconditioner
-        return shift + (factor @ u if factor.ndim == 2 else factor * u)
+        if factor.ndim == 1:
+            return shift + factor * u
+        if factor.shape[0] <= FUSED_MATVEC:  # a product XLA fuses with its neighbours (see FUSED_MATVEC)
+            return shift + jnp.sum(factor * u[None, :], axis=1)
+        return shift + factor @ u
 
     def kernel(model, preconditioner):
         posterior = structure.bind(model)
@@ -191,17 +201,29 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
         return (states, adaptation, keys), stats
 
-    def run_chunk(model, preconditioner, carry, packed, first_step):
-        # ``packed``: the chunk's StepFlags as one (steps, 4) bool array (one small host-to-device copy per
-        # chunk). Padding steps at the end of the last chunk are run like the others and their records
-        # dropped by the driver: a cond around the step would trace and compile NUTS twice.
-        flags = StepFlags(*(packed[:, i] for i in range(len(StepFlags._fields))))
+    def run_chunk(model, preconditioner, carry, packed, first_step, n_steps):
+        # ``packed``: the chunk's StepFlags as one (capacity, 4) bool array (one small host-to-device copy
+        # per chunk); the first ``n_steps`` (traced, <= capacity) run and are recorded, so one program
+        # per capacity serves chunks of any length: the last chunk of a run does no wasted steps.
+        capacity = packed.shape[0]
         # the key of step t of a chain is fold_in(chain key, t): all of the chunk's keys in one vectorised
-        # threefry call here, not a split per step inside the scan (threefry is a small loop on CPU; a
+        # threefry call here, not a split per step inside the loop (threefry is a small loop on CPU; a
         # per-step split cost MH a third of its step), and independent of the chunk size
-        steps = first_step + jnp.arange(packed.shape[0], dtype=jnp.uint32)
+        steps = first_step + jnp.arange(capacity, dtype=jnp.uint32)
         step_keys = jax.vmap(lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(carry[2]))(steps)
-        carry, stats = jax.lax.scan(lambda c, x: advance(model, preconditioner, c, *x), carry, (flags, step_keys))
+
+        def one(c, i):
+            return advance(model, preconditioner, c, StepFlags(*packed[i]), step_keys[i])
+
+        shapes = jax.eval_shape(one, carry, 0)[1]
+        records = jax.tree.map(lambda x: jnp.zeros((capacity,) + x.shape, x.dtype), shapes)
+
+        def body(i, state):
+            c, r = state
+            c, stats = one(c, i)
+            return c, jax.tree.map(lambda a, x: jax.lax.dynamic_update_index_in_dim(a, x, i, 0), r, stats)
+
+        carry, stats = jax.lax.fori_loop(0, n_steps, body, (carry, records))
         posterior = structure.bind(model)
         theta = jax.vmap(jax.vmap(lambda u: posterior.constrain_free(to_z(preconditioner, u))))(stats.theta)
         return carry, stats._replace(theta=theta)
@@ -226,7 +248,7 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     start = jax.shard_map(start, mesh=mesh, in_specs=(shared, shared, chain, chain, chain, chain), out_specs=chain,
                           check_vma=False)
     # scanned stats are (steps, chains, ...): the chain axis is the second
-    run_chunk = jax.shard_map(run_chunk, mesh=mesh, in_specs=(shared, shared, chain, shared, shared),
+    run_chunk = jax.shard_map(run_chunk, mesh=mesh, in_specs=(shared, shared, chain, shared, shared, shared),
                               out_specs=(chain, P(None, "chains")), check_vma=False)
     return jax.jit(start), jax.jit(run_chunk)
 

@@ -23,10 +23,11 @@ of this package the gradient itself costs about 1 us, so bookkeeping dominated:
 10 us per leapfrog step with blackjax on the 10-bin thesis model. Here one
 state is one flat array ``[z, p, grad, logdensity]`` (an edge or proposal
 update is one select), the checkpoint U-turn test is one vectorised
-expression over all checkpoints, and the per-step uniforms come from a
-SplitMix64 stream seeded by the transition's one threefry call. HMC and MH
-likewise draw all their randomness from one threefry call per transition
-(a key split and a normal draw each cost a small while loop on CPU). See
+expression over all checkpoints, and all of a transition's random numbers
+come from SplitMix64 streams seeded by the transition's key (itself a
+threefry output computed with the chunk's other keys in one vectorised
+call): a key split, a normal draw or ``jax.random.bits`` each cost a small
+while loop on CPU. HMC and MH draw from the same streams. See
 docs/sampling.md for the measurements.
 
 The interface matches the kernels in :mod:`bayeshf.chains`:
@@ -47,17 +48,34 @@ DIVERGENCE_THRESHOLD = 1000.0
 _GOLDEN = 0x9E3779B97F4A7C15
 
 
-def _uniform(seed, counter):
-    """U[0, 1) from a 64-bit seed and an integer counter: one SplitMix64 output (a few fused integer ops).
-
-    JAX's threefry runs as a 5-trip while loop on CPU (about 1 us per call inside a loop body), so
-    the per-step uniforms of a trajectory come from SplitMix64 streams seeded once per transition by
-    threefry. SplitMix64 over a counter passes BigCrush; a transition uses fewer than 2,100 values.
-    """
+def _splitmix(seed, counter):
+    """Output ``counter`` of the SplitMix64 stream seeded by ``seed``: a random 64-bit word from a few fused integer ops."""
     x = seed + (jnp.asarray(counter).astype(jnp.uint64) + jnp.uint64(1)) * jnp.uint64(_GOLDEN)
     x = (x ^ (x >> jnp.uint64(30))) * jnp.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> jnp.uint64(27))) * jnp.uint64(0x94D049BB133111EB)
-    return _unit(x ^ (x >> jnp.uint64(31)), jnp.float64)
+    return x ^ (x >> jnp.uint64(31))
+
+
+def _uniform(seed, counter):
+    """U[0, 1) from a 64-bit seed and an integer counter (one SplitMix64 output).
+
+    SplitMix64 over a counter passes BigCrush; a NUTS transition uses fewer than 2,100 values of its
+    trajectory's stream.
+    """
+    return _unit(_splitmix(seed, counter), jnp.float64)
+
+
+def _words(key, n):
+    """``n`` random 64-bit words for one transition: the SplitMix64 stream seeded by the key's 64 bits.
+
+    The key of each transition is already a threefry output (``fold_in(chain key, step)``, computed
+    for a whole chunk in one vectorised call by the chunk program), so its bits are uniformly random;
+    drawing from it again with threefry (``jax.random.bits``) would cost a 5-trip while loop of ~16
+    small kernels per transition on CPU, SplitMix64 costs one fused kernel.
+    """
+    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    seed = (data[0].astype(jnp.uint64) << jnp.uint64(32)) | data[1].astype(jnp.uint64)
+    return _splitmix(seed, jnp.arange(n))
 
 
 def _velocity(imm, p):
@@ -149,13 +167,13 @@ def _leapfrog(value_and_grad, imm, d):
 def build_mh_step(logdensity_fn: Callable) -> Callable:
     """Random-walk Metropolis (blackjax's additive random walk with a Gaussian proposal):
     ``z' = z + step_size * chol(imm) @ N(0, I)`` (diagonal: ``sqrt(imm) * N(0, I)``), accepted with
-    probability min(1, p(z') / p(z)). One threefry call per transition; energy is -log p of the state kept."""
+    probability min(1, p(z') / p(z)). All randomness from the transition key's SplitMix64 stream; energy is -log p of the state kept."""
     from blackjax.mcmc.random_walk import RWState
 
     def step(key, state, step_size, imm):
         z0, logp0 = state.position, state.logdensity
         d, dtype = z0.shape[0], z0.dtype
-        bits = jax.random.bits(key, (d + 1,), jnp.uint64)
+        bits = _words(key, d + 1)
         noise = _normal(bits[:d], dtype)
         scaled = jnp.linalg.cholesky(imm) @ noise if imm.ndim == 2 else jnp.sqrt(imm) * noise
         z1 = z0 + step_size * scaled
@@ -172,7 +190,7 @@ def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Calla
     """Static HMC transition (blackjax's ``hmc.build_kernel`` algorithm): ``num_integration_steps``
     leapfrog steps, Metropolis acceptance of the end point, divergence if H - H0 > 1000.
 
-    One threefry call per transition (momentum and acceptance uniform), the trajectory a ``fori_loop``
+    Momentum and acceptance uniform from the transition key's SplitMix64 stream, the trajectory a ``fori_loop``
     over one packed array. Reports the energy of the state kept (Stan's ``energy__``).
     """
     from blackjax.mcmc.hmc import HMCState
@@ -183,7 +201,7 @@ def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Calla
     def step(key, state, step_size, imm):
         z0, logp0, g0 = state.position, state.logdensity, state.logdensity_grad
         d, dtype = z0.shape[0], z0.dtype
-        bits = jax.random.bits(key, (d + 1,), jnp.uint64)
+        bits = _words(key, d + 1)
         p0 = _momentum(bits[:d], imm, dtype)
         h0 = -logp0 + _kinetic(imm, p0)
         leapfrog = _leapfrog(value_and_grad, imm, d)
@@ -217,9 +235,9 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
             rho = p_sum - 0.5 * (p_left + p_right)
             return (jnp.sum(_velocity(imm, p_left) * rho) <= 0) | (jnp.sum(_velocity(imm, p_right) * rho) <= 0)
 
-        # one threefry call per transition (each is a small while loop on CPU): d uniforms for the
+        # all from the SplitMix64 stream of the transition key (_words): d uniforms for the
         # momentum (inverse normal CDF, as jax.random.normal does) and the seed of the trajectory's stream
-        bits = jax.random.bits(key, (d + 1,), jnp.uint64)
+        bits = _words(key, d + 1)
         seed = bits[d]
         extra = 2 ** max_tree_depth
         p0 = _momentum(bits[:d], imm, dtype)

@@ -128,7 +128,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     after another (``lax.map``, the default) rather than batched (``vmap``): a batched NUTS
     ``while_loop`` selects every state element on every leapfrog step and waits for the longest tree,
     which on CPU costs more than it saves (sbottom RegionA: 0.54 s vs 0.90 s; n-bin 100: 1.5 s vs 2.6 s).
-    ``chunk_size``: steps per call of the compiled program (None: :func:`auto_chunk`, at most 10 calls);
+    ``chunk_size``: steps per call of the compiled program (None: :func:`auto_chunk`, at most 10 calls
+    with a progress bar, one without);
     the draws do not depend on it.
     """
     if sampler not in SAMPLERS:
@@ -174,19 +175,25 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     carry = start(model, preconditioner, jnp.asarray(positions), jnp.full(chains, float(step_size)),
                   jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
 
-    chunk = max(1, min(auto_chunk(warmup + draws) if chunk_size is None else int(chunk_size), warmup + draws))
-    flags, padded = _schedule(warmup, draws, chunk)
+    total = warmup + draws
+    if chunk_size is not None:
+        chunk = max(1, min(int(chunk_size), total))
+    else:  # with no progress bar to move, one call if the records fit RECORD_BYTES
+        chunk = auto_chunk(total, 1 if not progress else MAX_CHUNKS,
+                           record_bytes=chains * (ndim + len(StepStats._fields)) * 8)
+    flags, _ = _schedule(warmup, draws, chunk)
     packed = np.stack(flags, axis=1)  # (steps, 4): one array per chunk call
     pieces: list[StepStats] = []
     done = 0
     interrupted = False
-    bar = _progress(progress, warmup + draws, f"{sampler} {chains} chains")
+    bar = _progress(progress, total, f"{sampler} {chains} chains")
     try:
-        for begin in range(0, padded, chunk):
-            carry, stats = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk], np.uint32(begin))
-            stats = jax.tree.map(np.asarray, stats)  # waits for the chunk
+        for begin in range(0, total, chunk):
+            step_count = min(chunk, total - begin)
+            carry, stats = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk], np.uint32(begin),
+                                     np.int32(step_count))
+            stats = jax.tree.map(lambda x: np.asarray(x)[:step_count], stats)  # waits for the chunk
             pieces.append(stats)
-            step_count = min(chunk, warmup + draws - begin)
             done = begin + step_count
             if bar is not None:
                 bar.update(step_count)
@@ -209,16 +216,23 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
 #: steps per call of the chunk program: 100 x 2**k, the smallest giving at most MAX_CHUNKS calls
 CHUNK = 100
 MAX_CHUNKS = 10
+#: records of one chunk call at most this large (bytes) when the chunk size is chosen for one call
+RECORD_BYTES = 256 * 2**20
 
 
-def auto_chunk(total_steps: int) -> int:
-    """Steps per chunk for a run of ``total_steps``: each call of the chunk program costs 1-2 ms on
-    top of its steps when the chains are split over 2 devices (0.25 ms on one: the per-device handling
-    of some 50 argument arrays), which for small models was a third of a 10,000-step run at 100 steps
-    per chunk; at most 10 calls (the progress bar moves 10 times); powers of two keep the compiled
-    variants few."""
+def auto_chunk(total_steps: int, max_calls: int = None, *, record_bytes: int = 0) -> int:
+    """Steps per chunk for a run of ``total_steps``: 100 x 2**k, the smallest giving at most ``max_calls``
+    calls (default MAX_CHUNKS: the progress bar moves 10 times), unless a chunk's records
+    (``record_bytes`` per step) would pass RECORD_BYTES.
+
+    Each call of the chunk program costs 1-2 ms on top of its steps when the chains are split over 2
+    devices (0.25 ms on one: the per-device handling of some 50 argument arrays), which for small models
+    was a third of a 10,000-step run at 100 steps per chunk. Powers of two keep the compiled variants
+    few; a chunk runs only the steps it is given, so the last one wastes none.
+    """
+    max_calls = MAX_CHUNKS if max_calls is None else max_calls
     chunk = CHUNK
-    while math.ceil(total_steps / chunk) > MAX_CHUNKS:
+    while math.ceil(total_steps / chunk) > max_calls and (chunk * 2) * record_bytes <= RECORD_BYTES:
         chunk *= 2
     return chunk
 

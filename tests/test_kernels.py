@@ -188,7 +188,11 @@ def test_kernel_and_blackjax_kernel_sample_the_same_posterior(kernel):
         se = np.hypot(az.mcse(ours, var_names=[name])[name].values, az.mcse(theirs, var_names=[name])[name].values)
         diff = a.mean(("chain", "draw")).values - b.mean(("chain", "draw")).values
         assert np.all(np.abs(diff) < 5 * se), (name, diff, se)
-        np.testing.assert_allclose(a.std(("chain", "draw")).values, b.std(("chain", "draw")).values, rtol=0.1)
+        # the widths within 5 Monte Carlo standard errors of the sd (a fixed 10% failed on the spread of
+        # blackjax-hmc's own run: seed 2 gave 0.072 where 80,000 NUTS draws give 0.084 and ours 0.081)
+        se_sd = np.hypot(*(az.mcse(r, var_names=[name], method="sd")[name].values for r in (ours, theirs)))
+        diff_sd = a.std(("chain", "draw")).values - b.std(("chain", "draw")).values
+        assert np.all(np.abs(diff_sd) < 5 * se_sd), (name, diff_sd, se_sd)
     if kernel != "mh":  # same adaptation target (MH's 1000-step adaptation of a 0.234 target is too noisy)
         accept = [float(r.sample_stats["acceptance_rate"].mean()) for r in (ours, theirs)]
         assert abs(accept[0] - accept[1]) < 0.05
