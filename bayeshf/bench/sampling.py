@@ -136,36 +136,47 @@ SAMPLING_IMPLEMENTATIONS: dict[str, Prepare] = {
 
 def measure(case: str, spec: dict[str, Any], recorder: Recorder, *, implementations: list[str], samplers: list[str],
             steps: list[int], repeats: int, seed: int, warmup: int = WARMUP, **extra: Any) -> None:
-    """Cold and warm runs of every (implementation, sampler, steps) on one workspace."""
-    for name in implementations:
-        for sampler in samplers:
-            for draws in steps:
-                tags = {"sampler": sampler, "steps": draws, "chains": CHAINS, "warmup": warmup, **extra}
+    """Cold and warm runs of every (implementation, sampler, steps) on one workspace.
+
+    For each (sampler, steps) every implementation is prepared and run cold
+    first; then the warm repeats go round robin across the implementations
+    (repeat r uses seed ``seed + 1 + r`` for all), so load drifting on a
+    shared machine hits each alike. ``ess_per_s`` is summarised over the
+    repeats (median).
+    """
+    for sampler in samplers:
+        for draws in steps:
+            tags = {"sampler": sampler, "steps": draws, "chains": CHAINS, "warmup": warmup, **extra}
+            ready: dict[str, Runner] = {}
+            colds: dict[str, float] = {}
+            for name in implementations:
                 try:
                     run = SAMPLING_IMPLEMENTATIONS[name](spec, sampler, draws, warmup)
                     start = time.perf_counter()
                     run(seed)
-                    cold = time.perf_counter() - start
+                    colds[name] = time.perf_counter() - start
+                    ready[name] = run
                 except Unavailable as reason:
                     recorder.skip(implementation=name, case=f"{case}/{sampler}", reason=str(reason))
-                    break
                 except Exception as error:
                     recorder.skip(implementation=name, case=f"{case}/{sampler}/{draws}",
                                   reason=f"failed: {type(error).__name__}: {error}"[:300])
-                    break
-                times, ess = [], []
-                for r in range(repeats):
+            times: dict[str, list[float]] = {name: [] for name in ready}
+            ess: dict[str, list[float]] = {name: [] for name in ready}
+            for r in range(repeats):
+                for name, run in ready.items():
                     start = time.perf_counter()
                     samples = run(seed + 1 + r)
-                    times.append(time.perf_counter() - start)
-                    ess.append(min_bulk_ess(samples))
-                warm = summarize(times)
-                recorder.add_value(case=case, implementation=name, metric="cold", unit="s", value=cold, **tags)
-                recorder.add(case=case, implementation=name, metric="warm", unit="s", summary=warm, **tags)
+                    times[name].append(time.perf_counter() - start)
+                    ess[name].append(min_bulk_ess(samples))
+            for name in ready:
+                recorder.add_value(case=case, implementation=name, metric="cold", unit="s", value=colds[name], **tags)
+                recorder.add(case=case, implementation=name, metric="warm", unit="s", summary=summarize(times[name]),
+                             **tags)
                 recorder.add(case=case, implementation=name, metric="min_ess_bulk", unit="draws",
-                             summary=summarize(ess), **tags)
+                             summary=summarize(ess[name]), **tags)
                 recorder.add(case=case, implementation=name, metric="ess_per_s", unit="1/s",
-                             summary=summarize([e / t for e, t in zip(ess, times)]), **tags)
+                             summary=summarize([e / t for e, t in zip(ess[name], times[name])]), **tags)
 
 
 PROCESS_SCRIPTS = {
