@@ -143,8 +143,10 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     from blackjax.adaptation.step_size import dual_averaging_adaptation
 
     def to_z(preconditioner, u):
-        shift, factor = preconditioner
+        shift, factor, basis, weights = preconditioner
         if factor.ndim == 1:
+            if basis.shape[-1]:  # low-rank correction of the correlations (see sampling.low_rank_whitening)
+                u = u + basis @ (weights * (u @ basis))
             return shift + factor * u
         if factor.shape[0] <= FUSED_MATVEC:  # a product XLA fuses with its neighbours (see FUSED_MATVEC)
             return shift + jnp.sum(factor * u[None, :], axis=1)

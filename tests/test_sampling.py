@@ -331,3 +331,43 @@ def test_prior_set_of_a_posterior_is_the_default():
     model = bayeshf.load(data_path("thesis/4_bin.json"))
     assert [e.family for e in sampling.posterior_for(model).prior_set.entries] == \
         [e.family for e in build_priors(model).entries]
+
+
+def test_low_rank_whitening_removes_the_strong_correlations():
+    rng = np.random.default_rng(3)
+    d = 40
+    # a correlation matrix with one long and one narrow direction (as the signal strength against many
+    # per-bin parameters makes), and widths spanning two decades
+    directions = np.linalg.qr(rng.normal(size=(d, 2)))[0]
+    shape = np.eye(d) + directions @ np.diag([20.0 - 1.0, 0.05 - 1.0]) @ directions.T
+    correlation = shape / np.sqrt(np.outer(np.diag(shape), np.diag(shape)))
+    widths = 10 ** rng.uniform(-1, 1, d)
+    covariance = correlation * np.outer(widths, widths)
+    correlation = covariance / np.outer(np.sqrt(np.diag(covariance)), np.sqrt(np.diag(covariance)))
+    basis, weights, inverse_weights = sampling.low_rank_whitening(correlation, rank=4, min_ratio=1.5)
+    assert 1 <= basis.shape[1] <= 4
+    M = np.eye(d) + basis @ np.diag(weights) @ basis.T
+    M_inv = np.eye(d) + basis @ np.diag(inverse_weights) @ basis.T
+    np.testing.assert_allclose(M @ M_inv, np.eye(d), atol=1e-12)
+    left = M_inv @ correlation @ M_inv.T  # the correlation left for the sampler
+    np.testing.assert_allclose(basis.T @ left @ basis, np.eye(basis.shape[1]), atol=1e-10)  # whitened there
+    before, after = np.linalg.eigvalsh(correlation), np.linalg.eigvalsh(left)
+    assert before.max() / before.min() > 100
+    assert after.max() / after.min() < 5
+
+
+def test_low_rank_whitening_samples_the_same_posterior_as_dense_whitening(monkeypatch):
+    from bayeshf.generators import nbin_workspace
+
+    model = bayeshf.load(nbin_workspace(6))
+    kw = dict(chains=2, warmup=400, draws=2000, progress=False, prior_draws=0, seed=4)
+    dense = sampling.sample(model, **kw)
+    monkeypatch.setattr(sampling, "DENSE_WHITENING", 2)  # widths + low rank from 3 parameters up
+    low_rank = sampling.sample(model, **kw)
+    assert int(low_rank.sample_stats["diverging"].sum()) == 0
+    for name in dense.posterior.data_vars:
+        a, b = dense.posterior[name], low_rank.posterior[name]
+        se = np.hypot(az.mcse(dense, var_names=[name])[name].values, az.mcse(low_rank, var_names=[name])[name].values)
+        assert np.all(np.abs(a.mean(("chain", "draw")).values - b.mean(("chain", "draw")).values) < 5 * se)
+        se_sd = np.hypot(*(az.mcse(r, var_names=[name], method="sd")[name].values for r in (dense, low_rank)))
+        assert np.all(np.abs(a.std(("chain", "draw")).values - b.std(("chain", "draw")).values) < 5 * se_sd)
