@@ -202,8 +202,11 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     if step_size is None:
         step_size = 2.38 / math.sqrt(ndim) if algorithm(sampler) == "mh" else (0.5 if covariance is not None else 0.1)
     model = _replicated_model(posterior, devices)
-    carry = start(model, preconditioner, jnp.asarray(positions), jnp.full(chains, float(step_size)),
-                  jnp.broadcast_to(jnp.asarray(imm), (chains,) + imm.shape), jax.random.split(chain_key, chains))
+    # NumPy arguments go straight into the jitted program (jnp.asarray / full / broadcast_to each stage
+    # a small program: ~20 us apiece)
+    carry = start(model, preconditioner, np.asarray(positions, dtype=np.float64),
+                  np.full(chains, float(step_size)), np.ascontiguousarray(np.broadcast_to(imm, (chains,) + imm.shape)),
+                  jax.random.split(chain_key, chains))
 
     total = warmup + draws
     if chunk_size is not None:
