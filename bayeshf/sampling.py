@@ -84,6 +84,8 @@ def low_rank_whitening(correlation: np.ndarray, rank: int | None = None,
     keep = order[strength[order] > np.log(min_ratio)]
     root = np.sqrt(eigenvalues[keep])
     return vectors[:, keep], root - 1.0, 1.0 / root - 1.0
+
+
 CACHE_DIR = Path.home() / ".cache" / "bayeshf" / "jax"
 
 
@@ -156,7 +158,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     ``while_loop`` selects every state element on every leapfrog step and waits for the longest tree,
     which on CPU costs more than it saves (sbottom RegionA: 0.54 s vs 0.90 s; n-bin 100: 1.5 s vs 2.6 s).
     ``chunk_size``: steps per call of the compiled program (None: :func:`auto_chunk`, at most 10 calls
-    with a progress bar, one without);
+    with a progress bar, one without: Ctrl-C then keeps nothing, as the call is not interruptible;
+    the CLI always passes the chunking of the progress bar);
     the draws do not depend on it.
     """
     if sampler not in SAMPLERS:
@@ -253,7 +256,7 @@ MAX_CHUNKS = 10
 RECORD_BYTES = 256 * 2**20
 
 
-def auto_chunk(total_steps: int, max_calls: int = None, *, record_bytes: int = 0) -> int:
+def auto_chunk(total_steps: int, max_calls: int | None = None, *, record_bytes: int = 0) -> int:
     """Steps per chunk for a run of ``total_steps``: 100 x 2**k, the smallest giving at most ``max_calls``
     calls (default MAX_CHUNKS: the progress bar moves 10 times), unless a chunk's records
     (``record_bytes`` per step) would pass RECORD_BYTES.

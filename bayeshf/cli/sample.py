@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             idata = julia.sample(model, likelihood=args.likelihood, sampler="mh" if algorithm(args.sampler) == "mh" else "hmc",
                                  chains=args.chains, steps=steps, seed=args.seed, priors=args.priors)
         else:
-            from bayeshf.sampling import sample
+            from bayeshf.sampling import auto_chunk, sample
 
             # metric auto = diagonal: the chains run on coordinates whitened by the Laplace covariance, so
             # correlations are already taken care of (a dense metric measured no better on ttbar,
@@ -93,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
             metric = "diagonal" if args.metric == "auto" else args.metric
             idata = sample(model, sampler=args.sampler, chains=args.chains, warmup=args.warmup, draws=args.draws,
                            metric=metric, seed=args.seed, priors=args.priors, shapesys=args.shapesys,
-                           target_acceptance=args.target_acceptance, progress=not args.quiet)
+                           target_acceptance=args.target_acceptance, progress=not args.quiet,
+                           # chunks as with a progress bar even when quiet: Ctrl-C keeps the chunks done
+                           chunk_size=auto_chunk(args.warmup + args.draws))
     for warning in caught:
         if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             continue
