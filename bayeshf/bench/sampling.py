@@ -260,11 +260,12 @@ def run(options: Any, recorder: Recorder) -> None:
         plan = [("thesis_2_bin_corr", ["mh"], options.steps or [200], None, 1),
                 ("thesis_2_bin_corr", ["nuts"], options.steps or [200], ["nextstat"], 1)]
         warmup = QUICK_WARMUP
-    else:  # warm repeats: 2 on the thesis model, 1 on the ATLAS workspaces (minutes per run for pyhf's logpdf)
+    else:  # warm repeats: 2 on the thesis model, 3 on the ATLAS workspaces (2 chains of ttbar give a min ESS
+        # anywhere from 60 to 620 by seed: bayeshf seeds 1-5 gave 60, 404, 493, 133, 354)
         repeats = max(1, min(options.repeats, 2))
         plan = [("thesis_2_bin_corr", ["hmc", "nuts", "mh"], options.steps or [5000, 10000, 50000], None, repeats)]
         for case in options.cases or ["sbottom_RegionA_1300_205_60", "ttbar_ljets"]:
-            plan.append((case, ["nuts"], [1000], None, 1))
+            plan.append((case, ["nuts"], [1000], None, max(1, min(options.repeats, 3))))
         warmup = WARMUP
     for case, samplers, steps, only, repeats in progress(plan, desc="sampling"):
         chosen = [name for name in implementations if only is None or name in only]
