@@ -109,7 +109,8 @@ def section_logdensity(data: dict[str, Any]) -> list[str]:
            "of value + gradient inside one compiled loop of chained evaluations (what a sampler or optimizer "
            "compiled with the model pays; JAX implementations only). `jax-call-floor` is not a log-density: "
            "jitted functions of the same shapes that XLA puts above the 1,000-flop line but that compute almost "
-           "nothing, i.e. the per-call cost no JAX implementation can go below. See bayeshf/bench/peers.py.", ""]
+           "nothing, i.e. the per-call cost no JAX implementation can go below (on the host: one packed "
+           "output, the cheapest shape). See bayeshf/bench/peers.py.", ""]
     rows = _rows(data)
     cases = list(dict.fromkeys(r["case"] for r in rows))
     impls = _impls(rows)
