@@ -304,7 +304,8 @@ def section_nbin(data: dict[str, Any], plots: Path, docs: Path) -> list[str]:
 
         body = [[str(n)] + [f"{index[(n, i)]['median']:.0f}" if (n, i) in index else "–" for i in impls]
                 + [ratio(n, p) for p in peers] for n in sizes]
-        out += ["**NUTS ESS/s (minimum bulk ESS over parameters / warm time; > 1x: bayeshf ahead)**", "",
+        out += ["**NUTS ESS/s (minimum bulk ESS over parameters / warm time, median over the warm repeats, which "
+                "run round robin across the implementations with the same seeds; > 1x: bayeshf ahead)**", "",
                 _table(["n bins", *impls, *(f"bayeshf / {p}" for p in peers)], body), ""]
     return out
 
