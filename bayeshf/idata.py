@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from bayeshf import __version__
@@ -61,7 +60,7 @@ def predictive_counts(model, theta: np.ndarray, rng: np.random.Generator) -> np.
     """
     theta = np.asarray(theta, dtype=float)
     flat = theta.reshape(-1, theta.shape[-1])
-    rates = np.maximum(np.asarray(_rates(model, jnp.asarray(flat))), 0.0)
+    rates = np.maximum(np.asarray(_rates(model, flat)), 0.0)  # NumPy straight in: jnp.asarray stages a copy
     counts = rng.poisson(rates).astype(float)
     return counts.reshape(theta.shape[:-1] + (counts.shape[-1],))
 
@@ -90,7 +89,6 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
 
     theta = np.asarray(theta, dtype=float)
     rng = np.random.default_rng([seed, 7])
-    prior_key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
     variables, dims, coords = _set_arrays(model, theta)
     groups = {"posterior": _dataset(variables, dims, coords)}
     counts = predictive_counts(model, theta, rng)
@@ -101,6 +99,7 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
         groups["sample_stats"] = _dataset(dict(sample_stats), {k: [] for k in sample_stats}, {})
     if prior_set is not None and prior_draws > 0:
         try:
+            prior_key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
             prior_theta = np.asarray(prior_set.sample(prior_key, prior_draws))[None]
         except Exception:  # improper prior: no prior groups
             prior_theta = None
