@@ -186,11 +186,21 @@ def build_mh_step(logdensity_fn: Callable) -> Callable:
     return step
 
 
+#: static HMC draws its step size per transition uniformly in step_size * [1 - J, 1 + J] (Neal 2011,
+#: sec. 5.4.2.2; Stan's stepsize_jitter): a fixed number of steps with one step size can span a whole
+#: period of a near-Gaussian target (2_bin_corr: 16 steps of ~0.4 ~ 2 pi) and return where it
+#: started; with J = 0.5 the min bulk ESS of 2_bin_corr (1000 + 5000 x 2 chains, seeds 1-6) went
+#: from 312-2693 (median 916) to 4448-5468 (median 4804). Each step size keeps the target invariant,
+#: so the mixture does too.
+HMC_JITTER = 0.5
+
+
 def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Callable:
     """Static HMC transition (blackjax's ``hmc.build_kernel`` algorithm): ``num_integration_steps``
-    leapfrog steps, Metropolis acceptance of the end point, divergence if H - H0 > 1000.
+    leapfrog steps, Metropolis acceptance of the end point, divergence if H - H0 > 1000; unlike
+    blackjax's, the step size is jittered per transition (HMC_JITTER).
 
-    Momentum and acceptance uniform from the transition key's SplitMix64 stream, the trajectory a ``fori_loop``
+    Momentum, jitter and acceptance uniform from the transition key's SplitMix64 stream, the trajectory a ``fori_loop``
     over one packed array. Reports the energy of the state kept (Stan's ``energy__``).
     """
     from blackjax.mcmc.hmc import HMCState
@@ -201,11 +211,12 @@ def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Calla
     def step(key, state, step_size, imm):
         z0, logp0, g0 = state.position, state.logdensity, state.logdensity_grad
         d, dtype = z0.shape[0], z0.dtype
-        bits = _words(key, d + 1)
+        bits = _words(key, d + 2)
         p0 = _momentum(bits[:d], imm, dtype)
         h0 = -logp0 + _kinetic(imm, p0)
         leapfrog = _leapfrog(value_and_grad, imm, d)
-        end = jax.lax.fori_loop(0, n_steps, lambda _, s: leapfrog(s, step_size), _pack(z0, p0, g0, logp0))
+        eps = step_size * (1.0 + HMC_JITTER * (2.0 * _unit(bits[d + 1], dtype) - 1.0))
+        end = jax.lax.fori_loop(0, n_steps, lambda _, s: leapfrog(s, eps), _pack(z0, p0, g0, logp0))
         h1 = -end[3 * d] + _kinetic(imm, end[d:2 * d])
         delta = _log_ratio(h0 - h1)
         p_accept = jnp.minimum(jnp.exp(delta), 1.0)
