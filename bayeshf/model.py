@@ -294,7 +294,7 @@ class HistFactoryModel:
         # value_and_grad's compiled programs, built on first use: with the model's own data as
         # constants, and with the data as arguments (the latter shared by with_data copies)
         self._host_own_data = None
-        self._host = None
+        self._host = {}  # "program": the data-as-arguments one, in a holder shared with with_data copies
 
     # -- pytree protocol -----------------------------------------------------------------
     def tree_flatten(self):
@@ -356,7 +356,7 @@ class HistFactoryModel:
                 raise BayeshfError(f"auxdata has shape {auxdata.shape}, the model has {self.nauxdata}.")
             arrays = arrays._replace(auxdata=auxdata)
         model = HistFactoryModel(arrays, self._static, self._meta)
-        model._host = self._host
+        model._host = self._host  # the same holder: whichever copy compiles first, all use it
         model._host_own_data = False  # its data are arguments of the shared program
         return model
 
@@ -545,10 +545,11 @@ class HistFactoryModel:
                 self._host_own_data = _host_value_and_grad(self, own_data=True)
             packed = np.asarray(self._host_own_data(pars))
         else:
-            if self._host is None:
-                self._host = _host_value_and_grad(self, own_data=False)
+            program = self._host.get("program")
+            if program is None:
+                program = self._host["program"] = _host_value_and_grad(self, own_data=False)
             observed, auxdata = (self.arrays.observed, self.arrays.auxdata) if data is None else self._split(data)
-            packed = np.asarray(self._host(pars, observed, auxdata))
+            packed = np.asarray(program(pars, observed, auxdata))
         return float(packed[0]), packed[1:]
 
 

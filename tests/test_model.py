@@ -124,6 +124,12 @@ def test_host_value_and_grad_with_other_data():
         np.testing.assert_allclose(got[1], want_grad, rtol=1e-12)
     assert other.value_and_grad(pars)[0] != pytest.approx(value)  # with_data copies use their own data
     assert model.value_and_grad(pars)[0] == value
+    # toys: copies made before any call still share one compiled program
+    fresh = bayeshf.load(data_path("thesis/2_bin_corr.json"))
+    toys = [fresh.with_data(fresh.observed + k) for k in range(3)]
+    for toy in toys:
+        toy.value_and_grad(pars)
+    assert len({id(toy._host["program"]) for toy in toys}) == 1
 
 
 def test_host_value_and_grad_refuses_tracers():
