@@ -296,6 +296,12 @@ class HistFactoryModel:
         self._host_own_data = None
         self._host = {}  # "program": the data-as-arguments one, in a holder shared with with_data copies
 
+    def __getstate__(self):  # the compiled value_and_grad programs stay behind (they are rebuilt on use)
+        return {"arrays": self.arrays, "_static": self._static, "_meta": self._meta}
+
+    def __setstate__(self, state):
+        self.__init__(state["arrays"], state["_static"], state["_meta"])
+
     # -- pytree protocol -----------------------------------------------------------------
     def tree_flatten(self):
         return (self.arrays,), (self._static, _Frozen(self._meta))
@@ -543,13 +549,13 @@ class HistFactoryModel:
         if data is None and self._host_own_data is not False:
             if self._host_own_data is None:
                 self._host_own_data = _host_value_and_grad(self, own_data=True)
-            packed = np.asarray(self._host_own_data(pars))
+            packed = np.array(self._host_own_data(pars))  # a writable copy (optimisers may change it)
         else:
             program = self._host.get("program")
             if program is None:
                 program = self._host["program"] = _host_value_and_grad(self, own_data=False)
             observed, auxdata = (self.arrays.observed, self.arrays.auxdata) if data is None else self._split(data)
-            packed = np.asarray(program(pars, observed, auxdata))
+            packed = np.array(program(pars, observed, auxdata))
         return float(packed[0]), packed[1:]
 
 

@@ -218,7 +218,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         chunk = max(1, min(int(chunk_size), total))
     else:  # with no progress bar to move, one call if the records fit RECORD_BYTES
         chunk = auto_chunk(total, 1 if not progress else MAX_CHUNKS,
-                           record_bytes=chains * (ndim + len(StepStats._fields)) * 8)
+                           record_bytes=chains * (2 * ndim + len(StepStats._fields)) * 8)  # u and theta
     flags, _ = _schedule(warmup, draws, chunk)
     packed = np.stack(flags, axis=1)  # (steps, 4): one array per chunk call
     pieces: list[StepStats] = []

@@ -212,9 +212,11 @@ def test_inference_data_layout():
 def test_same_seed_same_draws_other_seed_other_draws():
     model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
     posterior = sampling.posterior_for(model)
-    runs = [sampling.run_chains(posterior, chains=CHAINS, warmup=100, draws=100, seed=s, progress=False,
-                                chunk_size=c).stats.theta for s, c in ((9, 100), (9, 37), (10, 100))]
+    runs = [sampling.run_chains(posterior, chains=CHAINS, warmup=100, draws=130, seed=s, progress=False,
+                                chunk_size=c).stats.theta for s, c in ((9, 100), (9, 37), (10, 100), (9, None))]
     np.testing.assert_array_equal(runs[0], runs[1])  # chunking does not change the draws
+    np.testing.assert_array_equal(runs[0], runs[3])  # nor one call with room for 400 steps running 230
+    assert runs[3].shape == runs[0].shape
     assert not np.array_equal(runs[0], runs[2])
 
 
@@ -371,3 +373,26 @@ def test_low_rank_whitening_samples_the_same_posterior_as_dense_whitening(monkey
         assert np.all(np.abs(a.mean(("chain", "draw")).values - b.mean(("chain", "draw")).values) < 5 * se)
         se_sd = np.hypot(*(az.mcse(r, var_names=[name], method="sd")[name].values for r in (dense, low_rank)))
         assert np.all(np.abs(a.std(("chain", "draw")).values - b.std(("chain", "draw")).values) < 5 * se_sd)
+
+
+def test_newton_direction_is_bounded_along_near_flat_directions():
+    from bayeshf.posterior import _newton_direction
+
+    grad = np.array([1.0, 1.0])
+    np.testing.assert_allclose(_newton_direction(np.diag([2.0, 4.0]), grad), [0.5, 0.25])  # Cholesky
+    step = _newton_direction(np.diag([1.0, 1e-15]), grad)  # nearly singular: floored eigenvalues
+    assert abs(step[1]) <= 1e8 * (1 + 1e-12)
+    step = _newton_direction(np.diag([1.0, -1.0]), grad)  # not a maximum: still an ascent direction
+    assert step @ grad > 0
+
+
+def test_mode_search_with_an_lbfgs_start_finds_the_newton_mode(monkeypatch):
+    from bayeshf import posterior as posterior_module
+    from bayeshf.generators import nbin_workspace
+
+    post = sampling.posterior_for(bayeshf.load(nbin_workspace(12)))
+    newton_only = posterior_module.find_mode_unconstrained(post)
+    monkeypatch.setattr(posterior_module, "NEWTON_ONLY", 5)  # 13 parameters: L-BFGS first
+    with_lbfgs = posterior_module.find_mode_unconstrained(post)
+    np.testing.assert_allclose(with_lbfgs[0], newton_only[0], atol=1e-7)
+    np.testing.assert_allclose(with_lbfgs[1], newton_only[1], rtol=1e-5, atol=1e-9)
