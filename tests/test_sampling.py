@@ -215,7 +215,9 @@ def test_same_seed_same_draws_other_seed_other_draws():
     runs = [sampling.run_chains(posterior, chains=CHAINS, warmup=100, draws=130, seed=s, progress=False,
                                 chunk_size=c).stats.theta for s, c in ((9, 100), (9, 37), (10, 100), (9, None))]
     np.testing.assert_array_equal(runs[0], runs[1])  # chunking does not change the draws
-    np.testing.assert_array_equal(runs[0], runs[3])  # nor one call with room for 400 steps running 230
+    # nor one call with room for 400 steps running 230 (the same chain; the mapping of the recorded
+    # positions to the parameters, vectorised over 400 records, may round the last bit differently)
+    np.testing.assert_allclose(runs[0], runs[3], rtol=1e-14, atol=0)
     assert runs[3].shape == runs[0].shape
     assert not np.array_equal(runs[0], runs[2])
 
