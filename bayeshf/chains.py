@@ -121,12 +121,6 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     return init, step
 
 
-#: up to this many parameters the whitening product ``factor @ u`` is written as an elementwise
-#: product and a row sum, which XLA fuses with the code around it (a dot is a kernel of its own on
-#: CPU, and so is its transpose in the gradient: two of the ~30 kernels of a small model's leapfrog step)
-FUSED_MATVEC = 16
-
-
 @functools.lru_cache(maxsize=16)
 def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float,
              shrinkage: float = 10.0, devices: tuple = (), chain_loop: bool = False):
@@ -142,15 +136,15 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
     from blackjax.adaptation.step_size import dual_averaging_adaptation
 
+    from bayeshf.kernels import matvec
+
     def to_z(preconditioner, u):
         shift, factor, basis, weights = preconditioner
         if factor.ndim == 1:
             if basis.shape[-1]:  # low-rank correction of the correlations (see sampling.low_rank_whitening)
                 u = u + basis @ (weights * (u @ basis))
             return shift + factor * u
-        if factor.shape[0] <= FUSED_MATVEC:  # a product XLA fuses with its neighbours (see FUSED_MATVEC)
-            return shift + jnp.sum(factor * u[None, :], axis=1)
-        return shift + factor @ u
+        return shift + matvec(factor, u)
 
     def kernel(model, preconditioner):
         posterior = structure.bind(model)

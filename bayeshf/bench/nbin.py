@@ -84,6 +84,14 @@ class Budget:
     def record(self, part: str, name: str, n: int, cost: float) -> None:
         self.history.setdefault((part, name), []).append((n, cost))
 
+    def record_rows(self, part: str, names: list[str], n: int, rows: list[dict[str, Any]],
+                    metrics: tuple[str, ...]) -> None:
+        """Record for each of ``names`` its largest median among ``rows`` of ``metrics`` (runs measured together)."""
+        for name in names:
+            costs = [r["median"] for r in rows if r["implementation"] == name and r["metric"] in metrics]
+            if costs:
+                self.record(part, name, n, max(costs))
+
 
 def choose_parts(options: Any) -> list[str]:
     parts = options.parts or [p for p in PARTS if not (options.quick and p == "sampling")]
@@ -124,11 +132,8 @@ def run(options: Any, recorder: Recorder) -> None:
             tagged("logdensity", lambda: logdensity.measure_case(
                 case, spec, recorder, implementations=names, repeats=options.repeats, min_time=options.min_time,
                 seed=options.seed, suite="logdensity", **tags))
-            for name in names:  # all interleaved at this size; the budget looks at each one's slowest call
-                costs = [r["median"] for r in recorder.rows[first_row:]
-                         if r["implementation"] == name and r["metric"] in PER_CALL_METRICS]
-                if costs:
-                    budget.record("logdensity", name, n, max(costs))
+            # all interleaved at this size; the budget looks at each one's slowest call
+            budget.record_rows("logdensity", names, n, recorder.rows[first_row:], PER_CALL_METRICS)
         if "fit" in parts:
             repeats = 1
             for name in budget.allowed("fit", pick(["bayeshf", "nextstat"] if options.quick else FIT), recorder,
@@ -146,8 +151,5 @@ def run(options: Any, recorder: Recorder) -> None:
                 case, spec, recorder, implementations=names, samplers=["nuts"], steps=[steps],
                 repeats=1 if options.quick else SAMPLING_REPEATS, seed=options.seed, warmup=warmup,
                 suite="sampling", **tags))
-            for name in names:  # interleaved repeats; the budget looks at each one's warm run
-                warm = [r["median"] for r in recorder.rows[first_row:]
-                        if r["implementation"] == name and r["metric"] == "warm"]
-                if warm:
-                    budget.record("sampling", name, n, warm[0])
+            # interleaved repeats; the budget looks at each one's warm run
+            budget.record_rows("sampling", names, n, recorder.rows[first_row:], ("warm",))
