@@ -19,6 +19,7 @@ import scipy.stats as st
 
 import bayeshf
 from bayeshf import sampling
+from bayeshf.generators import nbin_workspace
 from bayeshf.posterior import Posterior, find_map
 from bayeshf.priors import build_priors
 from tests.conftest import data_path, pyhf_model
@@ -69,6 +70,43 @@ def test_constrain_unconstrain_and_exact_log_jacobian():
     difference = [float(posterior.logdensity_fn(x) - posterior.log_jacobian(x))
                   - float(pmodel.logpdf(np.asarray(posterior.constrain(x)), pdata)[0]) for x in (z, z2)]
     assert abs(difference[0] - difference[1]) < 1e-8
+
+
+def test_flat_prior_boxes_map_through_the_normal_cdf_and_others_through_the_logistic():
+    import scipy.special
+
+    from bayeshf import posterior as posterior_module
+
+    # the n-bin model puts its normfactor (flat prior) first: one static slice
+    for model in (bayeshf.load(data_path("sbottom/RegionA/BkgOnly.json"),
+                               patches=[data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json")]),
+                  bayeshf.load(nbin_workspace(4))):
+        posterior = Posterior(model)
+        z = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (posterior.ndim,))) * 2.0
+        theta = np.asarray(posterior.constrain_free(jnp.asarray(z)))
+        ps = posterior.prior_set
+        flat = np.array([ps[name].family in ("flat", "uniform") for name in posterior.free_names])
+        lo, hi = ps.lower[posterior.free_index], ps.upper[posterior.free_index]
+        box = np.isfinite(lo) & np.isfinite(hi)
+        assert (flat & box).any() and (~flat & box).any()
+        expected = lo + (hi - lo) * np.where(flat, st.norm.cdf(z), scipy.special.expit(z))
+        np.testing.assert_allclose(theta[box], expected[box], rtol=1e-13)
+        # the flat boxes' log-Jacobian is log(width) + the standard normal log density: a flat prior is N(0, 1) in z
+        only_flat = np.where(flat & box, z, 0.0)
+        jac_flat = float(posterior.log_jacobian(jnp.asarray(only_flat)) - posterior.log_jacobian(jnp.zeros_like(z)))
+        np.testing.assert_allclose(jac_flat, np.sum(st.norm.logpdf(only_flat) - st.norm.logpdf(0.0)), rtol=1e-12)
+        np.testing.assert_allclose(posterior.unconstrain(np.asarray(posterior.constrain(jnp.asarray(z)))), z,
+                                   rtol=1e-8, atol=1e-8)
+    # more runs of flat parameters than static slices: the selected form gives the same values
+    posterior = Posterior(bayeshf.load(nbin_workspace(4)))
+    z = jnp.linspace(-3.0, 3.0, posterior.ndim)
+    sliced = posterior.constrain_free(z)
+    old = posterior_module.PROBIT_MAX_BLOCKS
+    try:
+        posterior_module.PROBIT_MAX_BLOCKS = 0
+        np.testing.assert_allclose(posterior.constrain_free(z), sliced, rtol=1e-15)
+    finally:
+        posterior_module.PROBIT_MAX_BLOCKS = old
 
 
 # --------------------------------------------------------------------------- MAP == MLE
