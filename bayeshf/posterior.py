@@ -194,6 +194,8 @@ class Posterior:
     def with_model(self, model) -> "Posterior":
         """The same posterior (priors, transforms) with another model of the same structure (e.g. other data)."""
         new = copy.copy(self)
+        for cached in ("_laplace", "_whitenings", "_replicas"):  # derived from the old model
+            new.__dict__.pop(cached, None)
         new.model = model
         new.logdensity_fn = new._logdensity
         return new

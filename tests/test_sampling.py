@@ -260,6 +260,29 @@ def test_same_seed_same_draws_other_seed_other_draws():
     assert not np.array_equal(runs[0], runs[2])
 
 
+def test_mode_and_whitening_are_computed_once_per_posterior_and_give_the_same_draws(monkeypatch):
+    from bayeshf import posterior as posterior_module
+
+    model = bayeshf.load(data_path("thesis/2_bin_corr.json"))
+    calls = []
+    search = posterior_module.find_mode_unconstrained
+    monkeypatch.setattr(sampling, "find_mode_unconstrained", lambda post: calls.append(1) or search(post))
+    fresh = Posterior(model)
+    first = sampling.run_chains(fresh, chains=2, warmup=60, draws=40, seed=5, progress=False).stats.theta
+    again = sampling.run_chains(fresh, chains=2, warmup=60, draws=40, seed=5, progress=False).stats.theta
+    other_seed = sampling.run_chains(fresh, chains=2, warmup=60, draws=40, seed=6, progress=False).stats.theta
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other_seed)
+    # a new posterior searches again and, the search being deterministic, draws the same
+    other = sampling.run_chains(Posterior(model), chains=2, warmup=60, draws=40, seed=5, progress=False).stats.theta
+    assert len(calls) == 2
+    np.testing.assert_array_equal(first, other)
+    # a copy bound to other data does not inherit the cached mode
+    assert "_laplace" in fresh.__dict__
+    assert "_laplace" not in fresh.with_model(model.with_data(np.asarray(model.observed) + 3.0)).__dict__
+
+
 SPLIT_SCRIPT = """
 import sys, numpy as np, jax, bayeshf
 from bayeshf import sampling
