@@ -42,8 +42,11 @@ def _ours_turning_sequence(momenta, imm):
         ckpt, p_sum = carry
         i, p = x
         p_sum = p_sum + p
-        ckpt = nuts.checkpoint_update(ckpt, i, p, p_sum)
-        return (ckpt, p_sum), nuts.checkpoint_turning(ckpt, i, p, p_sum, imm)
+        # the kernel's step (a checkpoint at even steps, the test at odd ones) ...
+        new_ckpt, turning = nuts.checkpoint_step(ckpt, i, p, p_sum, imm)
+        # ... tests what both operations at every step would (even steps end no subtree)
+        full = nuts.checkpoint_update(ckpt, i, p, p_sum)
+        return (new_ckpt, p_sum), jnp.stack([turning, nuts.checkpoint_turning(full, i, p, p_sum, imm)])
 
     return jax.lax.scan(body, (jnp.zeros((11, 2 * d)), jnp.zeros(d)), (jnp.arange(momenta.shape[0]), momenta))[1]
 
@@ -64,9 +67,10 @@ def test_checkpoint_criterion_equals_blackjax_iterative_uturn(dense):
             imm = jnp.asarray(a @ a.T + d * np.eye(d))
         else:
             imm = jnp.asarray(rng.uniform(0.2, 3.0, d))
-        ours = np.asarray(_ours_turning_sequence(momenta, imm))
+        ours, every_step = np.asarray(_ours_turning_sequence(momenta, imm)).T
         theirs = np.asarray(_blackjax_turning_sequence(momenta, imm))
         np.testing.assert_array_equal(ours, theirs, err_msg=f"trial {trial}")
+        np.testing.assert_array_equal(every_step, theirs, err_msg=f"trial {trial}")
         checked += int(theirs.sum())
     assert checked > 0  # the sequences did exercise turning subtrees
 
