@@ -438,6 +438,24 @@ def test_low_rank_whitening_samples_the_same_posterior_as_dense_whitening(monkey
         assert np.all(np.abs(a.std(("chain", "draw")).values - b.std(("chain", "draw")).values) < 5 * se_sd)
 
 
+def test_low_rank_whitening_is_chosen_from_low_rank_from_only_where_it_is_complete(monkeypatch):
+    from bayeshf.generators import nbin_workspace
+
+    def factor_ndim(model):
+        (_, factor, basis, _), _ = sampling._whitening(Posterior(model), ())
+        return factor.ndim, basis.shape[1]
+
+    assert sampling.LOW_RANK_FROM <= 101 <= sampling.DENSE_WHITENING
+    assert factor_ndim(bayeshf.load(nbin_workspace(100))) == (1, 2)  # signal strength vs the gammas: 2 directions
+    assert factor_ndim(bayeshf.load(nbin_workspace(20)))[0] == 2  # below LOW_RANK_FROM: dense
+    sbottom = bayeshf.load(data_path("sbottom/RegionA/BkgOnly.json"),
+                           patches=[data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json")])
+    monkeypatch.setattr(sampling, "LOW_RANK_FROM", 10)
+    assert factor_ndim(sbottom) == (1, 4)  # 4 directions off 1 by more than 1.5x
+    monkeypatch.setattr(sampling, "WHITENING_RANK", 3)
+    assert factor_ndim(sbottom)[0] == 2  # more than WHITENING_RANK: the low rank would be incomplete
+
+
 def test_newton_direction_is_bounded_along_near_flat_directions():
     from bayeshf.posterior import _newton_direction
 
