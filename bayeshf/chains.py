@@ -121,11 +121,30 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     return init, step
 
 
+def pack_records(stats: StepStats):
+    """A chunk's records as one float64 array (steps, chains, ndim + 7): theta, then the other fields in
+    StepStats order (integers and flags are exact in float64). One device-to-host copy per chunk
+    instead of eight (each ~50 us with the chains on 2 devices)."""
+    others = [getattr(stats, name).astype(jnp.float64)[..., None] for name in StepStats._fields[1:]]
+    return jnp.concatenate([stats.theta] + others, axis=-1)
+
+
+def unpack_records(records: np.ndarray) -> StepStats:
+    """:class:`StepStats` (NumPy views, flags as bool and counts as int64) of :func:`pack_records` output."""
+    n_other = len(StepStats._fields) - 1
+    fields = {name: records[..., -n_other + i] for i, name in enumerate(StepStats._fields[1:])}
+    for name in ("n_steps", "tree_depth"):
+        fields[name] = fields[name].astype(np.int64)
+    fields["diverging"] = fields["diverging"] > 0.5
+    return StepStats(theta=records[..., :-n_other], **fields)
+
+
 @functools.lru_cache(maxsize=16)
 def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_integration_steps: int, target: float,
              shrinkage: float = 10.0, devices: tuple = (), chain_loop: bool = False):
     """Jitted ``start(model, ...)`` and ``run_chunk(model, preconditioner, carry, flags[capacity], first_step,
-    n_steps)`` -> (carry, StepStats[capacity, chains]), of which the first ``n_steps`` are the steps run.
+    n_steps)`` -> (carry, records[capacity, chains, ndim + 7]) (:func:`pack_records`; :func:`unpack_records`
+    reads them), of which the first ``n_steps`` are the steps run.
 
     Keyed on the posterior's :class:`~bayeshf.posterior.Structure`; the model
     is a traced argument, so other data reuse the compiled program. With more
@@ -222,7 +241,7 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         carry, stats = jax.lax.fori_loop(0, n_steps, body, (carry, records))
         posterior = structure.bind(model)
         theta = jax.vmap(jax.vmap(lambda u: posterior.constrain_free(to_z(preconditioner, u))))(stats.theta)
-        return carry, stats._replace(theta=theta)
+        return carry, pack_records(stats._replace(theta=theta))
 
     def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
         from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma

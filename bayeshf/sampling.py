@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bayeshf.chains import SAMPLERS, StepFlags, StepStats, _program, _schedule, algorithm, replicate
+from bayeshf.chains import SAMPLERS, StepFlags, StepStats, _program, _schedule, algorithm, replicate, unpack_records
 from bayeshf.devices import chain_devices
 from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
@@ -232,9 +232,9 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     try:
         for begin in range(0, total, chunk):
             step_count = min(chunk, total - begin)
-            carry, stats = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk], np.uint32(begin),
-                                     np.int32(step_count))
-            stats = jax.tree.map(lambda x: np.asarray(x)[:step_count], stats)  # waits for the chunk
+            carry, records = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk], np.uint32(begin),
+                                       np.int32(step_count))
+            stats = unpack_records(np.asarray(records)[:step_count])  # waits for the chunk
             pieces.append(stats)
             done = begin + step_count
             if bar is not None:
