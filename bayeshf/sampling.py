@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -125,17 +124,15 @@ def enable_compilation_cache(path: str | Path | None = None) -> None:
 
 # --------------------------------------------------------------------------- driver
 
-_POSTERIORS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
-
-
 def posterior_for(model, priors=None, *, shapesys: str = "flat") -> Posterior:
-    """The :class:`Posterior` of ``model``; cached per model for the derived priors (so programs are reused)."""
+    """The :class:`Posterior` of ``model``; cached per model for the derived priors (so programs are reused).
+
+    The cache lives on the model object (``_posteriors``, not pickled), so it goes when the model goes
+    (a module-level weak dictionary kept every model alive: its values refer to their keys).
+    """
     if priors is not None:
         return Posterior(model, build_priors(model, priors, shapesys=shapesys))
-    try:
-        per_model = _POSTERIORS.setdefault(model, {})
-    except TypeError:  # model not weak-referenceable
-        return Posterior(model, build_priors(model, shapesys=shapesys))
+    per_model = getattr(model, "__dict__", {}).setdefault("_posteriors", {})
     if shapesys not in per_model:
         per_model[shapesys] = Posterior(model, build_priors(model, shapesys=shapesys))
     return per_model[shapesys]
@@ -293,11 +290,27 @@ def _replicated_model(posterior: Posterior, devices: tuple):
     """The posterior's model on every device of ``devices``, copied once per posterior (not per run)."""
     if len(devices) <= 1:
         return posterior.model
-    replicas = posterior.__dict__.setdefault("_replicas", {})
+    replicas = _cache(posterior, "_replicas")
     key = tuple(device.id for device in devices)
     if key not in replicas:
         replicas[key] = replicate(posterior.model, devices)
     return replicas[key]
+
+
+def _cache(posterior: Posterior, name: str) -> dict:
+    """The dictionary ``name`` of values derived from ``posterior.model``, emptied when the model was replaced."""
+    model, entries = posterior.__dict__.get(name, (None, None))
+    if model is not posterior.model:
+        entries = {}
+        posterior.__dict__[name] = (posterior.model, entries)
+    return entries
+
+
+def _read_only(*arrays):
+    for array in arrays:
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False
+    return arrays
 
 
 #: models with fewer array elements than this run a device's chains one after another (see run_chains)
@@ -319,12 +332,12 @@ def _laplace(posterior: Posterior) -> tuple[np.ndarray, np.ndarray | None, np.nd
     values are the ones a new search would return). ttbar's mode search takes 0.2 s, the 10-bin
     model's 1.5 ms of a 60 ms run.
     """
-    cached = posterior.__dict__.get("_laplace")
-    if cached is None:
+    cache = _cache(posterior, "_laplace")
+    if "mode" not in cache:
         z_mode, covariance = find_mode_unconstrained(posterior)
-        cached = (z_mode, covariance, None if covariance is None else np.linalg.cholesky(covariance))
-        posterior.__dict__["_laplace"] = cached
-    return cached
+        cache["mode"] = _read_only(np.asarray(z_mode, dtype=float), covariance,
+                                   None if covariance is None else np.linalg.cholesky(covariance))
+    return cache["mode"]
 
 
 def _whitening(posterior: Posterior, devices: tuple):
@@ -337,7 +350,7 @@ def _whitening(posterior: Posterior, devices: tuple):
     correction (:func:`low_rank_whitening`).
     """
     key = (tuple(device.id for device in devices), DENSE_WHITENING, LOW_RANK_FROM, WHITENING_RANK, WHITENING_MIN_RATIO)
-    per_posterior = posterior.__dict__.setdefault("_whitenings", {})
+    per_posterior = _cache(posterior, "_whitenings")
     if key not in per_posterior:
         centre, covariance, cholesky = _laplace(posterior)
         ndim = posterior.ndim
@@ -352,7 +365,7 @@ def _whitening(posterior: Posterior, devices: tuple):
         else:
             factor = np.sqrt(np.diag(covariance))
             basis, weights, inverse_weights = low_rank_whitening(covariance / np.outer(factor, factor))
-        per_posterior[key] = ((centre, factor, basis, inverse_weights),
+        per_posterior[key] = (_read_only(centre, factor, basis, inverse_weights),
                               replicate(tuple(jnp.asarray(a) for a in (centre, factor, basis, weights)), devices))
     return per_posterior[key]
 

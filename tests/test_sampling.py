@@ -97,16 +97,24 @@ def test_flat_prior_boxes_map_through_the_normal_cdf_and_others_through_the_logi
         np.testing.assert_allclose(jac_flat, np.sum(st.norm.logpdf(only_flat) - st.norm.logpdf(0.0)), rtol=1e-12)
         np.testing.assert_allclose(posterior.unconstrain(np.asarray(posterior.constrain(jnp.asarray(z)))), z,
                                    rtol=1e-8, atol=1e-8)
-    # more runs of flat parameters than static slices: the selected form gives the same values
-    posterior = Posterior(bayeshf.load(nbin_workspace(4)))
-    z = jnp.linspace(-3.0, 3.0, posterior.ndim)
-    sliced = posterior.constrain_free(z)
-    old = posterior_module.PROBIT_MAX_BLOCKS
-    try:
-        posterior_module.PROBIT_MAX_BLOCKS = 0
-        np.testing.assert_allclose(posterior.constrain_free(z), sliced, rtol=1e-15)
-    finally:
-        posterior_module.PROBIT_MAX_BLOCKS = old
+    # interleaved runs of flat parameters (uniform priors on every other normsys of sbottom): the sliced form
+    # (up to PROBIT_MAX_BLOCKS runs) and the selected form (more runs) give scipy's values, batched too
+    sbottom = bayeshf.load(data_path("sbottom/RegionA/BkgOnly.json"),
+                           patches=[data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json")])
+    names = [n for n in Posterior(sbottom).free_names if "[" not in n and n not in ("mu_SIG", "lumi")]
+    for count in (3, 12):
+        chosen = names[::2][:count]
+        posterior = Posterior(sbottom, build_priors(sbottom, {"priors": {
+            n: {"family": "uniform", "low": -5.0, "high": 5.0} for n in chosen}}))
+        families = [posterior.prior_set[name].family for name in posterior.free_names]
+        flat = np.array([family in ("flat", "uniform") for family in families])
+        assert set(chosen) <= {n for n, f in zip(posterior.free_names, flat) if f}
+        runs = posterior_module._runs(np.flatnonzero(flat))
+        assert (len(runs) <= posterior_module.PROBIT_MAX_BLOCKS) == (count == 3) and len(runs) > 1
+        z = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (3, posterior.ndim)))
+        lo, hi = posterior.prior_set.lower[posterior.free_index], posterior.prior_set.upper[posterior.free_index]
+        expected = lo + (hi - lo) * np.where(flat, st.norm.cdf(z), scipy.special.expit(z))
+        np.testing.assert_allclose(np.asarray(posterior.constrain_free(jnp.asarray(z))), expected, rtol=1e-13)
 
 
 # --------------------------------------------------------------------------- MAP == MLE
@@ -278,9 +286,23 @@ def test_mode_and_whitening_are_computed_once_per_posterior_and_give_the_same_dr
     other = sampling.run_chains(Posterior(model), chains=2, warmup=60, draws=40, seed=5, progress=False).stats.theta
     assert len(calls) == 2
     np.testing.assert_array_equal(first, other)
-    # a copy bound to other data does not inherit the cached mode
-    assert "_laplace" in fresh.__dict__
-    assert "_laplace" not in fresh.with_model(model.with_data(np.asarray(model.observed) + 3.0)).__dict__
+    # a copy bound to other data inherits none of the values derived from the old data, and samples as
+    # a fresh posterior of the new data does (chains split over the devices: the model's device copies too)
+    other_data = model.with_data(np.asarray(model.observed) + 3.0)
+    bound = fresh.with_model(other_data)
+    assert not {"_laplace", "_whitenings", "_replicas"} & set(bound.__dict__)
+    kw = dict(chains=2, warmup=60, draws=40, seed=5, progress=False)
+    np.testing.assert_array_equal(sampling.run_chains(bound, **kw).stats.theta,
+                                  sampling.run_chains(Posterior(other_data, fresh.prior_set), **kw).stats.theta)
+    # replacing a posterior's model by hand empties its caches too
+    fresh.model = other_data
+    np.testing.assert_array_equal(sampling.run_chains(fresh, **kw).stats.theta,
+                                  sampling.run_chains(bound, **kw).stats.theta)
+    assert len(calls) == 5  # bound, the fresh posterior of the new data and the replaced model searched once each
+    # the cached arrays cannot be changed in place
+    mode, covariance, cholesky = sampling._laplace(fresh)
+    with pytest.raises(ValueError):
+        mode[0] = 0.0
 
 
 SPLIT_SCRIPT = """
