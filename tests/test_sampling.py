@@ -359,7 +359,7 @@ def test_import_switches_jax_to_synchronous_cpu_dispatch_unless_asked_not_to():
 
 
 def test_target_acceptance_is_raised_only_for_large_models_of_interpolated_systematics():
-    """0.98 for ttbar-like models (> 100 free parameters, mostly normsys/histosys), 0.8 for n-bin gammas."""
+    """0.99 and 2000 draws (CLI) for ttbar-like models (> 100 free parameters, mostly normsys/histosys), 0.8 for n-bin gammas."""
     import json
 
     from bayeshf.generators import nbin_workspace
@@ -371,10 +371,13 @@ def test_target_acceptance_is_raised_only_for_large_models_of_interpolated_syste
     ttbar = bayeshf.load(path)
     assert sampling.interpolated_parameters(ttbar) == len(interpolated)
     free = int((~sampling.posterior_for(ttbar).prior_set.fixed).sum())
-    assert sampling.default_target_acceptance("nuts", free, len(interpolated)) == 0.98
+    assert sampling.default_target_acceptance("nuts", free, len(interpolated)) == sampling.LARGE_MODEL_TARGET > 0.95
+    assert sampling.default_draws(ttbar) == sampling.LARGE_MODEL_DRAWS > 1000  # what the CLI takes without --draws
+    assert sampling.default_draws(ttbar, "mh") == 1000
     nbin = bayeshf.load(nbin_workspace(150))
     assert sampling.interpolated_parameters(nbin) == 0
     assert sampling.default_target_acceptance("nuts", 151, 0) == 0.8
+    assert sampling.default_draws(nbin) == 1000
     assert sampling.default_target_acceptance("mh", 151, 0) == 0.234
 
 

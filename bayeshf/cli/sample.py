@@ -26,7 +26,9 @@ def register(subparsers) -> None:
                         help="shapesys prior convention: flat = Gamma(aux+1, rate tau) (default), unit-mean = Gamma(aux, rate tau)")
     parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
     parser.add_argument("--warmup", type=int, default=1000, help="warm-up steps per chain (default 1000)")
-    parser.add_argument("--draws", type=int, default=1000, help="kept draws per chain (default 1000)")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="kept draws per chain (default 1000; 2000 above 100 free parameters mostly normsys/histosys, "
+                        "whose slowest parameters need them for R-hat < 1.01, see docs/sampling.md)")
     parser.add_argument("--sampler", choices=SAMPLERS, default="nuts",
                         help="sampler (default nuts; nuts, hmc and mh are bayeshf's kernels, blackjax-* "
                              "blackjax's kernels of the same algorithms, slower on CPU)")
@@ -34,7 +36,7 @@ def register(subparsers) -> None:
                         help="inverse mass matrix adapted in warm-up (default auto = diagonal: chains already run on "
                         "coordinates whitened by the Laplace covariance at the mode, so correlations are taken care of)")
     parser.add_argument("--target-acceptance", type=float, default=None, metavar="P",
-                        help="target acceptance rate of the step-size adaptation (default: 0.8; 0.98 above 100 free "
+                        help="target acceptance rate of the step-size adaptation (default: 0.8; 0.99 above 100 free "
                         "parameters mostly normsys/histosys, see docs/sampling.md; mh 0.234)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same draws")
     parser.add_argument("--out", "-o", default="bayeshf-sample", metavar="DIR", help="output directory (default bayeshf-sample)")
@@ -73,6 +75,10 @@ def _import_in_background(*modules: str) -> None:
 def run(args: argparse.Namespace) -> int:
     _import_in_background("arviz", "matplotlib.pyplot", "corner")
     model = model_from_args(args)
+    if args.draws is None:
+        from bayeshf.sampling import default_draws
+
+        args.draws = default_draws(model, args.sampler)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BayeshfError(f"{out}: --out must be a directory, but a file of that name exists.")
