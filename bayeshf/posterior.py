@@ -330,6 +330,16 @@ def _newton(value_and_grad, x: np.ndarray, *, lower=None, upper=None, iterations
     return x
 
 
+def _minimisation_objective(value_and_grad):
+    """``x -> (-value, -gradient)`` for scipy's minimisers, with a huge finite value where the density is not finite."""
+
+    def objective(x):
+        value, grad = value_and_grad(x)
+        return (-value, -grad) if np.isfinite(value) else (1e300, np.zeros_like(x))
+
+    return objective
+
+
 def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: bool = True) -> np.ndarray:
     """Maximum a posteriori point on the constrained space (bounds respected).
 
@@ -351,9 +361,7 @@ def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: 
         value, grad = _theta_value_and_grad(posterior.structure, posterior.model, jnp.asarray(full))
         return float(value), np.asarray(grad)[free]
 
-    def objective(x):
-        value, grad = value_and_grad(x)
-        return (-value, -grad) if np.isfinite(value) else (1e300, np.zeros_like(x))
+    objective = _minimisation_objective(value_and_grad)
 
     lower, upper = ps.lower[free], ps.upper[free]
     bounds = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b) for a, b in zip(lower, upper)]
@@ -393,9 +401,7 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
         value, grad = _z_value_and_grad(posterior.structure, posterior.model, np.asarray(x, dtype=np.float64))
         return float(np.asarray(value)), np.asarray(grad)
 
-    def objective(x):
-        value, grad = value_and_grad(x)
-        return (-value, -grad) if np.isfinite(value) else (1e300, np.zeros_like(x))
+    objective = _minimisation_objective(value_and_grad)
 
     if posterior.ndim > 1000:
         result = minimize(objective, z, jac=True, method="L-BFGS-B", options=dict(maxiter=maxiter, maxcor=30))

@@ -49,10 +49,10 @@ def large_interpolated_model(sampler: str, ndim: int, interpolated: int | None =
     return algorithm(sampler) != "mh" and ndim > LARGE_MODEL and (interpolated is None or 2 * interpolated > ndim)
 
 
-def default_draws(model, sampler: str = "nuts", draws: int = 1000) -> int:
-    """Draws per chain for ``model``: ``draws``, or LARGE_MODEL_DRAWS for large models of interpolated systematics."""
+def default_draws(model, sampler: str = "nuts") -> int:
+    """Draws per chain the CLI takes for ``model``: 1000, LARGE_MODEL_DRAWS for large models of interpolated systematics."""
     ndim = int((~np.asarray(model.fixed, dtype=bool)).sum())
-    return max(draws, LARGE_MODEL_DRAWS) if large_interpolated_model(sampler, ndim, interpolated_parameters(model)) else draws
+    return LARGE_MODEL_DRAWS if large_interpolated_model(sampler, ndim, interpolated_parameters(model)) else 1000
 
 
 def interpolated_parameters(model) -> int:
@@ -98,14 +98,21 @@ def low_rank_whitening(correlation: np.ndarray, rank: int | None = None,
     basis and the weights of ``M`` and of ``M^-1``.
     """
     rank = WHITENING_RANK if rank is None else rank
+    eigenvalues, vectors = _strong_directions(correlation, min_ratio)
+    root = np.sqrt(eigenvalues[:rank])
+    return vectors[:, :rank], root - 1.0, 1.0 / root - 1.0
+
+
+def _strong_directions(correlation: np.ndarray, min_ratio: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues and eigenvectors of ``correlation`` off 1 by more than ``min_ratio`` (default
+    WHITENING_MIN_RATIO), strongest first."""
     min_ratio = WHITENING_MIN_RATIO if min_ratio is None else min_ratio
     eigenvalues, vectors = np.linalg.eigh(0.5 * (correlation + correlation.T))
     eigenvalues = np.maximum(eigenvalues, 1e-12)
     strength = np.abs(np.log(eigenvalues))
-    order = np.argsort(strength)[::-1][:rank]
-    keep = order[strength[order] > np.log(min_ratio)]
-    root = np.sqrt(eigenvalues[keep])
-    return vectors[:, keep], root - 1.0, 1.0 / root - 1.0
+    order = np.argsort(strength)[::-1]
+    order = order[strength[order] > np.log(min_ratio)]
+    return eigenvalues[order], vectors[:, order]
 
 
 CACHE_DIR = Path.home() / ".cache" / "bayeshf" / "jax"
@@ -370,16 +377,16 @@ def _whitening(posterior: Posterior, devices: tuple):
         centre, covariance, cholesky = _laplace(posterior)
         ndim = posterior.ndim
         basis, weights, inverse_weights = np.zeros((ndim, 0)), np.zeros(0), np.zeros(0)
+        widths = np.sqrt(np.diag(covariance))
+        correlation = covariance / np.outer(widths, widths)
         dense = ndim <= DENSE_WHITENING
-        if dense and ndim >= LOW_RANK_FROM:
-            widths = np.sqrt(np.diag(covariance))
-            eigenvalues = np.maximum(np.linalg.eigvalsh(covariance / np.outer(widths, widths)), 1e-12)
-            dense = int(np.sum(np.abs(np.log(eigenvalues)) > np.log(WHITENING_MIN_RATIO))) > WHITENING_RANK
+        if dense and ndim >= LOW_RANK_FROM:  # the low rank is complete: it holds every strong direction
+            dense = len(_strong_directions(correlation)[0]) > WHITENING_RANK
         if dense:
             factor = cholesky
         else:
-            factor = np.sqrt(np.diag(covariance))
-            basis, weights, inverse_weights = low_rank_whitening(covariance / np.outer(factor, factor))
+            factor = widths
+            basis, weights, inverse_weights = low_rank_whitening(correlation)
         per_posterior[key] = (_read_only(centre, factor, basis, inverse_weights),
                               replicate(tuple(jnp.asarray(a) for a in (centre, factor, basis, weights)), devices))
     return per_posterior[key]
