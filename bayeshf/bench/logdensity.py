@@ -60,6 +60,16 @@ def measure_case(case: str, spec: dict[str, Any], recorder: Recorder, *, impleme
     for name, prepared in ready.items():
         for metric, seconds in prepared.setup.items():
             recorder.add_value(case=case, implementation=name, metric=metric, unit="s", value=seconds, **common[name])
+    try:
+        _time_metrics(case, ready, recorder, common, repeats=repeats, min_time=min_time, extra=extra)
+    finally:
+        for prepared in ready.values():  # child processes of the *-alone runners
+            if prepared.close is not None:
+                prepared.close()
+
+
+def _time_metrics(case: str, ready: dict[str, Any], recorder: Recorder, common: dict[str, Any], *, repeats: int,
+                  min_time: float, extra: dict[str, Any]) -> None:
     for metric in METRICS:
         fns = {}
         for name, prepared in ready.items():

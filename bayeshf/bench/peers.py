@@ -56,6 +56,7 @@ class Prepared:
     value_and_grad_in_jit: Callable[[], Any] | None = None  # `evaluations` chained evaluations in one jitted loop
     value_and_grad_host: Callable[[], Any] | None = None  # NumPy point in, (float, NumPy gradient) out
     evaluations: int = 1  # evaluations per call of the *_in_jit thunks
+    close: Callable[[], None] | None = None  # frees what the runner holds (the child process of a *-alone runner)
 
 
 def require(module: str, install: str | None = None) -> None:
@@ -329,4 +330,12 @@ LOGDENSITY_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], list[str], np.nd
     "pyhf-numpy": prepare_pyhf_numpy,
     "nextstat": prepare_nextstat,
     "jax-call-floor": prepare_jax_call_floor,
+    # pyhf's jax backend in a process of its own with JAX's defaults, as pyhf's users run it
+    "pyhf-jax-alone": lambda spec, names, point: _alone("pyhf-jax")(spec, names, point),
 }
+
+
+def _alone(implementation: str) -> Callable[[dict[str, Any], list[str], np.ndarray], Prepared]:
+    from bayeshf.bench.isolated import alone  # imports this module
+
+    return alone(implementation)
