@@ -138,6 +138,24 @@ def test_host_value_and_grad_with_other_data():
     assert copy.value_and_grad(pars)[0] == toys[1].value_and_grad(pars)[0]
 
 
+def test_host_program_reads_small_arrays_from_one_buffer():
+    from bayeshf.model import _ONE_BUFFER, _one_buffer
+
+    model = bayeshf.load(data_path("pyhf-validation/2bin_2channel_couplednorm.json"))
+    assert model.arrays.normsys_coefficients.shape[0] > 0
+    views = jax.jit(_one_buffer)(model.arrays)
+    for name in _ONE_BUFFER:  # the same values and shapes, read from one buffer
+        np.testing.assert_array_equal(getattr(views, name), getattr(model.arrays, name))
+    for name in set(model.arrays._fields) - set(_ONE_BUFFER):
+        assert getattr(views, name) is getattr(model.arrays, name) or np.array_equal(getattr(views, name),
+                                                                                   getattr(model.arrays, name))
+    pars = model.init * 1.07
+    value, grad = model.value_and_grad(pars)
+    want_value, want_grad = jax.value_and_grad(model.logpdf)(jnp.asarray(pars))
+    assert value == pytest.approx(float(want_value), rel=1e-14)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-13)
+
+
 def test_host_value_and_grad_refuses_tracers():
     model = bayeshf.load(data_path("thesis/4_bin.json"))
     with pytest.raises(bayeshf.BayeshfError, match="inside traced code"):
