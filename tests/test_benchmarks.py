@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from bayeshf.bench import main
-from conftest import data_path
 from bayeshf.bench.harness import Recorder, format_seconds, summarize, time_per_call
 from bayeshf.bench.logdensity import per_evaluation
 from bayeshf.bench.nbin import Budget
 from bayeshf.bench.peers import in_jit_loop
 from bayeshf.bench.report import targets, write_report
 from bayeshf.cli import main as cli_main
+from conftest import data_path
 
 
 def run_quick(tmp_path, suite, *extra):
@@ -78,34 +78,91 @@ def test_targets_compare_medians():
             "(target >= 5x: NOT met)") in text
     assert "in jit 4.0x faster than pyhf's jitted jax backend in bayeshf's process (target >= 5x: NOT met)" in text
     assert "= 0.50 (target: ahead of NextStat, > 1: NOT met)" in text
-    assert "no JAX implementation can be more than 3.0x faster than pyhf-jax per call" in text
+    assert "no JAX implementation can be more than 3.0x faster than pyhf-jax in bayeshf's process per call" in text
     assert "(target < 1 s: NOT met)" in text
 
 
-def test_alone_runner_times_in_a_child_with_jax_defaults():
-    import jax
+def test_harness_hands_timing_to_objects_that_time_themselves():
+    from bayeshf.bench.harness import calibrate, time_interleaved, timing_loop
 
+    class Elsewhere:
+        def __init__(self):
+            self.asked = []
+
+        def __call__(self):  # a call across processes: must not be what the harness loops over
+            raise AssertionError("called in a loop")
+
+        def calibrate(self, min_time):
+            self.asked.append(("calibrate", min_time))
+            return 7
+
+        def timing_loop(self, number):
+            self.asked.append(("loop", number))
+            return 1e-6
+
+    remote = Elsewhere()
+    assert calibrate(remote, 0.05) == 7 and timing_loop(remote, 3) == 1e-6
+    summary = time_interleaved({"remote": remote, "local": lambda: None}, repeats=2, min_time=0.001)
+    assert summary["remote"]["median"] == 1e-6 and summary["remote"]["number"] == 7
+    assert remote.asked[2:] == [("calibrate", 0.001), ("loop", 7), ("loop", 7)]
+
+
+def test_alone_runner_times_in_a_child_with_jax_defaults():
     from bayeshf.bench.harness import calibrate, timing_loop
-    from bayeshf.bench.isolated import alone
+    from bayeshf.bench.isolated import ChildFailed, alone
     from bayeshf.bench.peers import reference_point
 
-    assert jax.config.values.get("jax_cpu_enable_async_dispatch") is False  # this process: bayeshf's setting
     spec = json.loads(data_path("thesis/2_bin_corr.json").read_text())
     names, point = reference_point(spec, seed=0)
-    prepared = alone("pyhf-jax")(spec, names, point)
+    prepared = alone("pyhf-jax")(spec, names, point)  # the child refuses to prepare without JAX's defaults
     try:
         child = prepared.value_and_grad.child
         assert prepared.name == "pyhf-jax-alone" and prepared.setup["load"] > 0
         assert np.isfinite(prepared.logpdf) and prepared.evaluations >= 10
-        number = calibrate(prepared.value_and_grad, 0.01)  # the child calibrates and loops, not this process
+        number = calibrate(prepared.value_and_grad, 0.01)
         assert number >= 1 and 0 < timing_loop(prepared.value_and_grad, number) < 1.0
-        with pytest.raises(RuntimeError, match="unknown request"):
+        with pytest.raises(ChildFailed, match="unknown request") as failure:
             child.request(op="nonsense")
+        assert failure.value.implementation == "pyhf-jax-alone"
     finally:
         prepared.close()
     assert child.process.poll() is not None  # stopped
-    with pytest.raises(RuntimeError, match="exited"):
+    with pytest.raises(ChildFailed, match="exited"):
         child.request(op="call", metric="value")
+    with pytest.raises(ValueError, match="own"):
+        alone("pyhf-jax-alone")
+
+
+def test_a_child_failing_while_timed_is_skipped_and_the_others_go_on(tmp_path):
+    from bayeshf.bench import logdensity
+    from bayeshf.bench.isolated import alone
+    from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS
+
+    spec = json.loads(data_path("thesis/2_bin_corr.json").read_text())
+    children = []
+
+    def dying(spec, names, point):  # the child dies after it is prepared, before it is timed
+        prepared = alone("jax-call-floor")(spec, names, point)
+        prepared.value.child.process.kill()
+        children.append(prepared.value.child)
+        return prepared
+
+    recorder = Recorder("logdensity", {}, None, echo=False)
+    implementations = {"bayeshf": LOGDENSITY_IMPLEMENTATIONS["bayeshf"], "dying": dying}
+    original = dict(LOGDENSITY_IMPLEMENTATIONS)
+    LOGDENSITY_IMPLEMENTATIONS.update(implementations)
+    try:
+        logdensity.measure_case("thesis_2_bin_corr", spec, recorder, implementations=list(implementations),
+                                repeats=1, min_time=0.001, seed=0)
+    finally:
+        LOGDENSITY_IMPLEMENTATIONS.clear()
+        LOGDENSITY_IMPLEMENTATIONS.update(original)
+    timed = {(r["implementation"], r["metric"]) for r in recorder.rows if r["metric"] in logdensity.METRICS}
+    assert {("bayeshf", m) for m in logdensity.METRICS} <= timed
+    assert not any(name == "dying" for name, _ in timed)
+    reasons = [s["reason"] for s in recorder.skips if s["implementation"] == "dying"]
+    assert reasons and "exited" in reasons[0]
+    assert children[0].process.poll() is not None
 
 
 def test_in_jit_loop_chains_every_evaluation():

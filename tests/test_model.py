@@ -151,6 +151,7 @@ def test_host_program_reads_small_arrays_from_one_buffer():
                                                                                    getattr(model.arrays, name))
     pars = model.init * 1.07
     value, grad = model.value_and_grad(pars)
+    assert "optimization_barrier" in model._host_own_data.lower(pars).as_text()  # the host program uses it
     want_value, want_grad = jax.value_and_grad(model.logpdf)(jnp.asarray(pars))
     assert value == pytest.approx(float(want_value), rel=1e-14)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-13)

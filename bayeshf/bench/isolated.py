@@ -2,22 +2,25 @@
 
 ``import bayeshf`` switches JAX's CPU client to synchronous dispatch for the
 whole process (:mod:`bayeshf.devices`), so a JAX peer timed next to bayeshf
-runs faster than it does for its own users (pyhf's jax backend on sbottom
-RegionA: about 100 us per value + gradient call instead of about 150 us).
-The ``*-alone`` runners measure the peer as its users run it: a child process
-(``python -m bayeshf.bench.isolated``) started with ``BAYESHF_CPU_ASYNC=1`` and
-``BAYESHF_CPU_DEVICES=1``, i.e. with JAX's default asynchronous dispatch and
-one CPU device, builds the implementation and runs the timing loops when the
-benchmark process asks (one JSON line per request on its stdin, one answer per
-line on its stdout). The parent waits while the child times, so the round
-robin of :func:`bayeshf.bench.harness.time_interleaved` still alternates the
-implementations under the same machine load.
+runs faster per call than it does for its own users (pyhf's jax backend on
+sbottom RegionA: about 105 us per value + gradient call instead of about
+140 us). The ``*-alone`` runners measure the peer as its users run it: a child
+process (``python -m bayeshf.bench.isolated``) started with
+``BAYESHF_CPU_ASYNC=1`` and ``BAYESHF_CPU_DEVICES=1`` (and without the
+variables that would configure JAX otherwise), i.e. with JAX's default
+asynchronous dispatch and one CPU device, builds the implementation and runs
+the timing loops when the benchmark process asks: one JSON request per line on
+its stdin, one JSON answer per line on a pipe of its own (nothing a library
+prints can get in the way). The parent waits while the child times, so the
+round robin of :func:`bayeshf.bench.harness.time_interleaved` still alternates
+the implementations under the same machine load.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import selectors
 import subprocess
 import sys
 import weakref
@@ -25,13 +28,20 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bayeshf.bench.peers import Prepared, Unavailable
-
-#: the thunks of a Prepared that a child can time
-METRICS = ("value", "value_and_grad", "value_and_grad_host", "hvp", "value_and_grad_in_jit")
+from bayeshf.bench.logdensity import METRICS
+from bayeshf.bench.peers import PeerFailed, Prepared, Unavailable
 
 #: environment of the child: JAX's defaults (asynchronous CPU dispatch, one CPU device)
 CHILD_ENV = {"BAYESHF_CPU_ASYNC": "1", "BAYESHF_CPU_DEVICES": "1"}
+#: ... and none of the variables that would configure JAX's CPU client otherwise
+CHILD_ENV_DROPPED = ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", "JAX_CPU_ENABLE_ASYNC_DISPATCH")
+
+#: seconds to wait for one answer (building a workspace and compiling it included) before giving up
+ANSWER_TIMEOUT = 600.0
+
+
+class ChildFailed(PeerFailed):
+    """The child process failed or stopped answering; the message says how."""
 
 
 class RemoteTimer:
@@ -59,46 +69,83 @@ class RemoteTimer:
 class Child:
     """The child process and its request/answer protocol."""
 
-    def __init__(self) -> None:
-        env = {**os.environ, **CHILD_ENV}
-        self.process = subprocess.Popen([sys.executable, "-m", "bayeshf.bench.isolated"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
-        self._finalizer = weakref.finalize(self, _stop, self.process)
+    def __init__(self, name: str, timeout: float = ANSWER_TIMEOUT) -> None:
+        self.name = name
+        env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}
+        env.update(CHILD_ENV)
+        read_fd, write_fd = os.pipe()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bayeshf.bench.isolated", str(write_fd)], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, env=env, text=True, bufsize=1, pass_fds=(write_fd,))
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.answers = os.fdopen(read_fd, "r")
+        self.timeout = timeout
+        self._finalizer = weakref.finalize(self, _stop, self.process, self.answers)
+
+    def _readline(self) -> str:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.answers, selectors.EVENT_READ)
+            if not selector.select(self.timeout):
+                _stop(self.process, self.answers)
+                raise ChildFailed(f"the benchmark child process gave no answer within {self.timeout:.0f} s "
+                                  "and was stopped", self.name)
+        return self.answers.readline()
 
     def request(self, **message: Any) -> dict[str, Any]:
         if self.process.poll() is not None:
-            raise RuntimeError(f"the benchmark child process exited with code {self.process.returncode}")
-        self.process.stdin.write(json.dumps(message) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
+            raise ChildFailed(f"the benchmark child process exited with code {self.process.returncode}", self.name)
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except OSError as error:
+            raise ChildFailed(f"the benchmark child process does not take requests ({error})", self.name) from error
+        line = self._readline()
         if not line:
-            raise RuntimeError(f"the benchmark child process exited with code {self.process.wait()}")
-        answer = json.loads(line)
+            raise ChildFailed(f"the benchmark child process exited with code {self.process.wait()}", self.name)
+        try:
+            answer = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ChildFailed(f"the benchmark child process answered {line[:200]!r}", self.name) from error
         if "unavailable" in answer:
             raise Unavailable(answer["unavailable"])
         if "error" in answer:
-            raise RuntimeError(answer["error"])
+            raise ChildFailed(answer["error"], self.name)
         return answer
 
     def close(self) -> None:
         self._finalizer()
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        try:
-            process.stdin.write(json.dumps({"op": "quit"}) + "\n")
-            process.stdin.flush()
-            process.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            process.kill()
+def _stop(process: subprocess.Popen, answers: Any) -> None:
+    """End the child: end of input is its signal to quit; killed if it does not within 10 s."""
+    try:
+        if process.poll() is None:
+            try:
+                process.stdin.close()
+                process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                process.kill()
+                process.wait()
+    finally:
+        for stream in (process.stdin, answers):
+            try:
+                stream.close()
+            except OSError:
+                pass
 
 
 def alone(implementation: str) -> Callable[[dict[str, Any], list[str], np.ndarray], Prepared]:
     """A prepare function running ``implementation`` (a LOGDENSITY_IMPLEMENTATIONS name) in a child process."""
+    if implementation.endswith("-alone"):
+        raise ValueError(f"{implementation!r} already runs in a process of its own")
 
     def prepare(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
-        child = Child()
+        child = Child(f"{implementation}-alone")
         try:
             answer = child.request(op="prepare", implementation=implementation, spec=spec, names=list(names),
                                    point=[float(v) for v in point])
@@ -107,17 +154,16 @@ def alone(implementation: str) -> Callable[[dict[str, Any], list[str], np.ndarra
             raise
         prepared = Prepared(f"{implementation}-alone", answer["par_names"], np.asarray(answer["point"]),
                             setup=answer["setup"], logpdf=answer["logpdf"], notes=answer["notes"],
-                            evaluations=answer["evaluations"])
+                            evaluations=answer["evaluations"], close=child.close)
         for metric in answer["metrics"]:
             setattr(prepared, metric, RemoteTimer(child, metric))
-        prepared.close = child.close
         return prepared
 
     return prepare
 
 
-def serve(stdin: Any, stdout: Any) -> None:
-    """The child's loop: answer one JSON request per line until ``quit`` or end of input."""
+def serve(stdin: Any, answers: Any) -> None:
+    """The child's loop: answer one JSON request per line until ``quit`` or the end of input."""
     import jax
 
     from bayeshf.bench.harness import calibrate, timing_loop
@@ -156,12 +202,10 @@ def serve(stdin: Any, stdout: Any) -> None:
             answer = {"unavailable": str(reason)}
         except Exception as error:  # reported to the parent, which records a skip
             answer = {"error": f"{type(error).__name__}: {error}"}
-        stdout.write(json.dumps(answer) + "\n")
-        stdout.flush()
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
 if __name__ == "__main__":
-    # answers go to the real stdout; anything the libraries print goes to stderr
-    _answers = sys.stdout
-    sys.stdout = sys.stderr
-    serve(sys.stdin, _answers)
+    with os.fdopen(int(sys.argv[1]), "w") as _answers:
+        serve(sys.stdin, _answers)

@@ -16,7 +16,7 @@ from typing import Any
 
 from bayeshf.bench.cases import ATLAS_CASES, THESIS_CASES, load_case
 from bayeshf.bench.harness import Recorder, time_interleaved
-from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS, Unavailable, reference_point
+from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS, PeerFailed, Unavailable, reference_point
 from bayeshf.bench.progress import progress
 
 METRICS = ("value", "value_and_grad", "value_and_grad_host", "hvp", "value_and_grad_in_jit")
@@ -45,31 +45,44 @@ def measure_case(case: str, spec: dict[str, Any], recorder: Recorder, *, impleme
     shared machine hits every implementation alike.
     """
     names, point = reference_point(spec, seed=seed)
-    ready = {}
-    for name in implementations:
-        prepare = LOGDENSITY_IMPLEMENTATIONS[name]
-        try:
-            ready[name] = prepare(spec, names, point)
-        except Unavailable as reason:
-            recorder.skip(implementation=name, case=case, reason=str(reason), **extra)
-        except Exception as error:  # a peer failing on a workspace is a result, not a crash
-            recorder.skip(implementation=name, case=case, reason=f"failed: {type(error).__name__}: {error}"[:300],
-                          **extra)
-    common = {name: {"npars": len(p.par_names), "logpdf": p.logpdf if p.logpdf == p.logpdf else None, **extra}
-              for name, p in ready.items()}  # None (JSON null) for what computes no log-density
-    for name, prepared in ready.items():
-        for metric, seconds in prepared.setup.items():
-            recorder.add_value(case=case, implementation=name, metric=metric, unit="s", value=seconds, **common[name])
+    ready: dict[str, Any] = {}
     try:
+        for name in implementations:
+            prepare = LOGDENSITY_IMPLEMENTATIONS[name]
+            try:
+                ready[name] = prepare(spec, names, point)
+            except Unavailable as reason:
+                recorder.skip(implementation=name, case=case, reason=str(reason), **extra)
+            except Exception as error:  # a peer failing on a workspace is a result, not a crash
+                recorder.skip(implementation=name, case=case, reason=_failed(error), **extra)
+        common = {name: {"npars": len(p.par_names), "logpdf": p.logpdf if p.logpdf == p.logpdf else None, **extra}
+                  for name, p in ready.items()}  # None (JSON null) for what computes no log-density
+        for name, prepared in ready.items():
+            for metric, seconds in prepared.setup.items():
+                recorder.add_value(case=case, implementation=name, metric=metric, unit="s", value=seconds,
+                                   **common[name])
         _time_metrics(case, ready, recorder, common, repeats=repeats, min_time=min_time, extra=extra)
     finally:
         for prepared in ready.values():  # child processes of the *-alone runners
-            if prepared.close is not None:
-                prepared.close()
+            _close(prepared)
+
+
+def _failed(error: Exception) -> str:
+    return f"failed: {type(error).__name__}: {error}"[:300]
+
+
+def _close(prepared: Any) -> None:
+    if prepared.close is not None:
+        try:
+            prepared.close()
+        except Exception:  # pragma: no cover - freeing one must not keep the others alive
+            pass
 
 
 def _time_metrics(case: str, ready: dict[str, Any], recorder: Recorder, common: dict[str, Any], *, repeats: int,
                   min_time: float, extra: dict[str, Any]) -> None:
+    """Each metric's repeats round robin; an implementation that fails while timed is skipped from then on."""
+    ready = dict(ready)
     for metric in METRICS:
         fns = {}
         for name, prepared in ready.items():
@@ -79,7 +92,18 @@ def _time_metrics(case: str, ready: dict[str, Any], recorder: Recorder, common: 
                               **extra)
             else:
                 fns[name] = fn
-        for name, summary in time_interleaved(fns, repeats=repeats, min_time=min_time).items():
+        while True:
+            try:
+                timed = time_interleaved(fns, repeats=repeats, min_time=min_time)
+                break
+            except PeerFailed as error:
+                failed = next((name for name in fns if error.implementation in (name, ready[name].name)), None)
+                if failed is None:
+                    raise
+                recorder.skip(implementation=failed, case=case, reason=_failed(error), **extra)
+                _close(ready.pop(failed))
+                del fns[failed]
+        for name, summary in timed.items():
             if metric.endswith("_in_jit"):
                 summary = per_evaluation(summary, ready[name].evaluations)
             recorder.add(case=case, implementation=name, metric=metric, unit="s", summary=summary, **common[name])

@@ -40,6 +40,14 @@ class Unavailable(Exception):
     """This implementation cannot run here; the message says why in one line."""
 
 
+class PeerFailed(RuntimeError):
+    """An implementation failed while being timed (``implementation``: its name); the others go on."""
+
+    def __init__(self, message: str, implementation: str | None = None) -> None:
+        super().__init__(message)
+        self.implementation = implementation
+
+
 @dataclass
 class Prepared:
     """One implementation ready to be timed at one point."""

@@ -14,7 +14,7 @@ from typing import Any
 from bayeshf.bench.harness import format_seconds
 from bayeshf.io import write_text
 
-ORDER = ["bayeshf", "bayeshf-pytree", "pyhf-jax", "pyhf-numpy", "nextstat", "blackjax-pyhf", "pyhf-numpy-slsqp", "pyhf-numpy-minuit",
+ORDER = ["bayeshf", "bayeshf-pytree", "pyhf-jax", "pyhf-jax-alone", "pyhf-numpy", "nextstat", "blackjax-pyhf", "pyhf-numpy-slsqp", "pyhf-numpy-minuit",
          "pyhf-jax-slsqp", "bat-litehf", "bat-jax-callback", "bat-pyhf", "jax-call-floor"]
 
 
@@ -97,11 +97,12 @@ def section_logdensity(data: dict[str, Any]) -> list[str]:
            "makes it: the computation plus JAX's fixed cost per call. `import bayeshf` switches JAX's CPU "
            "client to synchronous dispatch (bayeshf.devices; `BAYESHF_CPU_ASYNC=1` keeps JAX's default): a "
            "call runs on the calling thread instead of being handed to a worker thread, as JAX does by default "
-           "for any program above 1,000 flops. That switch holds for the whole process, so every JAX row "
-           "measured next to bayeshf, `pyhf-jax` included, runs faster than it does for its own users. "
-           "`pyhf-jax-alone` is pyhf's jax backend as its users run it: the same jitted functions in a process "
-           "of its own with JAX's defaults (asynchronous dispatch, one CPU device), started and driven by the "
-           "benchmark (bayeshf.bench.isolated), its timing loops taking their turn in the same round robin. "
+           "for any program above 1,000 flops. That switch holds for the whole process, so the per-call rows "
+           "(value, value + gradient, HVP) of `pyhf-jax`, measured next to bayeshf, are faster than pyhf's "
+           "users get them. `pyhf-jax-alone` is pyhf's jax backend as its users run it: the same jitted "
+           "functions in a process of its own with JAX's defaults (asynchronous dispatch, one CPU device), "
+           "started and driven by the benchmark (bayeshf.bench.isolated), its timing loops taking their turn "
+           "in the same round robin (its `load` and first calls include a fresh process's one-off costs). "
            "*On the host* = the same from a NumPy point to a float and a NumPy gradient, what an optimiser "
            "needs: bayeshf's `HistFactoryModel.value_and_grad` (one compiled program per model returning value "
            "and gradient packed in one array: each output of a compiled call costs about 3 us of dispatch), "
@@ -183,7 +184,7 @@ def targets(index: dict[tuple, dict[str, Any]]) -> list[str]:
             if pyhf_jax and floor:
                 out.append(f"  (JAX's own cost per call here, `jax-call-floor`: {format_seconds(floor['median'])}; "
                            f"no JAX implementation can be more than {pyhf_jax['median'] / floor['median']:.1f}x "
-                           "faster than pyhf-jax per call.)")
+                           "faster than pyhf-jax in bayeshf's process per call.)")
         host = index.get((case, "bayeshf", "value_and_grad_host"))
         if nextstat:
             ratio = nextstat["median"] / (host or mine)["median"]
