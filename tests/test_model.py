@@ -157,6 +157,35 @@ def test_host_program_reads_small_arrays_from_one_buffer():
     np.testing.assert_allclose(grad, want_grad, rtol=1e-13)
 
 
+def test_normsys_sums_as_a_matrix_product_for_large_finite_tables(monkeypatch):
+    import json
+
+    import bayeshf.model as bm
+
+    ttbar = bayeshf.load(data_path("atlas-examples/ttbar_ljets_xsec_inclusive_pruned.json"))
+    E = ttbar.arrays.normsys_param.shape[0]
+    assert E >= bm._NORMSYS_PRODUCT[0] and ttbar.arrays.normsys_onehot.shape[0] == E  # parity: test above
+    assert np.all(ttbar.arrays.normsys_onehot.sum(axis=1) == 1.0)
+    path = data_path("pyhf-validation/2bin_2channel_couplednorm.json")
+    small = bayeshf.load(path)
+    assert small.arrays.normsys_onehot.shape[0] == 0  # a small table keeps the segment sum
+    monkeypatch.setattr(bm, "_NORMSYS_PRODUCT", (1, 1 << 16))
+    forced = bayeshf.load(path)
+    assert forced.arrays.normsys_onehot.shape[0] == forced.arrays.normsys_param.shape[0] > 0
+    for pars in parameter_points(small, 3, seed=3):
+        want_value, want_grad = jax.value_and_grad(small.logpdf)(jnp.asarray(pars))
+        value, grad = jax.value_and_grad(forced.logpdf)(jnp.asarray(pars))
+        assert float(value) == pytest.approx(float(want_value), rel=1e-14)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-13, atol=1e-15)
+    spec = json.loads(path.read_text())  # a normsys factor of 0: log -inf, product would spread 0 x inf = NaN
+    for channel in spec["channels"]:
+        for sample in channel["samples"]:
+            for modifier in sample["modifiers"]:
+                if modifier["type"] == "normsys":
+                    modifier["data"]["lo"] = 0.0
+    assert bayeshf.load(spec).arrays.normsys_onehot.shape[0] == 0
+
+
 def test_host_value_and_grad_refuses_tracers():
     model = bayeshf.load(data_path("thesis/4_bin.json"))
     with pytest.raises(bayeshf.BayeshfError, match="inside traced code"):
