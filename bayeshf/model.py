@@ -103,16 +103,16 @@ def _safe_log(values: np.ndarray) -> np.ndarray:
 #: instead of a segment sum (a serial scatter on a CPU, plus the zeros it scatters into) from this many
 #: entries, while the matrix stays this small; ATLAS ttbar (716 entries, 18 (sample, channel)): value +
 #: gradient in a compiled loop -10 to -16%, per call -4 to -11%, a sampler's step (static HMC, 2 chains) -9%;
-#: sbottom (42 entries) +4% in a loop, so
-#: small tables keep the segment sum. Only with finite hi/lo logarithms: 0 x inf in the product would
-#: make every channel NaN, where the segment sum keeps an infinite entry to its own channel.
+#: sbottom (42 entries) +4% in a loop, so small tables keep the segment sum. Only with finite hi/lo
+#: logarithms: 0 x inf in the product would make every channel NaN, where the segment sum keeps an
+#: infinite entry to its own channel.
 _NORMSYS_PRODUCT = (128, 1 << 16)
 
 
-def _normsys_onehot(tables: Tables, n_segments: int) -> np.ndarray:
-    E = len(tables.normsys_param)
-    segment = tables.normsys_sample * len(tables.channels) + tables.normsys_channel
-    finite = all(np.all(np.isfinite(_safe_log(v))) for v in (tables.normsys_hi, tables.normsys_lo))
+def _normsys_onehot(segment: np.ndarray, log_hi: np.ndarray, log_lo: np.ndarray, n_segments: int) -> np.ndarray:
+    """The (E, n_segments) one-hot matrix of each entry's segment, or (0, n_segments) for the segment sum."""
+    E = len(segment)
+    finite = bool(np.all(np.isfinite(log_hi)) and np.all(np.isfinite(log_lo)))
     if E < _NORMSYS_PRODUCT[0] or E * n_segments > _NORMSYS_PRODUCT[1] or not finite:
         return np.zeros((0, n_segments))
     onehot = np.zeros((E, n_segments))
@@ -155,6 +155,8 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
     poisson_aux_index = np.full(npars, len(auxdata), dtype=np.int32)
     poisson_aux_index[poisson_index] = poisson_pos
     K = len(tables.histosys_param)
+    normsys_segment = tables.normsys_sample * C + tables.normsys_channel
+    normsys_log_hi, normsys_log_lo = _safe_log(tables.normsys_hi), _safe_log(tables.normsys_lo)
     # one gather per evaluation (and one scatter in the gradient) for every parameter lookup
     gather_index = np.concatenate([np.asarray(tables.histosys_param, dtype=np.int32),
                                    np.asarray(tables.normsys_param, dtype=np.int32), factor_index.ravel()])
@@ -163,10 +165,10 @@ def _compile_arrays(tables: Tables) -> ModelArrays:
         gather_index=_put(gather_index, dtype=np.int32),
         normsys_param=_put(tables.normsys_param, dtype=np.int32),
         normsys_coefficients=_put(code4_coefficients(tables.normsys_hi, tables.normsys_lo)),
-        normsys_segment=_put(tables.normsys_sample * C + tables.normsys_channel, dtype=np.int32),
-        normsys_log_hi=_put(_safe_log(tables.normsys_hi)),
-        normsys_log_lo=_put(_safe_log(tables.normsys_lo)),
-        normsys_onehot=_put(_normsys_onehot(tables, S * C)),
+        normsys_segment=_put(normsys_segment, dtype=np.int32),
+        normsys_log_hi=_put(normsys_log_hi),
+        normsys_log_lo=_put(normsys_log_lo),
+        normsys_onehot=_put(_normsys_onehot(normsys_segment, normsys_log_hi, normsys_log_lo, S * C)),
         bin_channel=_put(bin_channel, dtype=np.int32),
         histosys_param=_put(tables.histosys_param, dtype=np.int32),
         histosys_table=_put(np.concatenate([tables.histosys_up.reshape(K, S * B),

@@ -97,8 +97,12 @@ def low_rank_whitening(correlation: np.ndarray, rank: int | None = None,
     (d, d) product of a full Cholesky factor. Returns (V, sqrt(lam) - 1, 1 / sqrt(lam) - 1): the
     basis and the weights of ``M`` and of ``M^-1``.
     """
+    return _low_rank(*_strong_directions(correlation, min_ratio), rank)
+
+
+def _low_rank(eigenvalues: np.ndarray, vectors: np.ndarray, rank: int | None = None):
+    """:func:`low_rank_whitening` of the directions :func:`_strong_directions` found."""
     rank = WHITENING_RANK if rank is None else rank
-    eigenvalues, vectors = _strong_directions(correlation, min_ratio)
     root = np.sqrt(eigenvalues[:rank])
     return vectors[:, :rank], root - 1.0, 1.0 / root - 1.0
 
@@ -379,14 +383,13 @@ def _whitening(posterior: Posterior, devices: tuple):
         basis, weights, inverse_weights = np.zeros((ndim, 0)), np.zeros(0), np.zeros(0)
         widths = np.sqrt(np.diag(covariance))
         correlation = covariance / np.outer(widths, widths)
-        dense = ndim <= DENSE_WHITENING
-        if dense and ndim >= LOW_RANK_FROM:  # the low rank is complete: it holds every strong direction
-            dense = len(_strong_directions(correlation)[0]) > WHITENING_RANK
-        if dense:
+        directions = _strong_directions(correlation) if min(LOW_RANK_FROM, DENSE_WHITENING + 1) <= ndim else None
+        # dense up to DENSE_WHITENING, unless the low rank is complete there (holds every strong direction)
+        if ndim <= DENSE_WHITENING and (directions is None or len(directions[0]) > WHITENING_RANK):
             factor = cholesky
         else:
             factor = widths
-            basis, weights, inverse_weights = low_rank_whitening(correlation)
+            basis, weights, inverse_weights = _low_rank(*directions)
         per_posterior[key] = (_read_only(centre, factor, basis, inverse_weights),
                               replicate(tuple(jnp.asarray(a) for a in (centre, factor, basis, weights)), devices))
     return per_posterior[key]

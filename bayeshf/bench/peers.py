@@ -330,6 +330,13 @@ def prepare_jax_call_floor(spec: dict[str, Any], names: list[str], point: np.nda
     return prepared
 
 
+def prepare_pyhf_jax_alone(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
+    """pyhf's jax backend in a process of its own with JAX's defaults, as pyhf's users run it."""
+    from bayeshf.bench.isolated import alone  # that module imports this one
+
+    return alone("pyhf-jax")(spec, names, point)
+
+
 #: name -> prepare function, in the order tables list them (bayeshf first)
 LOGDENSITY_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], list[str], np.ndarray], Prepared]] = {
     "bayeshf": prepare_bayeshf,
@@ -338,12 +345,6 @@ LOGDENSITY_IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], list[str], np.nd
     "pyhf-numpy": prepare_pyhf_numpy,
     "nextstat": prepare_nextstat,
     "jax-call-floor": prepare_jax_call_floor,
-    # pyhf's jax backend in a process of its own with JAX's defaults, as pyhf's users run it
-    "pyhf-jax-alone": lambda spec, names, point: _alone("pyhf-jax")(spec, names, point),
+    "pyhf-jax-alone": prepare_pyhf_jax_alone,
 }
 
-
-def _alone(implementation: str) -> Callable[[dict[str, Any], list[str], np.ndarray], Prepared]:
-    from bayeshf.bench.isolated import alone  # imports this module
-
-    return alone(implementation)
