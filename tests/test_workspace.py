@@ -141,8 +141,8 @@ def test_cli_inspect_text_and_json():
     info = json.loads(result.stdout)
     model = bayeshf.load(SBOTTOM, patches=[PATCH])
     assert info["poi"] == "mu_SIG" and info["npars"] == model.npars
-    assert [p["name"] for p in info["parameters"]] == model.par_order
-    assert sum(c["bins"] for c in info["channels"]) == model.nmain
+    assert [p["name"] for p in info["parameter_sets"]] == model.par_order
+    assert sum(nbins for _, nbins in info["channels"]) == model.nmain
     text = run_cli("inspect", data_path("thesis/4_bin.json"), "--interpcode", "normsys=code1")
     assert text.returncode == 0 and "normsys=code1" in text.stdout and "(POI)" in text.stdout
 
@@ -184,8 +184,8 @@ def test_inspect_summary_on_every_workspace(path):
 
     model = bayeshf.load(data_path(str(path)))
     info = summary(model)
-    assert info["npars"] == sum(p["size"] for p in info["parameters"]) == len(model.par_names)
-    assert sum(c["bins"] for c in info["channels"]) == len(model.observed)
+    assert info["npars"] == sum(p["size"] for p in info["parameter_sets"]) == len(model.par_names)
+    assert sum(nbins for _, nbins in info["channels"]) == len(model.observed)
     spec = json.loads(data_path(str(path)).read_text())
     names = {(m["name"], m["type"]) for c in spec["channels"] for s in c["samples"] for m in s["modifiers"]}
-    assert sum(info["modifiers"].values()) == len(names)
+    assert sum(info["modifier_types"].values()) == len(names)

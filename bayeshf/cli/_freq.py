@@ -6,13 +6,14 @@ import argparse
 import math
 from typing import Any
 
-from bayeshf.cli.common import add_workspace_arguments, model_from_args, print_json
+from bayeshf.cli.common import add_output_file_argument, add_workspace_arguments, model_from_args, print_json
 
 
 def add_common(parser: argparse.ArgumentParser, *, plot_help: str) -> None:
     """Workspace arguments plus --json, --plot FILE and --fit-method."""
     add_workspace_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    add_output_file_argument(parser)
     parser.add_argument("--plot", metavar="FILE", default=None, help=plot_help)
     parser.add_argument("--fit-method", default="trust-krylov",
                         choices=["trust-krylov", "trust-exact", "trust-ncg", "auto"],
@@ -31,7 +32,12 @@ def load_model(args: argparse.Namespace):
 
 
 def emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:
-    if args.json:
+    """The JSON document (--json, or to --output-file) or the table; with --output-file alone, both."""
+    if getattr(args, "output_file", None):
+        print_json(document, args)
+        if not args.json:
+            print(text)
+    elif args.json:
         print_json(document)
     else:
         print(text)

@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         '{"CLs_obs": x, "CLs_exp": [5 values]} (for q0: p0 values).',
     )
     add_common(parser, plot_help="write CLs versus the POI with the expected band (Brazil band) to FILE")
-    parser.add_argument("--poi-value", "--mu", dest="poi_value", type=float, default=None, metavar="X",
+    parser.add_argument("--poi-value", "--mu", "--test-poi", dest="poi_value", type=float, default=None, metavar="X",
                         help="POI value to test (default 1.0; 0 for q0); `--poi 1.0` (a number) means the same")
     parser.add_argument("--test-stat", choices=["qtilde", "q", "q0"], default="qtilde",
                         help="test statistic (default qtilde)")
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         document.update({"poi_value": value, "test_stat": args.test_stat, "CLsb_obs": result.CLsb_obs,
                          "CLb_obs": result.CLb_obs})
-    print_json(document)
+    print_json(document, args)
     if args.plot:
         if args.test_stat == "q0":
             raise BayeshfError("--plot draws CLs against the POI, which needs --test-stat qtilde or q.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -50,6 +49,19 @@ def model_from_args(args: argparse.Namespace):
     )
 
 
-def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+def add_output_file_argument(parser: argparse.ArgumentParser) -> None:
+    """pyhf's --output-file: the JSON document goes to FILE (atomically) instead of standard output."""
+    parser.add_argument("--output-file", default=None, metavar="FILE",
+                        help="write the JSON document to FILE instead of printing it (as pyhf's --output-file)")
+
+
+def print_json(obj: Any, args: argparse.Namespace | None = None) -> None:
+    """Print ``obj`` as strict JSON (NaN/Infinity as null), or write it to ``args.output_file``."""
+    from bayeshf.io import dumps_json, write_json
+
+    output_file = getattr(args, "output_file", None)
+    if output_file:
+        write_json(output_file, obj)
+        print(f"wrote {output_file}", file=sys.stderr)
+        return
+    sys.stdout.write(dumps_json(obj) + "\n")

@@ -37,6 +37,15 @@ def _fixed(values: list[str]) -> dict[str, float] | None:
     return out or None
 
 
+def pyhf_fit_keys(result, model) -> dict:
+    """``result.to_dict()`` plus pyhf fit's keys: ``mle_parameters`` {set name: [values]} and ``twice_nll``."""
+    document = result.to_dict()
+    document["mle_parameters"] = {p.name: [float(v) for v in result.bestfit[p.slice]]
+                                  for p in model.parameters}
+    document["twice_nll"] = float(result.twice_nll)
+    return document
+
+
 def run(args: argparse.Namespace) -> int:
     import bayeshf
 
@@ -50,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for i, name in enumerate(result.par_names):
         note = " (fixed)" if result.fixed[i] else (" (at bound)" if result.at_bound[i] else "")
         lines.append(f"{name:<48} {fmt(result.bestfit[i], 8):>12} {fmt(result.uncertainties[i], 4):>12}{note}")
-    emit(args, result.to_dict(), "\n".join(lines))
+    emit(args, pyhf_fit_keys(result, model), "\n".join(lines))
     if args.plot:
         from bayeshf.plots import freq
 

@@ -33,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     document = result.to_dict()
     if args.json:
         document.update({"level": args.level, "test_stat": args.test_stat, "scan": result.scan.to_dict()})
-        print_json(document)
+        print_json(document, args)
     else:
-        print_json(document)
+        print_json(document, args)
         print(f"observed limit {fmt(result.obs)}, expected {fmt(result.exp[2])} "
               f"[{fmt(result.exp[1])}, {fmt(result.exp[3])}] at CLs = {args.level:g}", file=__import__("sys").stderr)
     if args.plot:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from bayeshf.cli.common import add_workspace_arguments, model_from_args, print_json
+from bayeshf.cli.common import add_output_file_argument, add_workspace_arguments, model_from_args, print_json
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("--shapesys", choices=["flat", "unit-mean"], default="flat",
                         help="shapesys prior convention (default flat: Gamma(aux+1, rate tau))")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_output_file_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -43,11 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
     model = model_from_args(args)
     prior_set = build_priors(model, args.priors, shapesys=args.shapesys)
-    if args.json:
+    if args.json or args.output_file:
         rows = prior_set.table()
         for row in rows:
             row["lower"], row["upper"] = (None if not math.isfinite(row[k]) else row[k] for k in ("lower", "upper"))
-        print_json({"workspace": model.label, "shapesys": prior_set.shapesys, "priors": rows})
+        print_json({"workspace": model.label, "shapesys": prior_set.shapesys, "priors": rows}, args)
     else:
         print(format_priors(prior_set))
     return 0

@@ -1,0 +1,136 @@
+"""bayeshf among pyhf, cabinetry and ArviZ: pyhf-shaped JSON, strict JSON, --output-file, file modes,
+``load`` of pyhf objects, result reprs, yields, packaging metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bayeshf
+from bayeshf.cli import main
+
+from conftest import data_path
+
+SMALL = str(data_path("pyhf-validation/2bin_2channel_couplednorm.json"))
+SBOTTOM = str(data_path("sbottom/RegionA/BkgOnly.json"))
+SBOTTOM_PATCH = str(data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json"))
+
+
+def _ours(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _pyhf_cli(*args) -> dict:
+    """pyhf's own command line (the oracle of the JSON shapes)."""
+    script = "import sys; from pyhf.cli import cli; sys.exit(cli())"
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else None
+
+
+def _shape(value):
+    """The structure of a JSON value: dict keys, list lengths and leaf types (ints count as numbers)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shape(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "number"
+    return type(value).__name__
+
+
+def _same_shape_on_pyhf_keys(ours: dict, theirs: dict):
+    for key, value in theirs.items():
+        assert key in ours, f"pyhf's key {key!r} is missing"
+        assert _shape(ours[key]) == _shape(value), key
+
+
+# --- pyhf-shaped JSON -------------------------------------------------------------------------------
+
+
+def test_fit_json_carries_pyhf_keys(capsys):
+    ours = _ours(capsys, ["fit", SMALL, "--json"])
+    theirs = _pyhf_cli("fit", "--value", SMALL)
+    _same_shape_on_pyhf_keys(ours, theirs)
+    assert ours["twice_nll"] == pytest.approx(theirs["twice_nll"], abs=1e-3)
+    for name, values in theirs["mle_parameters"].items():
+        np.testing.assert_allclose(ours["mle_parameters"][name], values, atol=2e-3)
+    # ours stay alongside
+    assert "bestfit" in ours and "uncertainties" in ours
+
+
+def test_cls_json_and_test_poi_alias_match_pyhf(capsys):
+    ours = _ours(capsys, ["cls", SMALL, "--test-poi", "1.5"])
+    theirs = _pyhf_cli("cls", "--test-poi", "1.5", SMALL)
+    assert _shape(ours) == _shape(theirs)  # without --json: exactly pyhf's document
+    assert ours["CLs_obs"] == pytest.approx(theirs["CLs_obs"], rel=1e-3)
+    ours_full = _ours(capsys, ["cls", SMALL, "--test-poi", "1.5", "--json"])
+    _same_shape_on_pyhf_keys(ours_full, theirs)
+    assert ours_full["poi_value"] == 1.5
+
+
+def test_inspect_json_carries_pyhf_keys_exactly(capsys, tmp_path):
+    ours = _ours(capsys, ["inspect", SBOTTOM, "--patch", SBOTTOM_PATCH, "--json"])
+    patched = tmp_path / "patched.json"
+    # pyhf inspect takes no patch: give it the patched workspace
+    spec = bayeshf.load(SBOTTOM, patches=[SBOTTOM_PATCH]).spec
+    patched.write_text(json.dumps(spec))
+    _pyhf_cli("inspect", str(patched), "--output-file", str(tmp_path / "pyhf.json"))
+    theirs = json.loads((tmp_path / "pyhf.json").read_text())
+    for key, value in theirs.items():
+        assert ours[key] == value, key
+    assert ours["poi"] == "mu_SIG" and "parameter_sets" in ours
+
+
+# --- strict JSON and --output-file ------------------------------------------------------------------
+
+
+def test_json_is_strict_nan_becomes_null():
+    from bayeshf.io import dumps_json
+
+    text = dumps_json({"a": float("nan"), "b": [np.inf, -np.inf, np.float32(1.5)], "c": np.arange(2),
+                       "d": np.bool_(True)})
+    assert json.loads(text) == {"a": None, "b": [None, None, 1.5], "c": [0, 1], "d": True}
+    assert "NaN" not in text and "Infinity" not in text
+
+
+def test_scan_json_parses_strictly(capsys):
+    # a range beyond where the profile is defined must not write NaN
+    assert main(["scan", SMALL, "--json", "--points", "3"]) == 0
+    text = capsys.readouterr().out
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-strict JSON constant {name}"))
+
+
+@pytest.mark.parametrize("command", [["fit"], ["cls", "--test-poi", "1"], ["inspect"], ["priors"],
+                                     ["significance"]])
+def test_output_file_writes_the_json_document(capsys, tmp_path, command):
+    out = tmp_path / "sub" / "result.json"
+    assert main([command[0], SMALL, *command[1:], "--json", "--output-file", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""  # the document went to the file
+    document = json.loads(out.read_text())
+    assert isinstance(document, dict) and document
+    assert not list(out.parent.glob(".*.tmp*"))  # no temporary file left behind
+
+
+# --- files written with the user's umask ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_writes_follow_the_umask(tmp_path, umask, mode):
+    from bayeshf.io import write_json
+
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == mode
