@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from bayeshf.bench import main
+from benchmarks import main
 
 if __name__ == "__main__":
     sys.exit(main())

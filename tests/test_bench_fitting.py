@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-from bayeshf.bench import fitting
-from bayeshf.bench.harness import Recorder
+from benchmarks import fitting
+from benchmarks.harness import Recorder
 
 
 def _options(**overrides):

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from bayeshf.bench import main
-from bayeshf.bench.harness import Recorder, format_seconds, summarize, time_per_call
-from bayeshf.bench.logdensity import per_evaluation
-from bayeshf.bench.nbin import Budget
-from bayeshf.bench.peers import in_jit_loop
-from bayeshf.bench.report import targets, write_report
+from benchmarks import main
+from benchmarks.harness import Recorder, format_seconds, summarize, time_per_call
+from benchmarks.logdensity import per_evaluation
+from benchmarks.nbin import Budget
+from benchmarks.peers import in_jit_loop
+from benchmarks.report import targets, write_report
 from bayeshf.cli import main as cli_main
 from conftest import data_path
 
@@ -83,7 +83,7 @@ def test_targets_compare_medians():
 
 
 def test_harness_hands_timing_to_objects_that_time_themselves():
-    from bayeshf.bench.harness import calibrate, time_interleaved, timing_loop
+    from benchmarks.harness import calibrate, time_interleaved, timing_loop
 
     class Elsewhere:
         def __init__(self):
@@ -108,9 +108,9 @@ def test_harness_hands_timing_to_objects_that_time_themselves():
 
 
 def test_alone_runner_times_in_a_child_with_jax_defaults():
-    from bayeshf.bench.harness import calibrate, timing_loop
-    from bayeshf.bench.isolated import ChildFailed, alone
-    from bayeshf.bench.peers import reference_point
+    from benchmarks.harness import calibrate, timing_loop
+    from benchmarks.isolated import ChildFailed, alone
+    from benchmarks.peers import reference_point
 
     spec = json.loads(data_path("thesis/2_bin_corr.json").read_text())
     names, point = reference_point(spec, seed=0)
@@ -134,9 +134,9 @@ def test_alone_runner_times_in_a_child_with_jax_defaults():
 
 
 def test_a_child_failing_while_timed_is_skipped_and_the_others_go_on(tmp_path):
-    from bayeshf.bench import logdensity
-    from bayeshf.bench.isolated import alone
-    from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS
+    from benchmarks import logdensity
+    from benchmarks.isolated import alone
+    from benchmarks.peers import LOGDENSITY_IMPLEMENTATIONS
 
     spec = json.loads(data_path("thesis/2_bin_corr.json").read_text())
     children = []
@@ -290,3 +290,30 @@ def test_cli_bad_case_is_one_sentence(capsys):
     assert cli_main(["bench", "logdensity", "--cases", "no_such_case", "--no-save"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("bayeshf bench: error: unknown benchmark case 'no_such_case'")
+
+
+def test_cli_without_the_repository_says_how_to_get_it(monkeypatch, capsys):
+    import bayeshf.cli.bench as bench_cli
+
+    monkeypatch.setattr(bench_cli, "_benchmarks", lambda: None)
+    assert cli_main(["bench", "--quick", "logdensity"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bayeshf bench: error: the benchmarks are a tool of the bayeshf repository")
+
+
+def test_benchmarks_are_not_shipped_and_not_imported_by_the_library():
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from setuptools import find_packages
+
+    root = Path(__file__).resolve().parents[1]
+    include = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = find_packages(str(root), include=include)
+    assert "bayeshf" in shipped and "bayeshf.cli" in shipped
+    assert not [name for name in shipped if name.split(".")[0] != "bayeshf" or name == "bayeshf.bench"]
+    code = "import sys, bayeshf, bayeshf.cli; print(sorted(m for m in sys.modules if m.startswith('benchmarks')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root / "tests", check=True)
+    assert out.stdout.strip() == "[]"

@@ -117,13 +117,11 @@ def test_synthetic_seed_reproducibility():
 
 
 def test_synthetic_array_path_equals_workspace_path_and_pyhf():
-    from bayeshf.bench.large import model_from_arrays
-
     arrays = synthetic_arrays(30, 5, seed=4)
     spec = arrays.to_workspace()
     workspace, reference = pyhf_model(spec)
     from_json = bayeshf.load(spec)
-    from_arrays = model_from_arrays(arrays)
+    from_arrays = bayeshf.HistFactoryModel.from_arrays(arrays)
     assert list(from_arrays.par_names) == list(from_json.par_names) == list(reference.config.par_names)
     np.testing.assert_allclose(np.asarray(from_arrays.observed), arrays.observed)
     data = workspace.data(reference)

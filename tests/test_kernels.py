@@ -210,7 +210,7 @@ def test_kernel_and_blackjax_kernel_sample_the_same_posterior(kernel):
 def test_hmc_step_jitter_breaks_the_resonance_of_a_fixed_trajectory():
     # 16 steps of the adapted size span about one period of 2_bin_corr's whitened posterior; without
     # the jitter the min bulk ESS of these runs was 602 and 549 (seeds 1, 2), with it 4400-5500
-    from bayeshf.bench.sampling import min_bulk_ess
+    from benchmarks.sampling import min_bulk_ess
     from bayeshf.sampling import posterior_for, run_chains
 
     post = posterior_for(bayeshf.load(data_path("thesis/2_bin_corr.json")))

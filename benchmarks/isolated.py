@@ -5,14 +5,14 @@ whole process (:mod:`bayeshf.devices`), so a JAX peer timed next to bayeshf
 runs faster per call than it does for its own users (pyhf's jax backend on
 sbottom RegionA: about 105 us per value + gradient call instead of about
 140 us). The ``*-alone`` runners measure the peer as its users run it: a child
-process (``python -m bayeshf.bench.isolated``) started with
+process (``python -m benchmarks.isolated``) started with
 ``BAYESHF_CPU_ASYNC=1`` and ``BAYESHF_CPU_DEVICES=1`` (and without the
 variables that would configure JAX otherwise), i.e. with JAX's default
 asynchronous dispatch and one CPU device, builds the implementation and runs
 the timing loops when the benchmark process asks: one JSON request per line on
 its stdin, one JSON answer per line on a pipe of its own (nothing a library
 prints can get in the way). The parent waits while the child times, so the
-round robin of :func:`bayeshf.bench.harness.time_interleaved` still alternates
+round robin of :func:`benchmarks.harness.time_interleaved` still alternates
 the implementations under the same machine load.
 """
 
@@ -28,8 +28,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bayeshf.bench.logdensity import METRICS
-from bayeshf.bench.peers import PeerFailed, Prepared, Unavailable
+from benchmarks.cases import REPO
+from benchmarks.logdensity import METRICS
+from benchmarks.peers import PeerFailed, Prepared, Unavailable
 
 #: environment of the child: JAX's defaults (asynchronous CPU dispatch, one CPU device)
 CHILD_ENV = {"BAYESHF_CPU_ASYNC": "1", "BAYESHF_CPU_DEVICES": "1"}
@@ -47,7 +48,7 @@ class ChildFailed(PeerFailed):
 class RemoteTimer:
     """One metric of an implementation living in a child process; times itself there.
 
-    :func:`bayeshf.bench.harness.calibrate` and ``timing_loop`` hand objects
+    :func:`benchmarks.harness.calibrate` and ``timing_loop`` hand objects
     with ``calibrate`` and ``timing_loop`` methods their work instead of
     calling them in a loop (a call across processes costs far more than the
     microseconds being measured).
@@ -76,8 +77,8 @@ class Child:
         read_fd, write_fd = os.pipe()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bayeshf.bench.isolated", str(write_fd)], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, env=env, text=True, bufsize=1, pass_fds=(write_fd,))
+                [sys.executable, "-m", "benchmarks.isolated", str(write_fd)], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, env=env, text=True, bufsize=1, pass_fds=(write_fd,), cwd=REPO)
         except BaseException:
             os.close(read_fd)
             raise
@@ -166,8 +167,8 @@ def serve(stdin: Any, answers: Any) -> None:
     """The child's loop: answer one JSON request per line until ``quit`` or the end of input."""
     import jax
 
-    from bayeshf.bench.harness import calibrate, timing_loop
-    from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS
+    from benchmarks.harness import calibrate, timing_loop
+    from benchmarks.peers import LOGDENSITY_IMPLEMENTATIONS
 
     prepared: Prepared | None = None
     for line in stdin:

@@ -51,7 +51,7 @@ def _cpu_model() -> str:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
@@ -123,7 +123,7 @@ def calibrate(fn: Callable[[], Any], min_time: float) -> int:
     """Calls per timing loop so that one loop of an already-warm ``fn`` lasts about ``min_time`` seconds.
 
     timeit's autorange idea: keeps the clock's resolution out of microsecond timings. An ``fn`` with
-    its own ``calibrate`` method (one timed in another process, bayeshf.bench.isolated) does it there.
+    its own ``calibrate`` method (one timed in another process, benchmarks.isolated) does it there.
     """
     if hasattr(fn, "calibrate"):
         return fn.calibrate(min_time)

@@ -10,17 +10,16 @@ after ``warmup`` adaptation steps. The thesis' Table 5.1 (10k HMC steps on
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from typing import Any, Callable
 
 import numpy as np
 
-from bayeshf.bench.cases import load_case
-from bayeshf.bench.harness import Recorder, summarize
-from bayeshf.bench.peers import Unavailable, require
-from bayeshf.bench.progress import progress
+from benchmarks.cases import load_case
+from benchmarks.harness import Recorder, summarize
+from benchmarks.peers import Unavailable, require
+from benchmarks.progress import progress
 
 CHAINS = 2
 WARMUP = 1000
@@ -60,21 +59,17 @@ def _bayeshf_draws(idata: Any) -> np.ndarray:
 
 
 def prepare_bayeshf(spec: dict[str, Any], sampler: str, draws: int, warmup: int) -> Runner:
-    try:
-        import bayeshf
-        from bayeshf.sampling import sample
-    except ImportError as error:
-        raise Unavailable(f"bayeshf.sample is not available yet ({error})") from error
+    import bayeshf
+    from bayeshf.sampling import sample
+
     model = bayeshf.load(spec)
-    wanted = dict(sampler=sampler, chains=CHAINS, warmup=warmup, draws=draws, progress=False,
+    kwargs = dict(sampler=sampler, chains=CHAINS, warmup=warmup, draws=draws, progress=False,
                   compilation_cache=False, prior_draws=0)
-    accepted = inspect.signature(sample).parameters
-    kwargs = {k: v for k, v in wanted.items() if k in accepted}
     return lambda seed: _bayeshf_draws(sample(model, seed=seed, **kwargs))
 
 
 def prepare_blackjax_pyhf(spec: dict[str, Any], sampler: str, draws: int, warmup: int) -> Runner:
-    from bayeshf.bench.blackjax_pyhf import build_runner
+    from benchmarks.blackjax_pyhf import build_runner
 
     run, _ = build_runner(spec, sampler, chains=CHAINS, warmup=warmup, draws=draws)
     return run

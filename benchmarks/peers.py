@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bayeshf.bench.harness import time_once
+from benchmarks.harness import time_once
 
 
 class Unavailable(Exception):
@@ -194,10 +194,7 @@ def prepare_bayeshf(spec: dict[str, Any], names: list[str], point: np.ndarray, *
 
     ``closure=False`` (runner ``bayeshf-pytree``) passes the model pytree as a jit argument instead.
     """
-    try:
-        import bayeshf
-    except ImportError as error:  # the core may be missing while it is being written
-        raise Unavailable(f"bayeshf cannot be imported ({error})") from error
+    import bayeshf
     import jax.numpy as jnp
 
     start = time.perf_counter()
@@ -332,7 +329,7 @@ def prepare_jax_call_floor(spec: dict[str, Any], names: list[str], point: np.nda
 
 def prepare_pyhf_jax_alone(spec: dict[str, Any], names: list[str], point: np.ndarray) -> Prepared:
     """pyhf's jax backend in a process of its own with JAX's defaults, as pyhf's users run it."""
-    from bayeshf.bench.isolated import alone  # that module imports this one
+    from benchmarks.isolated import alone  # that module imports this one
 
     return alone("pyhf-jax")(spec, names, point)
 

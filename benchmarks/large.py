@@ -13,22 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from bayeshf.bench.harness import Recorder, current_rss_mb, peak_rss_mb, time_per_call
-from bayeshf.bench.peers import Unavailable
-from bayeshf.generators import SyntheticArrays, synthetic_arrays
-
-#: largest model built through a JSON workspace when the core has no array constructor
-WORKSPACE_LIMIT = 2_000_000  # template numbers
-
-
-def model_from_arrays(arrays: SyntheticArrays) -> Any:
-    """A bayeshf model of ``arrays`` without going through JSON (``HistFactoryModel.from_arrays``)."""
-    from bayeshf.model import HistFactoryModel
-
-    from_arrays = getattr(HistFactoryModel, "from_arrays", None)
-    if from_arrays is None:
-        raise Unavailable("this bayeshf has no HistFactoryModel.from_arrays")
-    return from_arrays(arrays)
+import bayeshf
+from benchmarks.harness import Recorder, current_rss_mb, peak_rss_mb, time_per_call
+from bayeshf.generators import synthetic_arrays
 
 
 def model_bytes(model: Any) -> int:
@@ -39,13 +26,9 @@ def model_bytes(model: Any) -> int:
 
 
 def run(options: Any, recorder: Recorder) -> None:
-    try:
-        import bayeshf
-        import jax
-        import jax.numpy as jnp
-    except ImportError as error:
-        recorder.skip(implementation="bayeshf", reason=f"bayeshf cannot be imported ({error})")
-        return
+    import jax
+    import jax.numpy as jnp
+
     n_bins = options.n_bins or (200 if options.quick else 10_000)
     n_systematics = options.n_systematics if options.n_systematics is not None else (20 if options.quick else 1_000)
     case = f"synthetic_{n_bins}x{n_systematics}"
@@ -62,13 +45,7 @@ def run(options: Any, recorder: Recorder) -> None:
     record("rss_after_generate", "MB", current_rss_mb())
 
     start = time.perf_counter()
-    try:
-        model = model_from_arrays(arrays)
-    except Unavailable as reason:
-        if n_bins * n_systematics * len(arrays.sample_names) > WORKSPACE_LIMIT:
-            recorder.skip(implementation="bayeshf", case=case, reason=str(reason))
-            return
-        model = bayeshf.load(arrays.to_workspace())
+    model = bayeshf.HistFactoryModel.from_arrays(arrays)
     record("build", "s", time.perf_counter() - start)
     record("model", "MB", model_bytes(model) / 1e6)
     record("rss_after_build", "MB", current_rss_mb())
@@ -85,16 +62,9 @@ def run(options: Any, recorder: Recorder) -> None:
     recorder.add(case=case, implementation="bayeshf", metric="value_and_grad", unit="s", summary=summary, **tags)
     record("rss_after_gradient", "MB", current_rss_mb())
 
-    try:
-        from bayeshf.bench.fitting import bayeshf_fit_function
-
-        fit = bayeshf_fit_function()
-    except Unavailable as reason:
-        recorder.skip(implementation="bayeshf", case=case, reason=str(reason))
-    else:
-        start = time.perf_counter()
-        result = fit(model)
-        recorder.add_value(case=case, implementation="bayeshf", metric="fit", unit="s",
-                           value=time.perf_counter() - start, twice_nll=float(result.twice_nll),
-                           success=bool(getattr(result, "success", True)), **tags)
+    start = time.perf_counter()
+    result = bayeshf.fit(model)
+    recorder.add_value(case=case, implementation="bayeshf", metric="fit", unit="s",
+                       value=time.perf_counter() - start, twice_nll=float(result.twice_nll),
+                       success=bool(result.success), **tags)
     record("peak_rss", "MB", peak_rss_mb())

@@ -32,35 +32,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bayeshf.bench.cases import ATLAS_CASES, THESIS_CASES, load_case
-from bayeshf.bench.harness import Recorder, summarize
-from bayeshf.bench.peers import Unavailable, require
-from bayeshf.bench.progress import progress
+from benchmarks.cases import ATLAS_CASES, REPO, THESIS_CASES, load_case
+from benchmarks.harness import Recorder, summarize
+from benchmarks.peers import Unavailable, require
+from benchmarks.progress import progress
 
 FitThunk = Callable[[], float]  # runs one fit, returns twice_nll at the minimum
-
-
-def bayeshf_fit_function() -> Callable[..., Any]:
-    """``bayeshf.fit`` (the function, whether exported at top level or only in bayeshf.fit)."""
-    try:
-        import bayeshf
-        import bayeshf.fit as fit_module
-    except ImportError as error:
-        raise Unavailable(f"bayeshf.fit is not available yet ({error})") from error
-    candidate = getattr(bayeshf, "fit", None)
-    if callable(candidate):
-        return candidate
-    if callable(getattr(fit_module, "fit", None)):
-        return fit_module.fit
-    raise Unavailable("bayeshf.fit is not available yet")
 
 
 def prepare_bayeshf(spec: dict[str, Any]) -> FitThunk:
     import bayeshf
 
-    fit = bayeshf_fit_function()
     model = bayeshf.load(spec)
-    return lambda: float(fit(model).twice_nll)
+    return lambda: float(bayeshf.fit(model).twice_nll)
 
 
 def _prepare_pyhf(spec: dict[str, Any], backend: str, optimizer: str) -> FitThunk:
@@ -176,16 +160,13 @@ def synthetic_child(implementation: str, n_bins: int, n_systematics: int, seed: 
         import bayeshf
 
         if use_arrays:
-            from bayeshf.bench.large import model_from_arrays
-
-            model = model_from_arrays(arrays)
+            model = bayeshf.HistFactoryModel.from_arrays(arrays)
             del arrays
         else:
             model = bayeshf.load(spec)
-        fit = bayeshf_fit_function()
 
         def thunk() -> tuple[float, bool]:
-            result = fit(model)
+            result = bayeshf.fit(model)
             return float(result.twice_nll), bool(result.success)
     else:
         import pyhf
@@ -229,7 +210,8 @@ def _rss_gb(pid: int) -> float:
 def run_synthetic(implementation: str, n_bins: int, n_systematics: int, *, seed: int, budget: float,
                   memory_gb: float = SYNTHETIC_MEMORY_GB) -> tuple[list[dict[str, Any]], str | None]:
     """Run :func:`synthetic_child` in a subprocess; its stage records, and why it stopped early (or None)."""
-    code = ("import sys; from bayeshf.bench.fitting import synthetic_child; "
+    # the child runs in the repository root, where ``benchmarks`` is importable
+    code = ("import sys; from benchmarks.fitting import synthetic_child; "
             "synthetic_child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))")
     env = {**os.environ, "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
     out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bayeshf-fit-{os.getpid()}-{implementation}.jsonl"
@@ -237,7 +219,7 @@ def run_synthetic(implementation: str, n_bins: int, n_systematics: int, *, seed:
     with open(out_path, "w") as out, open(err_path, "w") as err:  # files: a full pipe would stall the child
         process = subprocess.Popen([sys.executable, "-c", code, implementation, str(n_bins), str(n_systematics),
                                     str(seed), str(budget)], stdout=out, stderr=err, env=env,
-                                   start_new_session=True)
+                                   start_new_session=True, cwd=REPO)
         start, reason, peak = time.monotonic(), None, 0.0
         while process.poll() is None:
             time.sleep(0.5)

@@ -21,9 +21,9 @@ import math
 import time
 from typing import Any, Callable
 
-from bayeshf.bench import fitting, logdensity, sampling
-from bayeshf.bench.harness import Recorder
-from bayeshf.bench.progress import progress
+from benchmarks import fitting, logdensity, sampling
+from benchmarks.harness import Recorder
+from benchmarks.progress import progress
 from bayeshf.errors import BayeshfError
 from bayeshf.generators import nbin_workspace
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bayeshf.bench.peers import require
+from benchmarks.peers import require
 
 MH_SCALE = 2.38  # MH: proposal sigma = MH_SCALE / sqrt(d) x Laplace widths at the init (Roberts et al. 1997)
 

@@ -17,7 +17,7 @@ from typing import Any
 from bayeshf.errors import BayeshfError
 from bayeshf.generators import nbin_workspace
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 #: case name -> (workspace path, patch path or None) relative to the data folder
 REAL_CASES: dict[str, tuple[str, str | None]] = {

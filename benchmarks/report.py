@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bayeshf.bench.harness import format_seconds
+from benchmarks.harness import format_seconds
 from bayeshf.io import write_text
 
 ORDER = ["bayeshf", "bayeshf-pytree", "pyhf-jax", "pyhf-jax-alone", "pyhf-numpy", "nextstat", "blackjax-pyhf", "pyhf-numpy-slsqp", "pyhf-numpy-minuit",
@@ -101,7 +101,7 @@ def section_logdensity(data: dict[str, Any]) -> list[str]:
            "(value, value + gradient, HVP) of `pyhf-jax`, measured next to bayeshf, are faster than pyhf's "
            "users get them. `pyhf-jax-alone` is pyhf's jax backend as its users run it: the same jitted "
            "functions in a process of its own with JAX's defaults (asynchronous dispatch, one CPU device), "
-           "started and driven by the benchmark (bayeshf.bench.isolated), its timing loops taking their turn "
+           "started and driven by the benchmark (benchmarks.isolated), its timing loops taking their turn "
            "in the same round robin (its `load` and first calls include a fresh process's one-off costs). "
            "*On the host* = the same from a NumPy point to a float and a NumPy gradient, what an optimiser "
            "needs: bayeshf's `HistFactoryModel.value_and_grad` (one compiled program per model returning value "
@@ -113,7 +113,7 @@ def section_logdensity(data: dict[str, Any]) -> list[str]:
            "compiled with the model pays; JAX implementations only). `jax-call-floor` is not a log-density: "
            "jitted functions of the same shapes that XLA puts above the 1,000-flop line but that compute almost "
            "nothing, i.e. the per-call cost no JAX implementation can go below (on the host: one packed "
-           "output, the cheapest shape). See bayeshf/bench/peers.py.", ""]
+           "output, the cheapest shape). See benchmarks/peers.py.", ""]
     rows = _rows(data)
     cases = list(dict.fromkeys(r["case"] for r in rows))
     impls = _impls(rows)
@@ -407,7 +407,7 @@ HOW_TO_RUN = [
     "## Running the benchmarks", "",
     "```",
     "pip install -e '.[bench]'                  # NextStat and iminuit, the peers that are not core dependencies",
-    "python -m benchmarks logdensity            # or: bayeshf bench logdensity (same harness, any directory)",
+    "python -m benchmarks logdensity            # or: bayeshf bench logdensity (same harness, from a repository checkout)",
     "python -m benchmarks sampling --steps 5000,10000",
     "python -m benchmarks fit --cases ttbar_ljets --impl bayeshf,nextstat",
     "python -m benchmarks nbin --sizes 1,10,100",

@@ -5,7 +5,7 @@ one call from NumPy to a float and a NumPy gradient, as an optimiser on the host
 makes it (bayeshf: ``HistFactoryModel.value_and_grad``; JAX peers: their jitted
 value-and-grad plus the conversions); ``value_and_grad_in_jit`` is
 the time per evaluation inside one compiled loop (JAX implementations only);
-:mod:`bayeshf.bench.peers` says what each holds. Every implementation is evaluated at the same point (pyhf's inits moved at
+:mod:`benchmarks.peers` says what each holds. Every implementation is evaluated at the same point (pyhf's inits moved at
 random inside the bounds, matched by parameter name), after its first call
 (trace + compile + run), which is recorded separately as ``first_call_*``.
 """
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bayeshf.bench.cases import ATLAS_CASES, THESIS_CASES, load_case
-from bayeshf.bench.harness import Recorder, time_interleaved
-from bayeshf.bench.peers import LOGDENSITY_IMPLEMENTATIONS, PeerFailed, Unavailable, reference_point
-from bayeshf.bench.progress import progress
+from benchmarks.cases import ATLAS_CASES, THESIS_CASES, load_case
+from benchmarks.harness import Recorder, time_interleaved
+from benchmarks.peers import LOGDENSITY_IMPLEMENTATIONS, PeerFailed, Unavailable, reference_point
+from benchmarks.progress import progress
 
 METRICS = ("value", "value_and_grad", "value_and_grad_host", "hvp", "value_and_grad_in_jit")
 
