@@ -15,6 +15,7 @@ The compiled program itself lives in :mod:`bayeshf.chains`.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -172,6 +173,9 @@ class RawDraws(NamedTuple):
     warmup_done: int
     draws_done: int
     target_acceptance: float  # the step-size adaptation's target (given, or the default for the model)
+    stop: str = "draws"  # why the draws ended: "draws", "converged", "max_time" (target_ess not reached), "interrupted"
+    extensions: int = 0  # rounds of extra draws taken to reach target_ess
+    seconds: float = 0.0  # wall time of the run (compilation, warm-up and draws)
 
 
 def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
@@ -179,7 +183,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
                num_integration_steps: int = 16, step_size: float | None = None,
                chunk_size: int | None = None, split_chains: bool = True, chain_loop: bool | None = None,
-               keep_warmup: bool = False) -> RawDraws:
+               keep_warmup: bool = False, target_ess: float | None = None, max_time: float | None = None) -> RawDraws:
     """Run the chains; returns the raw per-step records of the kept draws (see :func:`sample`).
 
     ``split_chains``: spread the chains over the CPU devices (one per core, :mod:`bayeshf.devices`);
@@ -192,13 +196,23 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     with a progress bar, one without: Ctrl-C then keeps nothing, as the call is not interruptible;
     the CLI always passes the chunking of the progress bar);
     the draws do not depend on it.
+    ``target_ess``: after the ``draws``, keep drawing in rounds until every parameter's bulk and tail ESS
+    reach it and its rank-normalised split R-hat is below RHAT_TARGET, or until ``max_time`` seconds
+    (counted from the call; None: no limit) would be passed (:func:`extend_until_converged`). The extra
+    draws continue the same chains with the step keys of a longer run: a run that ends at n draws
+    holds the same draws as ``draws=n`` would.
     """
+    started = time.perf_counter()
     if sampler not in SAMPLERS:
         raise BayeshfError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}.")
     if metric not in METRICS:
         raise BayeshfError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
     if chains < 1 or draws < 1 or warmup < 0:
         raise BayeshfError("chains and draws must be at least 1 and warmup at least 0.")
+    if target_ess is not None and not target_ess >= 0:
+        raise BayeshfError(f"target_ess must be a number of at least 0, not {target_ess!r}.")
+    if max_time is not None and not max_time > 0:
+        raise BayeshfError(f"max_time must be a positive number of seconds, not {max_time!r}.")
     if posterior.ndim == 0:
         raise BayeshfError("the model has no free parameter to sample.")
     enable_compilation_cache()
@@ -252,22 +266,54 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     done = 0
     interrupted = False
     bar = _progress(progress, total, f"{sampler} {chains} chains")
-    try:
-        for begin in range(0, total, chunk):
-            step_count = min(chunk, total - begin)
-            carry, records = run_chunk(model, preconditioner, carry, packed[begin:begin + chunk], np.uint32(begin),
+    chunk_seconds = 0.0  # wall time of the chunk calls: their cost per step prices extra draws
+    stop, extensions = "draws", 0
+
+    def run_steps(begin: int, end: int, flags_of) -> int:
+        nonlocal carry, chunk_seconds
+        for first in range(begin, end, chunk):
+            step_count = min(chunk, end - first)
+            tick = time.perf_counter()
+            carry, records = run_chunk(model, preconditioner, carry, flags_of(first), np.uint32(first),
                                        np.int32(step_count))
-            stats = unpack_records(np.asarray(records)[:step_count])  # waits for the chunk
-            pieces.append(stats)
-            done = begin + step_count
+            pieces.append(unpack_records(np.asarray(records)[:step_count]))  # waits for the chunk
+            chunk_seconds += time.perf_counter() - tick
             if bar is not None:
                 bar.update(step_count)
-                bar.set_postfix_str("warm-up" if done <= warmup else "sampling", refresh=False)
+                bar.set_postfix_str("warm-up" if first + step_count <= warmup else "sampling", refresh=False)
+            done_steps[0] = first + step_count
+        return end
+
+    done_steps = [0]
+    no_adaptation = np.zeros((chunk, len(StepFlags._fields)), dtype=bool)
+    try:
+        run_steps(0, total, lambda first: packed[first:first + chunk])
+        while target_ess is not None and target_ess > 0:
+            theta = np.concatenate([p.theta for p in pieces], axis=0)[warmup:]  # (draws, chains, ndim)
+            extra = extra_draws(np.swapaxes(theta, 0, 1), target_ess)
+            if extra == 0:
+                stop = "converged"
+                break
+            drawn = done_steps[0] - warmup
+            if max_time is not None:  # what the time left affords at the draws' pace so far
+                per_step = chunk_seconds / max(done_steps[0], 1)
+                left = max_time - (time.perf_counter() - started)
+                extra = 0 if left <= 0 else min(extra, int(left / per_step) if per_step > 0 else extra)
+            if extra < max(1, drawn // 10):  # too few to change the answer: stop and say so
+                stop = "max_time"
+                break
+            extensions += 1
+            if bar is not None:
+                bar.total += extra
+                bar.set_postfix_str("more draws (target ESS)", refresh=True)
+            run_steps(done_steps[0], done_steps[0] + extra, lambda first: no_adaptation)
     except KeyboardInterrupt:
         interrupted = True
+        stop = "interrupted"
     finally:
         if bar is not None:
             bar.close()
+    done = done_steps[0]
     if interrupted and done <= warmup:
         raise KeyboardInterrupt
     stats = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *pieces)
@@ -275,7 +321,39 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     stats = jax.tree.map(lambda x: np.swapaxes(x[kept], 0, 1), stats)  # (chains, [warm-up +] draws, ...)
     if interrupted:
         warnings.warn(f"sampling interrupted: keeping {done - warmup} of {draws} draws per chain.", stacklevel=2)
-    return RawDraws(stats, interrupted, min(done, warmup), done - warmup, target)
+    return RawDraws(stats, interrupted, min(done, warmup), done - warmup, target, stop, extensions,
+                    time.perf_counter() - started)
+
+
+#: R-hat every parameter must be below for target_ess to count as reached (Vehtari et al. 2021)
+RHAT_TARGET = 1.01
+#: a round of extra draws takes at most this many times the draws made so far (then checks again)
+MAX_EXTENSION = 2.0
+#: ... and at least this fraction of them
+MIN_EXTENSION = 0.25
+
+
+def extra_draws(theta: np.ndarray, target_ess: float, rhat_max: float | None = None) -> int:
+    """Extra draws per chain to ask for when ``theta`` (chains, draws, ndim) falls short of ``target_ess``
+    (bulk and tail) or of R-hat below ``rhat_max`` (default RHAT_TARGET); 0 when it does not.
+
+    ESS grows about in proportion to the draws, so the worst ratio target / ESS (with 10% to spare)
+    says how many more; an R-hat above the threshold with enough ESS asks for half as many again.
+    Bounded to [MIN_EXTENSION, MAX_EXTENSION] times the draws so far, then checked again.
+    """
+    from bayeshf.diagnostics import convergence_table
+
+    rhat_max = RHAT_TARGET if rhat_max is None else rhat_max
+    drawn = theta.shape[1]
+    bulk, tail, rhat = convergence_table(theta)
+    ess = np.minimum(bulk, tail)
+    ess = np.where(np.isfinite(ess), ess, 0.0)
+    mixed = np.all(np.isfinite(rhat) & (rhat < rhat_max)) if theta.shape[0] > 1 else True
+    if ess.size == 0 or (ess.min() >= target_ess and mixed):
+        return 0
+    factor = 1.1 * target_ess / max(ess.min(), 1.0) - 1.0 if ess.min() < target_ess else 0.5
+    factor = min(max(factor, MIN_EXTENSION), MAX_EXTENSION)
+    return max(1, int(math.ceil(factor * drawn)))
 
 
 #: steps per call of the chunk program: 100 x 2**k, the smallest giving at most MAX_CHUNKS calls
@@ -434,7 +512,8 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
            metric: str = "diagonal", seed: int = 0, priors=None, shapesys: str = "flat", progress: bool = True,
            init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
            num_integration_steps: int = 16, step_size: float | None = None, chunk_size: int | None = None,
-           prior_draws: int | None = None, compilation_cache: bool = True):
+           prior_draws: int | None = None, compilation_cache: bool = True, target_ess: float | None = None,
+           max_time: float | None = None):
     """Sample the posterior of ``model``; returns an ``arviz.InferenceData``.
 
     sampler: "nuts" (default; multinomial NUTS), "hmc" (``num_integration_steps``
@@ -454,6 +533,13 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
     posterior_predictive and prior_predictive (Poisson draws of the main
     counts, one variable per channel), prior. The same ``seed`` gives the same
     draws. Ctrl-C keeps the finished draws (``idata.attrs["interrupted"]``).
+
+    target_ess: keep drawing after ``draws`` until every parameter's bulk and
+    tail ESS reach it and every R-hat is below 1.01, within ``max_time``
+    seconds (see :func:`run_chains`); ``idata.posterior.attrs`` record
+    ``target_ess``, ``stop`` ("converged", "max_time", "draws" or
+    "interrupted") and ``draws_done``, and :func:`bayeshf.diagnostics.summarize`
+    says which parameters fall short.
     """
     from bayeshf.idata import to_inference_data
 
@@ -464,9 +550,10 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
     raw = run_chains(posterior, sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric,
                      seed=seed, progress=progress, init=init, target_acceptance=target_acceptance,
                      max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
-                     step_size=step_size, chunk_size=chunk_size)
+                     step_size=step_size, chunk_size=chunk_size, target_ess=target_ess, max_time=max_time)
     settings = dict(sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric, seed=seed,
-                    target_acceptance=raw.target_acceptance,
+                    target_acceptance=raw.target_acceptance, target_ess=float(target_ess or 0),
+                    max_time=float(max_time or 0), stop=raw.stop, extensions=raw.extensions,
                     init=init, max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
                     backend="blackjax", shapesys=posterior.prior_set.shapesys)
     return to_inference_data(posterior, raw, seed=seed, settings=settings,

@@ -19,7 +19,7 @@ WORKSPACE = str(data_path("thesis/2_bin_uncorr.json"))
 def sampled(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample") / "run"
     code = main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--seed", "3",
-                 "--out", str(out), "--quiet"])
+                 "--out", str(out), "--quiet", "--target-ess", "0"])
     assert code == 0
     return out
 
@@ -41,7 +41,7 @@ def test_sample_writes_posterior_summary_and_plots(sampled, capsys):
 def test_same_seed_reproduces_the_file(sampled, tmp_path):
     out = tmp_path / "again"
     assert main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--seed", "3",
-                 "--out", str(out), "--quiet", "--no-plots"]) == 0
+                 "--out", str(out), "--quiet", "--no-plots", "--target-ess", "0"]) == 0
     first = az.from_netcdf(str(sampled / "posterior.nc"))
     second = az.from_netcdf(str(out / "posterior.nc"))
     np.testing.assert_array_equal(first.posterior["mu"].values, second.posterior["mu"].values)
@@ -49,10 +49,37 @@ def test_same_seed_reproduces_the_file(sampled, tmp_path):
 
 def test_summary_table_and_low_ess_warning_are_printed(tmp_path, capsys):
     assert main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--out",
-                 str(tmp_path / "o"), "--quiet", "--no-plots"]) == 0
+                 str(tmp_path / "o"), "--quiet", "--no-plots", "--target-ess", "0"]) == 0
     captured = capsys.readouterr()
     assert "ess_bulk" in captured.out and "r_hat" in captured.out and "uncorr_bkguncrt[1]" in captured.out
     assert "ESS below 200" in captured.err  # 80 draws in total cannot reach 100 per chain
+    assert "mu: 95% credible upper limit" in captured.out and "95% HDI" in captured.out
+
+
+def test_default_target_ess_draws_more_and_records_it(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["sample", WORKSPACE, "--chains", "2", "--warmup", "100", "--draws", "40", "--out", str(out),
+                 "--quiet", "--no-plots", "--seed", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["converged"] is True and summary["convergence"]["target_ess"] == 400
+    assert summary["draws"] > 40 and summary["settings"]["stop"] == "converged"
+    assert min(min(p["ess_bulk"], p["ess_tail"]) for p in summary["parameters"].values()) >= 400
+    assert "NOT CONVERGED" not in capsys.readouterr().err
+    poi = summary["poi"]
+    assert poi["name"] == "mu" and poi["upper_limit_95"] == summary["parameters"]["mu"]["q95"]
+    assert poi["hdi_68"][0] <= poi["mode"] <= poi["hdi_68"][1] and "kernel density" in poi["mode_method"]
+
+
+def test_a_run_that_ends_short_says_so_in_one_line_and_in_summary_json(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--out", str(out),
+                 "--quiet", "--no-plots", "--target-ess", "100000", "--max-time", "0.001"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "NOT CONVERGED" in line]
+    assert len(lines) == 1 and "mu" in lines[0] and "--max-time" in lines[0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["converged"] is False and summary["convergence"]["stop"] == "max_time"
+    assert "mu" in summary["convergence"]["short"] and summary["draws"] == 40
+    assert main(["sample", WORKSPACE, "--max-time", "0", "--out", str(out)]) == 2
 
 
 @pytest.mark.parametrize("kind", ["corner", "ppc", "trace"])

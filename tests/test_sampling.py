@@ -502,3 +502,116 @@ def test_mode_search_with_an_lbfgs_start_finds_the_newton_mode(monkeypatch):
     with_lbfgs = posterior_module.find_mode_unconstrained(post)
     np.testing.assert_allclose(with_lbfgs[0], newton_only[0], atol=1e-7)
     np.testing.assert_allclose(with_lbfgs[1], newton_only[1], rtol=1e-5, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- converge or say so
+
+
+def test_target_ess_draws_until_reached_and_keeps_the_draws_of_a_longer_run():
+    from bayeshf.diagnostics import convergence_table, summarize
+
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    posterior = sampling.posterior_for(model)
+    raw = sampling.run_chains(posterior, chains=CHAINS, warmup=150, draws=40, seed=4, progress=False,
+                              chunk_size=100, target_ess=250, max_time=120)
+    assert raw.stop == "converged" and raw.extensions >= 1 and raw.draws_done > 40
+    bulk, tail, rhat = convergence_table(raw.stats.theta)
+    assert bulk.min() >= 250 and tail.min() >= 250 and rhat.max() < 1.01
+    # the extra draws continue the chains as a longer run would have drawn them
+    longer = sampling.run_chains(posterior, chains=CHAINS, warmup=150, draws=raw.draws_done, seed=4, progress=False,
+                                 chunk_size=100)
+    np.testing.assert_array_equal(raw.stats.theta, longer.stats.theta)
+    idata = sampling.sample(model, chains=CHAINS, warmup=150, draws=40, seed=4, progress=False, chunk_size=100,
+                            target_ess=250, max_time=120)
+    summary = summarize(idata)
+    assert summary.convergence.reached and summary.to_dict()["converged"] is True and not summary.warnings
+    assert idata.posterior.attrs["stop"] == "converged" and idata.posterior.sizes["draw"] == raw.draws_done
+
+
+def test_a_run_out_of_time_says_so_in_one_line_naming_the_parameters():
+    from bayeshf.diagnostics import summarize
+
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    idata = sampling.sample(model, chains=CHAINS, warmup=100, draws=30, seed=1, progress=False,
+                            target_ess=10**6, max_time=1e-3)
+    assert idata.posterior.attrs["stop"] == "max_time" and idata.posterior.sizes["draw"] == 30
+    summary = summarize(idata)
+    document = summary.to_dict()
+    assert document["converged"] is False and document["convergence"]["stop"] == "max_time"
+    assert set(document["convergence"]["short"]) == {"mu", "uncorr_bkguncrt[0]", "uncorr_bkguncrt[1]"}
+    lines = [w for w in summary.warnings if "NOT CONVERGED" in w]
+    assert len(lines) == 1 and "\n" not in lines[0] and "uncorr_bkguncrt" in lines[0] and "--max-time" in lines[0]
+    with pytest.raises(bayeshf.BayeshfError, match="max_time"):
+        sampling.sample(model, chains=CHAINS, draws=10, progress=False, target_ess=100, max_time=-1)
+
+
+def test_extra_draws_follow_the_shortfall_and_the_r_hat():
+    rng = np.random.default_rng(0)
+    iid = rng.normal(size=(4, 500, 3))  # ESS about 2000 per column
+    assert sampling.extra_draws(iid, 1000) == 0
+    more = sampling.extra_draws(iid, 4000)  # about 2x short: about as many draws again (within the bounds)
+    assert 0.7 * 500 <= more <= sampling.MAX_EXTENSION * 500
+    assert sampling.extra_draws(iid, 10**6) == sampling.MAX_EXTENSION * 500
+    stuck = iid.copy()
+    stuck[0, :, 1] += 1.0  # one chain elsewhere: R-hat far above 1.01 whatever the ESS target
+    assert sampling.extra_draws(stuck, 10) > 0
+
+
+# --------------------------------------------------------------------------- the numbers physicists quote
+
+
+def _counting_reference(n, s, b, upper=20.0):
+    """mu | n for n ~ Poisson(mu s + b), flat mu on [0, upper]: CDF, density and HDIs by quadrature (scipy)."""
+    from scipy import integrate, optimize
+
+    def density(mu):
+        return np.exp(n * np.log(mu * s + b) - mu * s - math.lgamma(n + 1))
+
+    norm = integrate.quad(density, 0, upper, limit=200)[0]
+
+    def cdf(x):
+        return integrate.quad(density, 0, x, limit=200)[0] / norm
+
+    def hdi(p):  # density level whose region holds p: the two ends have equal density (or start at 0)
+        mode = max((n - b) / s, 0.0)
+
+        def ends(level):
+            lower = 0.0 if density(0.0) >= level else optimize.brentq(lambda x: density(x) - level, 0.0, mode)
+            upper_ = optimize.brentq(lambda x: density(x) - level, mode, upper)
+            return lower, upper_
+
+        level = optimize.brentq(lambda h: cdf(ends(h)[1]) - cdf(ends(h)[0]) - p, 1e-12, density(mode) * (1 - 1e-9))
+        return ends(level)
+
+    return cdf, hdi
+
+
+def test_credible_upper_limit_hdis_and_mode_of_a_counting_experiment_match_quadrature():
+    """n ~ Poisson(4 mu + 2), n = 8, flat mu: mode (n - b) / s = 1.5, the rest by numerical integration."""
+    from scipy import optimize
+
+    from bayeshf.diagnostics import summarize
+
+    n, s, b = 8, 4.0, 2.0
+    spec = one_bin([{"name": "signal", "data": [s], "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]},
+                    {"name": "background", "data": [b], "modifiers": []}], n)
+    model = bayeshf.load(spec)
+    idata = sampling.sample(model, chains=4, warmup=300, draws=2000, seed=5, progress=False)
+    summary = summarize(idata)
+    poi = summary.poi
+    draws = idata.posterior["mu"].values
+    cdf, hdi = _counting_reference(n, s, b)
+    limit = optimize.brentq(lambda x: cdf(x) - 0.95, 0.0, 20.0)
+    assert poi.name == "mu" and abs(poi.upper_limit_95 - limit) < 4 * poi.upper_limit_95_mcse
+    assert summary.to_dict()["poi"]["upper_limit_95"] == pytest.approx(poi.upper_limit_95)
+    for probability, (lower, upper) in ((0.68, poi.hdi_68), (0.95, poi.hdi_95)):
+        reference = hdi(probability)
+        for estimate, exact in zip((lower, upper), reference):
+            mcse = float(az.mcse(draws, method="quantile", prob=cdf(exact)))
+            assert abs(estimate - exact) < 6 * mcse + 0.01, (probability, estimate, exact)
+    # the marginal KDE's maximum scatters by 0.1 sd over seeds for 8000 independent draws of such a Gamma-like density
+    assert abs(poi.mode - (n - b) / s) < 0.3 * draws.std()
+    row = summary.rows[0]
+    assert row.name == "mu" and row.q95 == pytest.approx(poi.upper_limit_95) and row.hdi_95_lower == poi.hdi_95[0]
+    assert abs(row.q50 - optimize.brentq(lambda x: cdf(x) - 0.5, 0.0, 20.0)) < 4 * float(
+        az.mcse(draws, method="quantile", prob=0.5))

@@ -12,6 +12,12 @@ from bayeshf.cli.common import add_workspace_arguments, model_from_args
 from bayeshf.errors import BayeshfError
 
 
+#: bulk and tail ESS every parameter should reach (Vehtari et al. 2021: 100 per chain for 4 chains)
+DEFAULT_TARGET_ESS = 400
+#: seconds a run may take to reach it
+DEFAULT_MAX_TIME = 300.0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "sample",
@@ -27,8 +33,8 @@ def register(subparsers) -> None:
     parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
     parser.add_argument("--warmup", type=int, default=1000, help="warm-up steps per chain (default 1000)")
     parser.add_argument("--draws", type=int, default=None,
-                        help="kept draws per chain (default 1000; 2000 above 100 free parameters mostly normsys/histosys, "
-                        "whose slowest parameters need them for R-hat < 1.01, see docs/sampling.md)")
+                        help="kept draws per chain, at least (default 1000; 2000 above 100 free parameters mostly "
+                        "normsys/histosys, see docs/sampling.md); --target-ess may add more")
     parser.add_argument("--sampler", choices=SAMPLERS, default="nuts",
                         help="sampler (default nuts; nuts, hmc and mh are bayeshf's kernels, blackjax-* "
                              "blackjax's kernels of the same algorithms, slower on CPU)")
@@ -38,6 +44,12 @@ def register(subparsers) -> None:
     parser.add_argument("--target-acceptance", type=float, default=None, metavar="P",
                         help="target acceptance rate of the step-size adaptation (default: 0.8; 0.99 above 100 free "
                         "parameters mostly normsys/histosys, see docs/sampling.md; mh 0.234)")
+    parser.add_argument("--target-ess", type=float, default=DEFAULT_TARGET_ESS, metavar="N",
+                        help=f"after --draws, keep drawing until every parameter's bulk and tail ESS reach N and every "
+                        f"R-hat is below 1.01 (default {DEFAULT_TARGET_ESS}; 0: exactly --draws); a run that ends short "
+                        "says so in one line and in summary.json")
+    parser.add_argument("--max-time", type=float, default=DEFAULT_MAX_TIME, metavar="SECONDS",
+                        help=f"stop drawing for --target-ess after this many seconds of the run (default {DEFAULT_MAX_TIME:g})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same draws")
     parser.add_argument("--out", "-o", default="bayeshf-sample", metavar="DIR", help="output directory (default bayeshf-sample)")
     parser.add_argument("--corner-vars", nargs="+", default=None, metavar="NAME",
@@ -79,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
         from bayeshf.sampling import default_draws
 
         args.draws = default_draws(model, args.sampler)
+    if not args.target_ess >= 0 or not args.max_time > 0:
+        raise BayeshfError(f"--target-ess must be at least 0 and --max-time positive (got {args.target_ess:g} and "
+                           f"{args.max_time:g}).")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BayeshfError(f"{out}: --out must be a directory, but a file of that name exists.")
@@ -89,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
             steps = args.draws
             idata = julia.sample(model, likelihood=args.likelihood, sampler="mh" if algorithm(args.sampler) == "mh" else "hmc",
-                                 chains=args.chains, steps=steps, seed=args.seed, priors=args.priors)
+                                 chains=args.chains, steps=steps, seed=args.seed, priors=args.priors,
+                                 shapesys=args.shapesys)
         else:
             from bayeshf.sampling import auto_chunk, sample
 
@@ -100,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             idata = sample(model, sampler=args.sampler, chains=args.chains, warmup=args.warmup, draws=args.draws,
                            metric=metric, seed=args.seed, priors=args.priors, shapesys=args.shapesys,
                            target_acceptance=args.target_acceptance, progress=not args.quiet,
+                           target_ess=args.target_ess or None, max_time=args.max_time,
                            # chunks as with a progress bar even when quiet: Ctrl-C keeps the chunks done
                            chunk_size=auto_chunk(args.warmup + args.draws))
     for warning in caught:
