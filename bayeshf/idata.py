@@ -7,7 +7,11 @@ any other backend (the Julia bridge) that produces full parameter vectors.
 Layout: posterior has one variable per parameter set (``mu``; ``staterror_SR``
 with dimension ``staterror_SR_bin``), fixed elements included at their value;
 posterior_predictive / prior_predictive / observed_data have one variable per
-channel with dimension ``<channel>_bin``.
+channel with dimension ``<channel>_bin`` (predictive counts as int64);
+log_likelihood has one variable, ``main_bins`` (dimension ``main_bin``,
+labelled ``<channel>[<bin>]``), the Poisson log-likelihood of every main bin at
+every draw, so ``az.loo``, ``az.waic`` and ``az.compare`` work without a
+``var_name`` (the constraint terms are priors here, not data).
 """
 
 from __future__ import annotations
@@ -52,17 +56,44 @@ def _rates(model, thetas):
     return jax.vmap(model.expected_counts)(thetas)
 
 
-def predictive_counts(model, theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Poisson draws of the main-bin counts at each parameter vector (..., npars) -> (..., nmain).
-
-    The rates are computed in one jitted, vmapped call; the Poisson draws are
-    made on the host (numpy), which avoids compiling jax's Poisson sampler.
-    """
+def expected_main(model, theta: np.ndarray) -> np.ndarray:
+    """Expected main-bin counts at each parameter vector (..., npars) -> (..., nmain), in one jitted, vmapped call."""
     theta = np.asarray(theta, dtype=float)
     flat = theta.reshape(-1, theta.shape[-1])
     rates = np.maximum(np.asarray(_rates(model, flat)), 0.0)  # NumPy straight in: jnp.asarray stages a copy
-    counts = rng.poisson(rates).astype(float)
-    return counts.reshape(theta.shape[:-1] + (counts.shape[-1],))
+    return rates.reshape(theta.shape[:-1] + (rates.shape[-1],))
+
+
+def predictive_counts(model, theta: np.ndarray, rng: np.random.Generator, rates: np.ndarray | None = None) -> np.ndarray:
+    """Poisson draws (int64) of the main-bin counts at each parameter vector (..., npars) -> (..., nmain).
+
+    The Poisson draws are made on the host (numpy), which avoids compiling
+    jax's Poisson sampler; ``rates`` (from :func:`expected_main`) saves recomputing them.
+    """
+    rates = expected_main(model, theta) if rates is None else rates
+    return rng.poisson(rates).astype(np.int64)
+
+
+def pointwise_log_likelihood(observed: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """Poisson log-likelihood of each observed main bin at each draw's rates (..., nmain)."""
+    from scipy.special import gammaln, xlogy
+
+    observed = np.asarray(observed, dtype=float)
+    return xlogy(observed, rates) - rates - gammaln(observed + 1.0)
+
+
+def _log_likelihood_dataset(model, observed: np.ndarray, rates: np.ndarray):
+    import xarray as xr
+
+    labels = [f"{c}[{i}]" for c in model.channels for i in range(model.channel_nbins[c])]
+    return xr.Dataset({"main_bins": (["chain", "draw", "main_bin"], pointwise_log_likelihood(observed, rates))},
+                      coords={"main_bin": labels})
+
+
+def _as_counts(values: np.ndarray) -> np.ndarray:
+    """Integral observed counts as int64 (like the predictive draws); Asimov-like data stay float."""
+    values = np.asarray(values, dtype=float)
+    return values.astype(np.int64) if np.all(values == np.round(values)) and np.all(values >= 0) else values
 
 
 def _dataset(variables, dims, coords, *, chain_draw: bool = True):
@@ -91,10 +122,12 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
     rng = np.random.default_rng([seed, 7])
     variables, dims, coords = _set_arrays(model, theta)
     groups = {"posterior": _dataset(variables, dims, coords)}
-    counts = predictive_counts(model, theta, rng)
+    rates = expected_main(model, theta)
+    counts = predictive_counts(model, theta, rng, rates)
     groups["posterior_predictive"] = _dataset(*_channel_arrays(model, counts))
     observed = np.asarray(model.observed, dtype=float)
-    groups["observed_data"] = _dataset(*_channel_arrays(model, observed), chain_draw=False)
+    groups["log_likelihood"] = _log_likelihood_dataset(model, observed, rates)
+    groups["observed_data"] = _dataset(*_channel_arrays(model, _as_counts(observed)), chain_draw=False)
     if sample_stats:
         groups["sample_stats"] = _dataset(dict(sample_stats), {k: [] for k in sample_stats}, {})
     if prior_set is not None and prior_draws > 0:

@@ -17,6 +17,7 @@ from bayeshf.fit import FitResult, fit
 from bayeshf.impacts import GroupedImpactsResult, ImpactsResult, grouped_impacts, impacts, prefit_constraints, ranking
 from bayeshf.limits import CLsScanResult, UpperLimitResult, cls_scan, upper_limit
 from bayeshf.scans import Scan2DResult, ScanResult, profile_scan, profile_scan_2d
+from bayeshf.yields import YieldsResult, posterior_yields, yields
 from bayeshf.teststats import (
     TEST_STATISTICS,
     AsymptoticCalculator,
@@ -30,5 +31,5 @@ __all__ = [
     "TEST_STATISTICS", "AsymptoticCalculator", "CLsScanResult", "FitResult", "GroupedImpactsResult",
     "HypoTestResult", "ImpactsResult", "Scan2DResult", "ScanResult", "SignificanceResult", "UpperLimitResult",
     "cls_scan", "fit", "grouped_impacts", "hypotest", "impacts", "prefit_constraints", "profile_scan",
-    "profile_scan_2d", "ranking", "significance", "upper_limit",
+    "profile_scan_2d", "ranking", "significance", "upper_limit", "YieldsResult", "posterior_yields", "yields",
 ]

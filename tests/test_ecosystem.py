@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -134,3 +135,76 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == mode
+
+
+# --- pre-fit and post-fit yields -------------------------------------------------------------------
+
+
+def test_prefit_yields_known_answer():
+    """2_bin_corr: background histosys hi [45, 57], lo [55, 47]: +-5 per bin, 0 on the channel's sum."""
+    from bayeshf.infer import yields
+
+    model = bayeshf.load(str(data_path("thesis/2_bin_corr.json")))
+    result = yields(model)
+    b, s = model.samples.index("background"), model.samples.index("signal")
+    np.testing.assert_allclose(result.yields[b], [50, 52])
+    np.testing.assert_allclose(result.uncertainties[b], [5, 5], rtol=1e-9)
+    np.testing.assert_allclose(result.uncertainties[s], 0.0)  # the normfactor is unconstrained
+    assert result.channel_uncertainties[b, 0] == pytest.approx(0.0, abs=1e-9)  # hi and lo both sum to 102
+    np.testing.assert_allclose(result.total_uncertainty, [5, 5], rtol=1e-9)
+    assert result.to_dict()["channels"]["singlechannel"]["observed"]["yields"] == [53, 65]
+
+
+def _finite_difference_spread(model, pars, covariance, step=1e-6):
+    """sqrt(diag(J C J^T)) of the per-sample-bin rates and of the total, J by central differences."""
+    columns = []
+    for p in range(pars.size):
+        up, down = pars.copy(), pars.copy()
+        up[p] += step
+        down[p] -= step
+        columns.append((np.asarray(model.expected_rates(up)) - np.asarray(model.expected_rates(down))) / (2 * step))
+    jac = np.stack(columns, axis=-1)
+    per = np.sqrt(np.einsum("sbp,pq,sbq->sb", jac, covariance, jac))
+    tot = jac.sum(axis=0)
+    return per, np.sqrt(np.einsum("bp,pq,bq->b", tot, covariance, tot))
+
+
+@pytest.mark.parametrize("path", ["pyhf-validation/2bin_2channel_couplednorm.json", "pyhf-validation/1bin_shapesys.json",
+                                  "thesis/4_bin.json"])
+def test_postfit_yields_propagate_the_covariance(path):
+    """Against finite differences and a Monte Carlo of the parameters (correlations included)."""
+    from types import SimpleNamespace
+
+    from bayeshf.yields import yields
+
+    model = bayeshf.load(str(data_path(path)))
+    rng = np.random.default_rng(3)
+    n = model.npars
+    pars = np.asarray(model.init, dtype=float) + rng.uniform(0.05, 0.2, n)
+    a = rng.normal(size=(n, n))
+    covariance = 1e-3 * (a @ a.T + n * np.eye(n))  # correlated, small enough for the linear regime
+    fake = SimpleNamespace(bestfit=pars, covariance=covariance, par_names=tuple(model.par_names))
+    result = yields(model, fake)
+    assert result.kind == "postfit"
+    np.testing.assert_allclose(result.yields, model.expected_rates(pars), rtol=1e-12)
+    per, tot = _finite_difference_spread(model, pars, covariance)
+    np.testing.assert_allclose(result.uncertainties, per, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(result.total_uncertainty, tot, rtol=1e-5, atol=1e-9)
+    draws = rng.multivariate_normal(pars, covariance, size=4000)
+    totals = np.asarray(jax.vmap(model.expected_counts)(draws))
+    np.testing.assert_allclose(result.total_uncertainty, totals.std(axis=0), rtol=0.06)
+
+
+def test_postfit_yields_of_a_real_fit_and_a_foreign_fit_is_refused():
+    from bayeshf.errors import BayeshfError
+    from bayeshf.yields import yields
+
+    model = bayeshf.load(SMALL)
+    fit = bayeshf.fit(model)
+    result = yields(model, fit)
+    np.testing.assert_allclose(result.total, model.expected_counts(fit.bestfit), rtol=1e-12)
+    # the fit pulls the model towards the data: the post-fit band is narrower than the pre-fit one
+    assert result.total_uncertainty.sum() < yields(model).total_uncertainty.sum()
+    other = bayeshf.load(str(data_path("thesis/2_bin_corr.json")))
+    with pytest.raises(BayeshfError, match="not of this model"):
+        yields(other, fit)

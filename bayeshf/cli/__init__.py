@@ -22,6 +22,7 @@ COMMANDS = [
     "sample",
     "priors",
     "plot",
+    "datamc",
     "bench",
     "fit",
     "cls",
