@@ -36,6 +36,14 @@ class Adaptation(NamedTuple):
     inverse_mass_matrix: Any
 
 
+class Carry(NamedTuple):
+    """What the scan carries from step to step (per chain)."""
+
+    states: Any           # the kernels' states (blackjax HMCState / RWState)
+    adaptation: Adaptation
+    keys: Any             # chain keys; step t uses fold_in(key, t)
+
+
 class StepStats(NamedTuple):
     """What each step records (per chain)."""
 
@@ -64,16 +72,18 @@ def algorithm(sampler: str) -> str:
 
 def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,
             dense: bool) -> tuple[Callable, Callable]:
-    """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, stats))."""
+    """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, TransitionInfo))."""
     import blackjax
+
+    from bayeshf.kernels import TransitionInfo
 
     name = algorithm(sampler)
     if name in ("nuts", "hmc"):
         init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
         if sampler == "nuts":  # bayeshf's kernels of blackjax's algorithms (bayeshf.kernels)
-            from bayeshf.kernels import build_step
+            from bayeshf.kernels import build_nuts_step
 
-            return init, build_step(logdensity_fn, max_tree_depth)
+            return init, build_nuts_step(logdensity_fn, max_tree_depth)
         if sampler == "hmc":
             from bayeshf.kernels import build_hmc_step
 
@@ -83,15 +93,15 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
 
             def step(key, state, step_size, imm):
                 state, info = nuts(key, state, logdensity_fn, step_size, imm, max_num_doublings=max_tree_depth)
-                return state, (info.acceptance_rate, info.is_divergent, info.energy,
-                               info.num_integration_steps, info.num_trajectory_expansions)
+                return state, TransitionInfo(info.acceptance_rate, info.is_divergent, info.energy,
+                                             info.num_integration_steps, info.num_trajectory_expansions)
         else:  # blackjax-hmc
             hmc = blackjax.mcmc.hmc.build_kernel()
 
             def step(key, state, step_size, imm):
                 state, info = hmc(key, state, logdensity_fn, step_size, imm, num_integration_steps)
-                return state, (info.acceptance_rate, info.is_divergent, info.energy,
-                               jnp.asarray(num_integration_steps), jnp.asarray(0))
+                return state, TransitionInfo(info.acceptance_rate, info.is_divergent, info.energy,
+                                             jnp.asarray(num_integration_steps), jnp.asarray(0))
         return init, step
 
     from blackjax.mcmc import random_walk
@@ -116,7 +126,8 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
                 return step_size * scale * jax.random.normal(k, position.shape)
 
         state, info = additive(key, state, logdensity_fn, move)
-        return state, (info.acceptance_rate, jnp.asarray(False), -state.logdensity, jnp.asarray(1), jnp.asarray(0))
+        return state, TransitionInfo(info.acceptance_rate, jnp.asarray(False), -state.logdensity, jnp.asarray(1),
+                                     jnp.asarray(0))
 
     return init, step
 
@@ -195,26 +206,25 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     def finalize(adaptation: Adaptation) -> Adaptation:
         return adaptation._replace(step_size=jnp.exp(adaptation.dual_averaging.log_step_size_avg))
 
-    def advance(model, preconditioner, carry, flags: StepFlags, subkeys):
+    def advance(model, preconditioner, carry: Carry, flags: StepFlags, subkeys):
         step = kernel(model, preconditioner)[1]
-        states, adaptation, keys = carry
-        arguments = (subkeys, states, adaptation.step_size, adaptation.inverse_mass_matrix)
+        adaptation = carry.adaptation
+        arguments = (subkeys, carry.states, adaptation.step_size, adaptation.inverse_mass_matrix)
         if chain_loop and subkeys.shape[0] == 1:  # one chain on this device: no loop at all
-            states, (acceptance, divergent, energy, n_steps, depth) = jax.tree.map(
-                lambda x: x[None], step(*jax.tree.map(lambda x: x[0], arguments)))
+            states, info = jax.tree.map(lambda x: x[None], step(*jax.tree.map(lambda x: x[0], arguments)))
         elif chain_loop:  # one chain after another: no batched while-loop predicates (selects on every iteration)
-            states, (acceptance, divergent, energy, n_steps, depth) = jax.lax.map(lambda a: step(*a), arguments)
+            states, info = jax.lax.map(lambda a: step(*a), arguments)
         else:
-            states, (acceptance, divergent, energy, n_steps, depth) = jax.vmap(step)(*arguments)
+            states, info = jax.vmap(step)(*arguments)
         # positions are recorded in the sampler's coordinates u and mapped to theta once per chunk
-        stats = StepStats(states.position, states.logdensity, acceptance, divergent,
-                          energy, n_steps, depth, adaptation.step_size)
+        stats = StepStats(states.position, states.logdensity, info.acceptance_rate, info.is_divergent,
+                          info.energy, info.n_steps, info.tree_depth, adaptation.step_size)
         adaptation = jax.lax.cond(
             flags.adapt,
-            lambda a: jax.vmap(adapt_update, in_axes=(0, 0, 0, None))(a, states.position, acceptance, flags),
+            lambda a: jax.vmap(adapt_update, in_axes=(0, 0, 0, None))(a, states.position, info.acceptance_rate, flags),
             lambda a: a, adaptation)
         adaptation = jax.lax.cond(flags.warmup_end, jax.vmap(finalize), lambda a: a, adaptation)
-        return (states, adaptation, keys), stats
+        return Carry(states, adaptation, carry.keys), stats
 
     def run_chunk(model, preconditioner, carry, packed, first_step, n_steps):
         # ``packed``: the chunk's StepFlags as one (capacity, 4) bool array (one small host-to-device copy
@@ -225,7 +235,7 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         # threefry call here, not a split per step inside the loop (threefry is a small loop on CPU; a
         # per-step split cost MH a third of its step), and independent of the chunk size
         steps = first_step + jnp.arange(capacity, dtype=jnp.uint32)
-        step_keys = jax.vmap(lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(carry[2]))(steps)
+        step_keys = jax.vmap(lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(carry.keys))(steps)
 
         def one(c, i):
             return advance(model, preconditioner, c, StepFlags(*packed[i]), step_keys[i])
@@ -251,7 +261,7 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         chains, ndim = positions.shape
         mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
         da = jax.vmap(da_init)(step_size)
-        return states, Adaptation(da, mm, step_size, inverse_mass_matrix), keys
+        return Carry(states, Adaptation(da, mm, step_size, inverse_mass_matrix), keys)
 
     if len(devices) <= 1:
         return jax.jit(start), jax.jit(run_chunk)

@@ -30,20 +30,29 @@ call): a key split, a normal draw or ``jax.random.bits`` each cost a small
 while loop on CPU. HMC and MH draw from the same streams. See
 docs/sampling.md for the measurements.
 
-The interface matches the kernels in :mod:`bayeshf.chains`:
-``step(key, state, step_size, inverse_mass_matrix) -> (state, (acceptance,
-divergent, energy, n_steps, depth))`` with blackjax's ``HMCState`` (NUTS,
-HMC) or ``RWState`` (MH).
+The contract shared with the blackjax adapters in :mod:`bayeshf.chains`:
+``step(key, state, step_size, inverse_mass_matrix) -> (state, TransitionInfo)``
+with blackjax's ``HMCState`` (NUTS, HMC) or ``RWState`` (MH).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 DIVERGENCE_THRESHOLD = 1000.0
+
+
+class TransitionInfo(NamedTuple):
+    """What one transition reports, whichever kernel ran it (ours or blackjax's)."""
+
+    acceptance_rate: Any   # mean Metropolis acceptance probability over the trajectory (MH: of the proposal)
+    is_divergent: Any      # the energy error exceeded DIVERGENCE_THRESHOLD
+    energy: Any            # Hamiltonian of the state kept (MH: -log density)
+    n_steps: Any           # leapfrog steps (MH: 1)
+    tree_depth: Any        # NUTS doublings (0 for HMC and MH)
 
 _GOLDEN = 0x9E3779B97F4A7C15
 
@@ -206,7 +215,7 @@ def build_mh_step(logdensity_fn: Callable) -> Callable:
         p_accept = jnp.minimum(jnp.exp(_log_ratio(logp1 - logp0)), 1.0)
         accept = _unit(bits[d], dtype) < p_accept
         new = RWState(jnp.where(accept, z1, z0), jnp.where(accept, logp1, logp0))
-        return new, (p_accept, jnp.asarray(False), -new.logdensity, jnp.asarray(1), jnp.asarray(0))
+        return new, TransitionInfo(p_accept, jnp.asarray(False), -new.logdensity, jnp.asarray(1), jnp.asarray(0))
 
     return step
 
@@ -248,13 +257,42 @@ def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Calla
         accept = _unit(bits[d], dtype) < p_accept
         new = HMCState(jnp.where(accept, end[:d], z0), jnp.where(accept, end[3 * d], logp0),
                        jnp.where(accept, end[2 * d:3 * d], g0))
-        return new, (p_accept, -delta > DIVERGENCE_THRESHOLD, jnp.where(accept, h1, h0),
-                     jnp.asarray(n_steps), jnp.asarray(0))
+        return new, TransitionInfo(p_accept, -delta > DIVERGENCE_THRESHOLD, jnp.where(accept, h1, h0),
+                                   jnp.asarray(n_steps), jnp.asarray(0))
 
     return step
 
 
-def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
+class _Doubling(NamedTuple):
+    """Loop state of the leapfrog steps of one doubling."""
+
+    i: Any            # steps taken
+    edge: Any         # last state (packed)
+    proposal: Any     # state proposed by this doubling (packed)
+    log_w: Any        # log sum of the weights of its states
+    log_acc: Any      # log sum of their acceptance probabilities
+    p_sum: Any        # momentum sum
+    ckpt: Any         # numpyro's checkpoints (checkpoint_step)
+    diverging: Any
+    turning: Any
+
+
+class _Trajectory(NamedTuple):
+    """Loop state of the doublings of one NUTS transition."""
+
+    depth: Any
+    left: Any         # packed edge states
+    right: Any
+    p_sum: Any        # momentum sum of the whole trajectory
+    proposal: Any
+    log_w: Any
+    log_acc: Any
+    n_states: Any     # leapfrog steps taken
+    diverging: Any
+    turning: Any
+
+
+def build_nuts_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
     """NUTS transition on a flat position vector (diagonal or dense inverse mass matrix)."""
     from blackjax.mcmc.hmc import HMCState
 
@@ -290,64 +328,60 @@ def build_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
         def subtree(start, eps, n_steps, base):
             """Integrate up to ``n_steps`` from ``start``; stop at a U-turn or a divergence.
 
-            Returns (steps taken, last state, proposal, log weight, log sum of acceptance
-            probabilities, momentum sum, diverging, turning).
+            Returns the final :class:`_Doubling` (its ``ckpt`` is of no further use).
             """
             # checkpoint rows [p | p_sum]; row n_ckpt is scratch (odd steps write there, nothing reads it)
             ckpt = jnp.zeros((n_ckpt + 1, 2 * d), dtype)
             inf = jnp.asarray(-jnp.inf, dtype)
 
-            def cond(c):
-                i, *_, diverging, turning = c
-                return (i < n_steps) & ~diverging & ~turning
+            def cond(c: _Doubling):
+                return (c.i < n_steps) & ~c.diverging & ~c.turning
 
-            def body(c):
-                i, edge, prop, log_w, log_acc, p_sum, ckpt, _, _ = c
-                new = leapfrog(edge, eps)
+            def body(c: _Doubling) -> _Doubling:
+                new = leapfrog(c.edge, eps)
                 w = weight_of(new)
                 p_new = new[d:2 * d]
-                p_sum = p_sum + p_new
+                p_sum = c.p_sum + p_new
                 # progressive uniform sampling within the doubling (the first state is always taken:
                 # its log weight is the running total)
-                log_w_new = jnp.logaddexp(log_w, w)
-                prop = jnp.where(_uniform(seed, base + i) < jnp.exp(w - log_w_new), new, prop)
-                log_acc = jnp.logaddexp(log_acc, jnp.minimum(w, 0.0))
-                ckpt, turning = checkpoint_step(ckpt, i, p_new, p_sum, imm)  # U-turns inside the doubling
-                return i + 1, new, prop, log_w_new, log_acc, p_sum, ckpt, -w > DIVERGENCE_THRESHOLD, turning
+                log_w = jnp.logaddexp(c.log_w, w)
+                proposal = jnp.where(_uniform(seed, base + c.i) < jnp.exp(w - log_w), new, c.proposal)
+                log_acc = jnp.logaddexp(c.log_acc, jnp.minimum(w, 0.0))
+                ckpt, turning = checkpoint_step(c.ckpt, c.i, p_new, p_sum, imm)  # U-turns inside the doubling
+                return _Doubling(c.i + 1, new, proposal, log_w, log_acc, p_sum, ckpt,
+                                 -w > DIVERGENCE_THRESHOLD, turning)
 
-            carry = (jnp.asarray(0), start, start, inf, inf, jnp.zeros((d,), dtype), ckpt,
-                     jnp.asarray(False), jnp.asarray(False))
-            i, last, prop, log_w, log_acc, p_sum, _, diverging, turning = jax.lax.while_loop(cond, body, carry)
-            return i, last, prop, log_w, log_acc, p_sum, diverging, turning
+            return jax.lax.while_loop(cond, body, _Doubling(
+                jnp.asarray(0), start, start, inf, inf, jnp.zeros((d,), dtype), ckpt, jnp.asarray(False),
+                jnp.asarray(False)))
 
-        def cond(c):
-            depth, *_, diverging, turning = c
-            return (depth < max_tree_depth) & ~diverging & ~turning
+        def cond(t: _Trajectory):
+            return (t.depth < max_tree_depth) & ~t.diverging & ~t.turning
 
-        def body(c):
-            depth, left, right, p_sum, prop, log_w, log_acc, n_states, _, _ = c
+        def body(t: _Trajectory) -> _Trajectory:
             # random counters: 0 .. 2**max_tree_depth - 2 for the steps, then two per doubling
-            forward = _uniform(seed, extra + 2 * depth) < 0.5
+            forward = _uniform(seed, extra + 2 * t.depth) < 0.5
             eps = jnp.where(forward, step_size, -step_size)
-            n, last, sub_prop, sub_log_w, sub_acc, sub_sum, diverging, sub_turning = subtree(
-                jnp.where(forward, right, left), eps, 2 ** depth, 2 ** depth - 1)
+            sub = subtree(jnp.where(forward, t.right, t.left), eps, 2 ** t.depth, 2 ** t.depth - 1)
             # biased progressive sampling across doublings; a diverging or turning doubling proposes nothing
-            rejected = diverging | sub_turning
-            accept = ~rejected & (_uniform(seed, extra + 2 * depth + 1) < jnp.exp(sub_log_w - log_w))
-            prop = jnp.where(accept, sub_prop, prop)
-            log_w = jnp.where(rejected, log_w, jnp.logaddexp(log_w, sub_log_w))
-            log_acc = jnp.logaddexp(log_acc, sub_acc)
+            rejected = sub.diverging | sub.turning
+            accept = ~rejected & (_uniform(seed, extra + 2 * t.depth + 1) < jnp.exp(sub.log_w - t.log_w))
             # the doubling extends the trajectory on its side; its last state is the new edge
-            left = jnp.where(forward, left, last)
-            right = jnp.where(forward, last, right)
-            p_sum = p_sum + sub_sum
+            left = jnp.where(forward, t.left, sub.edge)
+            right = jnp.where(forward, sub.edge, t.right)
+            p_sum = t.p_sum + sub.p_sum
             turning = is_turning(left[d:2 * d], right[d:2 * d], p_sum)
-            return depth + 1, left, right, p_sum, prop, log_w, log_acc, n_states + n, diverging, rejected | turning
+            return _Trajectory(t.depth + 1, left, right, p_sum, jnp.where(accept, sub.proposal, t.proposal),
+                               jnp.where(rejected, t.log_w, jnp.logaddexp(t.log_w, sub.log_w)),
+                               jnp.logaddexp(t.log_acc, sub.log_acc), t.n_states + sub.i, sub.diverging,
+                               rejected | turning)
 
-        carry = (jnp.asarray(0), s0, s0, p0, s0, jnp.asarray(0.0, dtype), jnp.asarray(-jnp.inf, dtype),
-                 jnp.asarray(0), jnp.asarray(False), jnp.asarray(False))
-        depth, _, _, _, prop, _, log_acc, n_states, diverging, _ = jax.lax.while_loop(cond, body, carry)
-        acceptance = jnp.exp(log_acc) / jnp.maximum(n_states, 1)
-        return HMCState(prop[:d], prop[3 * d], prop[2 * d:3 * d]), (acceptance, diverging, energy_of(prop), n_states, depth)
+        end = jax.lax.while_loop(cond, body, _Trajectory(
+            jnp.asarray(0), s0, s0, p0, s0, jnp.asarray(0.0, dtype), jnp.asarray(-jnp.inf, dtype), jnp.asarray(0),
+            jnp.asarray(False), jnp.asarray(False)))
+        prop = end.proposal
+        acceptance = jnp.exp(end.log_acc) / jnp.maximum(end.n_states, 1)
+        return HMCState(prop[:d], prop[3 * d], prop[2 * d:3 * d]), TransitionInfo(
+            acceptance, end.diverging, energy_of(prop), end.n_states, end.depth)
 
     return step

@@ -115,7 +115,7 @@ def _gaussian(x):
 
 #: kernel -> (build, step size, transitions, extra checks) for a correlated Gaussian whose metric is not its covariance
 GAUSSIAN_RUNS = {
-    "nuts": (lambda: nuts.build_step(_gaussian, 10), 0.4, 3000),
+    "nuts": (lambda: nuts.build_nuts_step(_gaussian, 10), 0.4, 3000),
     "hmc": (lambda: nuts.build_hmc_step(_gaussian, 7), 0.3, 4000),
     "mh": (lambda: nuts.build_mh_step(_gaussian), 1.2, 20000),
 }
@@ -148,7 +148,7 @@ def test_kernel_is_deterministic_in_the_key():
     def logdensity(x):
         return -0.5 * jnp.sum(x * x) - jnp.sum(jnp.abs(x) ** 3) / 3
 
-    step = nuts.build_step(logdensity, 10)
+    step = nuts.build_nuts_step(logdensity, 10)
     a = _run(step, logdensity, jnp.ones(4), jnp.ones(4), 0.5, 50, seed=3)[0]
     b = _run(step, logdensity, jnp.ones(4), jnp.ones(4), 0.5, 50, seed=3)[0]
     c = _run(step, logdensity, jnp.ones(4), jnp.ones(4), 0.5, 50, seed=4)[0]
@@ -161,7 +161,7 @@ def test_kernel_reports_divergence_and_keeps_the_state():
     def logdensity(x):
         return -1e4 * jnp.sum(x ** 4)
 
-    draws, (_, divergent, *_) = _run(nuts.build_step(logdensity, 10), logdensity, jnp.full(2, 0.1), jnp.ones(2),
+    draws, (_, divergent, *_) = _run(nuts.build_nuts_step(logdensity, 10), logdensity, jnp.full(2, 0.1), jnp.ones(2),
                                      5.0, 5, chains=1)
     assert divergent.all()
     np.testing.assert_allclose(draws[0], 0.1)
@@ -217,3 +217,19 @@ def test_hmc_step_jitter_breaks_the_resonance_of_a_fixed_trajectory():
     for seed in (1, 2):
         raw = run_chains(post, sampler="hmc", chains=2, warmup=1000, draws=5000, progress=False, seed=seed)
         assert min_bulk_ess(np.asarray(raw.stats.theta)) > 0.25 * 2 * 5000
+
+
+@pytest.mark.parametrize("sampler", ["nuts", "hmc", "mh", "blackjax-nuts", "blackjax-hmc", "blackjax-mh"])
+def test_every_kernel_reports_a_transition_info(sampler):
+    from bayeshf.chains import _kernel
+
+    init, step = _kernel(_gaussian, sampler, max_tree_depth=4, num_integration_steps=3, dense=False)
+    state, info = jax.jit(step)(jax.random.key(0), init(jnp.zeros(3)), 0.3, jnp.ones(3))
+    assert type(info) is nuts.TransitionInfo
+    assert 0.0 <= float(info.acceptance_rate) <= 1.0 and not bool(info.is_divergent)
+    assert np.isfinite(float(info.energy))
+    expected_steps = {"hmc": 3, "mh": 1}.get(sampler.removeprefix("blackjax-"))
+    if expected_steps is None:  # NUTS: a trajectory of 2**depth - 1 steps at most
+        assert 1 <= int(info.n_steps) <= 2 ** int(info.tree_depth) - 1 and 1 <= int(info.tree_depth) <= 4
+    else:
+        assert int(info.n_steps) == expected_steps and int(info.tree_depth) == 0
