@@ -36,6 +36,7 @@ from bayeshf.priors import PriorEntry, PriorSet, build_priors
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
+JULIA_PROJECT = ROOT / "bayeshf" / "julia_project"
 JULIA_OK, JULIA_REASON = environment.available()
 needs_julia = pytest.mark.skipif(not JULIA_OK, reason=JULIA_REASON)
 
@@ -611,9 +612,19 @@ class _FakeBridge:
     def __init__(self, fail=False):
         self.calls, self.fail = {}, fail
 
+    #: how the fake orders LiteHF's vector: "input" (the bridge's rule) or "prior_names" (the old, wrong one)
+    order = "input"
+
     def litehf_loglikelihood(self, path, names):
-        self.calls["litehf"] = (json.loads(Path(path).read_text()), names, path)
+        spec = json.loads(Path(path).read_text())
+        self.calls["litehf"] = (spec, names, path)
+        self.litehf = _bridge_loglikelihood(spec, names, _iteration(spec, seed=0), self.order)
         return "litehf-loglikelihood"
+
+    def loglikelihood_at(self, loglikelihood, theta):
+        assert loglikelihood == "litehf-loglikelihood"
+        self.calls.setdefault("checked", []).append(np.array(theta))
+        return self.litehf(np.asarray(theta, dtype=float))
 
     def callback_loglikelihood(self, value, value_and_gradient):
         return ("callback", value, value_and_gradient)
@@ -708,7 +719,7 @@ def test_juliapkg_json_agrees_with_the_julia_project():
     from juliapkg.deps import PkgSpec
 
     declared = json.loads((ROOT / "bayeshf" / "juliapkg.json").read_text())
-    project = tomllib.loads((ROOT / "julia" / "Project.toml").read_text())
+    project = tomllib.loads((JULIA_PROJECT / "Project.toml").read_text())
     Compat.parse(declared["julia"])
     assert Compat.parse(declared["julia"]) & Compat.parse("^" + project["compat"]["julia"])
     assert set(declared["packages"]) == set(project["deps"])
@@ -736,7 +747,7 @@ def test_juliapkg_finds_and_merges_our_requirements():
 
 
 def test_julia_source_defines_what_python_calls():
-    source = (ROOT / "julia" / "src" / "BayesHFBridge.jl").read_text()
+    source = (JULIA_PROJECT / "src" / "BayesHFBridge.jl").read_text()
     for name in ("litehf_loglikelihood", "callback_loglikelihood", "sample_posterior", "parse_prior"):
         assert re.search(rf"^(function )?{name}\(", source, re.M), name
     sandbox = re.search(r"module PriorSandbox\s+using Distributions: ([^\n]+)", source)[1]
@@ -747,16 +758,16 @@ def test_julia_source_defines_what_python_calls():
                 "nchains =", "nsteps =", "pyhf_loglikelihoodof(", "info.chainid", "info.stepno"):
         assert api in source, api
     assert "pyhf_logjointof(" not in source  # the constraint terms come from bayeshf's priors only
-    tests = (ROOT / "julia" / "test" / "runtests.jl").read_text()
+    tests = (JULIA_PROJECT / "test" / "runtests.jl").read_text()
     assert "BayesHFBridge" in tests
 
 
 def test_julia_test_inputs_are_current():
-    """julia/test/reference.json was written from today's Python side (else rerun julia/test/make_reference.py)."""
-    reference = json.loads((ROOT / "julia" / "test" / "reference.json").read_text())
+    """reference.json of the Julia tests was written from today's Python side (else rerun its make_reference.py)."""
+    reference = json.loads((JULIA_PROJECT / "test" / "reference.json").read_text())
     settings = {"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}
     for case in reference["workspaces"]:
-        path = (ROOT / "julia" / "test" / case["path"]).resolve()
+        path = (JULIA_PROJECT / "test" / case["path"]).resolve()
         model = bayeshf.load(path, modifier_settings=settings)
         free, expressions = prior_expressions(build_priors(model))
         assert case["litehf_names"] == litehf_names(model) and case["par_names"] == model.par_names
@@ -805,3 +816,430 @@ def test_litehf_and_callback_likelihoods_in_julia_equal_the_model():
         expected = float(model.log_likelihood(theta))
         assert float(bridge.loglikelihood_at(litehf, theta)) == pytest.approx(expected, rel=1e-10)
         assert float(bridge.loglikelihood_at(callback, theta)) == pytest.approx(expected, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- issue 22: LiteHF's parameter order
+#
+# mini-LiteHF: LiteHF.jl 0.1.1's build_pyhf / expected / pyhf_loglikelihoodof as read in its sources
+# (src/pyhfparser.jl, pyhfmodel.jl, modifiers.jl, interpolations.jl): every sample reads the parameter
+# vector at the positions of its modifier names in `global_unique`, normsys code1, histosys code0,
+# per-bin modifiers a factor in one bin. Its channel and sample order is a Julia Dict's, so tests
+# shuffle it.
+
+from bayeshf.julia.litehf import (  # noqa: E402
+    litehf_input_order, litehf_reference_model, litehf_sample_names, neutral_modifier)
+from bayeshf.julia.sampling import check_litehf_agrees, check_points  # noqa: E402
+
+
+def _iteration(spec, seed):
+    """A channel and sample order as a Julia Dict may iterate them (seed None: JSON order)."""
+    rng = np.random.default_rng(seed)
+    channels = [c["name"] for c in spec["channels"]]
+    samples = {c["name"]: [s["name"] for s in c["samples"]] for c in spec["channels"]}
+    if seed is None:
+        return [(c, samples[c]) for c in channels]
+    return [(channels[i], [samples[channels[i]][j] for j in rng.permutation(len(samples[channels[i]]))])
+            for i in rng.permutation(len(channels))]
+
+
+def _mini_litehf(spec, iteration):
+    """(names in the order LiteHF's expected() reads them, alphas -> LiteHF's main log-likelihood)."""
+    from scipy.special import gammaln, xlogy
+
+    names = litehf_sample_names(spec)
+    order = litehf_input_order(names[c][s] for c, samples in iteration for s in samples)
+    position = {name: k for k, name in enumerate(order)}
+    channels = {c["name"]: {s["name"]: s for s in c["samples"]} for c in spec["channels"]}
+    observed = {o["name"]: np.asarray(o["data"], dtype=float) for o in spec["observations"]}
+
+    def loglikelihood(alphas):
+        total = 0.0
+        for channel, samples in iteration:
+            expected = 0.0
+            for sample_name in samples:
+                sample = channels[channel][sample_name]
+                nominal = np.asarray(sample["data"], dtype=float)
+                additive, factor = nominal.copy(), np.ones_like(nominal)
+                read = iter(alphas[position[n]] for n in names[channel][sample_name])
+                for modifier in sample["modifiers"]:
+                    kind, data = modifier["type"], modifier["data"]
+                    if kind in ("staterror", "shapesys", "shapefactor"):
+                        for i in range(len(data)):
+                            factor[i] *= next(read)
+                        continue
+                    a = next(read)
+                    if kind == "normsys":
+                        factor *= data["hi"] ** a if a >= 0 else data["lo"] ** -a
+                    elif kind == "histosys":
+                        hi, lo = np.asarray(data["hi_data"]), np.asarray(data["lo_data"])
+                        additive += (hi - nominal) * a if a >= 0 else (nominal - lo) * a
+                    else:  # normfactor, lumi
+                        factor *= a
+                expected = expected + factor * additive
+            if np.any(expected < 0):
+                return -np.inf
+            o = observed[channel]
+            total += float(np.sum(xlogy(o, expected) - expected - gammaln(o + 1.0)))
+        return total
+
+    return order, loglikelihood
+
+
+def _bridge_loglikelihood(spec, names, iteration, rule="input"):
+    """BayesHFBridge.litehf_loglikelihood on mini-LiteHF: theta (bayeshf order) -> LiteHF's value.
+
+    rule "input": the vector ordered by litehf_input_order (the fix); "prior_names": by LiteHF's
+    prior_names, i.e. the same names with the POI moved to the front by sortpoi! (issue 22's bug).
+    """
+    order, loglikelihood = _mini_litehf(spec, iteration)
+    if rule == "prior_names":
+        poi = spec["measurements"][0]["config"]["poi"]
+        order = [poi] + [n for n in order if n != poi]
+    permutation = [list(names).index(n) for n in order]
+    return lambda theta: loglikelihood(np.asarray(theta, dtype=float)[permutation])
+
+
+def _every_workspace():
+    cases = []
+    for path in sorted(DATA.rglob("*.json")):
+        spec = json.loads(path.read_text())
+        if "channels" not in spec or "shapefactor" in path.name:  # LiteHF 0.1 cannot build shapefactor
+            continue
+        patch = sorted(path.parent.glob("patch.*.json"))[:1] if "BkgOnly" in path.name else []
+        cases.append(pytest.param(path, patch, id=str(path.relative_to(DATA))))
+    return cases
+
+
+@pytest.mark.parametrize("path, patches", _every_workspace())
+def test_litehf_input_order_gives_the_models_likelihood(path, patches):
+    """On every workspace in tests/data and several Dict orders, the bridge's order reproduces bayeshf's
+    log-likelihood (LiteHF's codes) through mini-LiteHF, and the runtime check lets it through."""
+    model = bayeshf.load(path, patches=[str(p) for p in patches])
+    spec, names = litehf_spec(model), litehf_names(model)
+    prior_set = build_priors(model)
+    reference = litehf_reference_model(model)
+    sample_names = litehf_sample_names(spec)
+    for seed in (None, 0, 1, 2):
+        iteration = _iteration(spec, seed)
+        order, _ = _mini_litehf(spec, iteration)
+        assert sorted(order) == sorted(names)  # each parameter once, LiteHF's names
+        litehf = _bridge_loglikelihood(spec, names, iteration)
+        for theta in check_points(model, prior_set, 3, seed=5):
+            assert litehf(theta) == pytest.approx(float(reference.log_likelihood(theta)), rel=1e-10)
+        check_litehf_agrees(litehf, model, prior_set)
+        first_seen = [n for c, samples in iteration for s in samples for n in sample_names[c][s]]
+        assert order == sorted(set(first_seen), key=first_seen.index)
+
+
+@pytest.mark.parametrize("source", ["pyhf-validation/1bin_lumi.json", "pyhf-validation/2bin_2channel_couplednorm.json",
+                                    "pyhf-validation/2bin_2channel_coupledhisto.json", "thesis/2_bin_corr.json"])
+def test_prior_names_order_is_refused_by_the_runtime_check(source):
+    """The bug of issue 22 (vector ordered by prior_names) is caught before sampling, in one sentence."""
+    model = bayeshf.load(DATA / source)
+    spec, names, prior_set = litehf_spec(model), litehf_names(model), build_priors(model)
+    caught = 0
+    for seed in range(6):
+        iteration = _iteration(spec, seed)
+        order, _ = _mini_litehf(spec, iteration)
+        wrong = _bridge_loglikelihood(spec, names, iteration, rule="prior_names")
+        if order[0] == model.poi_name:  # sortpoi! changed nothing: the old rule was right by chance
+            check_litehf_agrees(wrong, model, prior_set)
+            continue
+        with pytest.raises(BayeshfError) as raised:
+            check_litehf_agrees(wrong, model, prior_set)
+        message = str(raised.value)
+        assert "\n" not in message and "LiteHF.jl's log-likelihood" in message and "likelihood='jax'" in message
+        caught += 1
+    assert caught > 0
+
+
+def test_the_1bin_lumi_swap_of_the_issue():
+    """1bin_lumi with LiteHF reading [lumi, mu]: mu and lumi swapped give another likelihood."""
+    model = bayeshf.load(DATA / "pyhf-validation" / "1bin_lumi.json")
+    spec = litehf_spec(model)
+    samples = {s["name"]: s for s in spec["channels"][0]["samples"]}
+    lumi_first = [("channel1", [s for s in samples if s != "signal"] + ["signal"])]
+    assert _mini_litehf(spec, lumi_first)[0] == ["lumi", "mu"]
+    theta = np.zeros(model.npars)
+    theta[model.par_names.index("mu")], theta[model.par_names.index("lumi")] = 2.0, 0.9
+    right = _bridge_loglikelihood(spec, litehf_names(model), lumi_first)(theta)
+    wrong = _bridge_loglikelihood(spec, litehf_names(model), lumi_first, rule="prior_names")(theta)
+    assert right == pytest.approx(float(model.log_likelihood(theta)), rel=1e-12)
+    assert abs(wrong - right) > 0.1
+
+
+def test_check_points_move_every_free_parameter(all_kinds):
+    prior_set = build_priors(all_kinds)
+    points = check_points(all_kinds, prior_set, 4)
+    free = ~prior_set.fixed
+    assert points.shape == (4, all_kinds.npars)
+    assert np.all(points[:, ~free] == prior_set.fixed_values[~free])
+    assert np.all(points >= prior_set.lower) and np.all(points <= prior_set.upper)
+    for point in points[1:]:
+        assert len(set(np.round(point[free], 12))) == free.sum()  # no two free parameters equal
+    np.testing.assert_array_equal(points, check_points(all_kinds, prior_set, 4))  # deterministic
+
+
+def test_sample_refuses_a_litehf_likelihood_that_disagrees(fake_julia):
+    """Through bayeshf.julia.sample: the prior_names order stops the run before BAT; the input order runs."""
+    model = bayeshf.load(DATA / "pyhf-validation" / "1bin_lumi.json")
+    spec = litehf_spec(model)
+    assert _mini_litehf(spec, _iteration(spec, seed=0))[0][0] != model.poi_name  # the fake's Dict order
+    fake_julia.order = "prior_names"
+    with pytest.raises(BayeshfError, match="LiteHF.jl's log-likelihood of .* is .* where bayeshf's is"):
+        sample(model, likelihood="litehf", chains=2, steps=10, prior_draws=0)
+    assert "sample" not in fake_julia.calls  # BAT never started
+    fake_julia.order = "input"
+    idata = sample(model, likelihood="litehf", chains=2, steps=10, prior_draws=0)
+    assert idata.posterior.sizes["chain"] == 2 and len(fake_julia.calls["checked"]) >= 4
+
+
+def test_empty_sample_gets_a_neutral_modifier():
+    """Issue 22, item 7: LiteHF never sees a sample without modifiers; the added one changes nothing."""
+    spec = json.loads((DATA / "thesis" / "2_bin_corr.json").read_text())
+    spec["channels"][0]["samples"].append({"name": "flat", "data": [3.0, 2.0], "modifiers": []})
+    model = bayeshf.load(spec)
+    out = litehf_spec(model)
+    flat = [s for s in out["channels"][0]["samples"] if s["name"] == "flat"][0]
+    assert flat["modifiers"] == [neutral_modifier("mu")]
+    assert model.spec["channels"][0]["samples"][-1]["modifiers"] == []  # the model's spec untouched
+    prior_set = build_priors(model)
+    for seed in (None, 0, 3):
+        litehf = _bridge_loglikelihood(out, litehf_names(model), _iteration(out, seed))
+        check_litehf_agrees(litehf, model, prior_set)  # 1 ** mu == 1: the likelihood is the model's
+
+
+# ----------------------------------------------------------------------------- issue 22: items 2-6
+
+
+def test_julia_callbacks_are_pinned_to_the_gil_thread_only_from_python(fake_julia):
+    """Item 2: Julia functions may be called from any thread (Pkg.test on Julia 1.12); Python's are pinned."""
+    source = (JULIA_PROJECT / "src" / "BayesHFBridge.jl").read_text()
+    assert "callback_loglikelihood(value, value_and_gradient; thread=nothing)" in source
+    assert re.search(r"c\.thread === nothing \|\| Threads\.threadid\(\) == c\.thread", source)
+    assert "Threads.threadid() == 1" not in source
+    seen = []
+    main = sys.modules["juliacall"].Main
+    original = main.seval
+    main.seval = lambda code: seen.append(code) or original(code)
+    from bayeshf.julia.sampling import _julia_callback
+
+    _julia_callback(callback_adapter(bayeshf.load(ALL_KINDS), include_prior=False))
+    assert any("thread = Threads.threadid()" in code for code in seen)
+
+
+def test_julia_tests_accept_step_number_zero():
+    """Item 3: BAT's next_cycle! gives the first output sample stepno 0."""
+    tests = (JULIA_PROJECT / "test" / "runtests.jl").read_text()
+    assert "all(>(0), stepno)" not in tests and "all(>=(0), stepno)" in tests
+
+
+def test_wheel_contains_the_julia_sources(tmp_path):
+    """Item 4: the built package carries src/BayesHFBridge.jl and Project.toml where julia_project_dir looks."""
+    import shutil
+    import zipfile
+
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "bayeshf", source / "bayeshf", ignore=shutil.ignore_patterns("__pycache__"))
+    script = textwrap.dedent(f"""
+        import importlib.util, sys
+        if importlib.util.find_spec("wheel") or importlib.util.find_spec("setuptools.command.bdist_wheel"):
+            from setuptools import build_meta
+            print("WHEEL", build_meta.build_wheel({str(tmp_path / "dist")!r}))
+        else:  # no bdist_wheel (setuptools < 70.1 without wheel): build_py chooses the wheel's files
+            sys.argv = ["setup.py", "-q", "build_py", "--build-lib", {str(tmp_path / "lib")!r}]
+            from setuptools import setup
+            setup()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], cwd=source, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    wanted = {"bayeshf/julia_project/src/BayesHFBridge.jl", "bayeshf/julia_project/Project.toml",
+              "bayeshf/juliapkg.json", "bayeshf/julia/environment.py"}
+    if "WHEEL" in out.stdout:
+        wheel = tmp_path / "dist" / out.stdout.split("WHEEL", 1)[1].strip()
+        names = set(zipfile.ZipFile(wheel).namelist())
+    else:
+        names = {str(p.relative_to(tmp_path / "lib")) for p in (tmp_path / "lib").rglob("*") if p.is_file()}
+    assert wanted <= names, wanted - names
+    installed = tmp_path / "site"
+    for name in wanted:
+        target = installed / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if "WHEEL" in out.stdout:
+            target.write_bytes(zipfile.ZipFile(wheel).read(name))
+        else:
+            shutil.copy(tmp_path / "lib" / name, target)
+    assert (installed / "bayeshf" / "julia_project" / "src" / "BayesHFBridge.jl").read_text() == \
+        (JULIA_PROJECT / "src" / "BayesHFBridge.jl").read_text()
+
+
+def test_julia_project_dir_is_inside_the_package(monkeypatch, tmp_path):
+    monkeypatch.delenv("BAYESHF_JULIA_PROJECT", raising=False)
+    assert environment.julia_project_dir() == Path(bayeshf.__file__).resolve().parent / "julia_project"
+    monkeypatch.setenv("BAYESHF_JULIA_PROJECT", str(tmp_path))
+    with pytest.raises(BayeshfError, match="BAYESHF_JULIA_PROJECT") as raised:
+        environment.julia_project_dir()
+    assert "\n" not in str(raised.value)
+
+
+def test_cli_passes_shapesys_to_bat(monkeypatch, tmp_path):
+    """Item 5: `--shapesys` reaches bayeshf.julia.sample with --backend bat."""
+    import bayeshf.julia
+    from bayeshf.cli import main
+
+    seen = {}
+
+    def fake_sample(model, **kwargs):
+        seen.update(kwargs)
+        raise BayeshfError("stop here")
+
+    monkeypatch.setattr(bayeshf.julia, "sample", fake_sample)
+    for value in ("unit-mean", "flat"):
+        code = main(["sample", str(DATA / "pyhf-validation" / "1bin_shapesys.json"), "--backend", "bat",
+                     "--shapesys", value, "--out", str(tmp_path / "out"), "--quiet"])
+        assert code == 2 and seen["shapesys"] == value
+
+
+def test_julia_sample_uses_the_shapesys_convention(fake_julia):
+    model = bayeshf.load(DATA / "pyhf-validation" / "1bin_shapesys.json")
+    sample(model, likelihood="jax", chains=2, steps=10, prior_draws=0, shapesys="unit-mean")
+    _, unit_mean = prior_expressions(build_priors(model, shapesys="unit-mean"))
+    _, flat = prior_expressions(build_priors(model, shapesys="flat"))
+    assert fake_julia.calls["sample"]["expressions"] == tuple(unit_mean) != tuple(flat)
+
+
+def _recording_resolve(calls):
+    """Stands in for juliapkg.resolve: looks for Julia the way juliapkg 0.1.28's resolve does."""
+    import juliapkg.deps
+
+    def resolve(**kwargs):
+        calls.append(juliapkg.deps.find_julia(compat=None, prefix="/nonexistent", install=True, upgrade=True))
+        return True
+
+    return resolve
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_setup_downloads_julia_only_with_download(no_julia, monkeypatch, tmp_path, download):
+    """Item 6: without --download juliapkg may look for Julia but not install one."""
+    import juliapkg
+    import juliapkg.deps
+
+    from bayeshf.cli import main
+
+    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(_fake_julia(tmp_path / "bin")))
+    monkeypatch.setitem(juliapkg.state.STATE, "override_executable", None)
+    lookups, calls = [], []
+    finder = lambda **kwargs: lookups.append(kwargs) or ("/opt/julia/bin/julia", "1.11.0")  # noqa: E731
+    monkeypatch.setattr(juliapkg.deps, "find_julia", finder)
+    monkeypatch.setattr(juliapkg, "resolve", _recording_resolve(calls))
+    monkeypatch.setattr(juliapkg, "executable", lambda: "/opt/julia/bin/julia")
+    monkeypatch.setattr(juliapkg, "project", lambda: str(tmp_path))
+    assert main(["julia", "setup", "--no-load"] + (["--download"] if download else [])) == 0
+    assert [(k["install"], k["upgrade"]) for k in lookups] == [(download, download)]
+    assert juliapkg.deps.find_julia is finder  # restored
+
+
+def test_setup_without_download_explains_the_openssl_limit(no_julia, monkeypatch, tmp_path, capsys):
+    """A Julia 1.12 on PATH where juliapkg accepts 1.11 at most: juliapkg's real find_julia looks, finds
+    nothing it accepts, downloads nothing, and the user gets one sentence."""
+    import juliapkg
+    import juliapkg.deps
+    import juliapkg.find_julia as finder
+    from juliapkg.compat import Compat
+
+    from bayeshf.cli import main
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "julia"
+    exe.write_text("#!/bin/sh\necho 'julia version 1.12.1'\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bindir))
+    monkeypatch.setitem(juliapkg.state.STATE, "override_executable", None)
+    monkeypatch.setattr(juliapkg.deps, "openssl_compat", lambda version=None: ("3 - 3.0", "1 - 1.11"))
+    monkeypatch.setattr(finder, "install_julia", lambda *a, **k: pytest.fail("juliapkg tried to install Julia"))
+    monkeypatch.setattr(finder, "best_julia_version", lambda *a, **k: pytest.fail("juliapkg asked the internet"))
+
+    def resolve(**kwargs):  # juliapkg 0.1.28's call, with the merged compat
+        juliapkg.deps.find_julia(compat=Compat.parse("1 - 1.11"), prefix=str(tmp_path / "prefix"),
+                                 install=True, upgrade=True)
+
+    monkeypatch.setattr(juliapkg, "resolve", resolve)
+    assert main(["julia", "setup", "--no-load"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"bayeshf julia: error: juliapkg accepts Julia [0-9.]+ - 1\.11 here \(juliacall requires an OpenSSL",
+                    err), err
+    assert "--download" in err and "PYTHON_JULIAPKG_EXE" in err
+
+
+def test_setup_refuses_a_pinned_julia_juliapkg_would_not_accept(no_julia, monkeypatch, tmp_path):
+    import juliapkg
+    import juliapkg.deps
+    from juliapkg.compat import Compat
+
+    from bayeshf.cli import main
+
+    exe = tmp_path / "julia"
+    exe.write_text("#!/bin/sh\necho 'julia version 1.12.1'\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(exe))
+    monkeypatch.setitem(juliapkg.state.STATE, "override_executable", str(exe))
+    monkeypatch.setattr(juliapkg.deps, "find_requirements", lambda: (Compat.parse("1 - 1.11"), []))
+    monkeypatch.setattr(juliapkg, "resolve", lambda **kwargs: pytest.fail("resolved with an unusable Julia"))
+    assert main(["julia", "setup", "--no-load"]) == 2
+
+
+def test_juliapkg_resolve_still_asks_find_julia_to_install():
+    """The call `julia_lookup_only` rewrites is still there (juliapkg 0.1.28's resolve)."""
+    import inspect
+
+    import juliapkg.deps
+    import juliapkg.find_julia
+
+    source = inspect.getsource(juliapkg.deps.resolve)
+    assert "find_julia(" in source and "install=True" in source
+    assert juliapkg.deps.find_julia is juliapkg.find_julia.find_julia
+
+
+def test_libstdcxx_clash_is_one_sentence(no_julia, monkeypatch, tmp_path):
+    """Item 7: Julia failing on an older libstdc++ (loaded by jaxlib first) says how to import juliacall first."""
+    import types
+
+    monkeypatch.setenv("PYTHON_JULIAPKG_EXE", str(_fake_julia(tmp_path / "bin")))
+    monkeypatch.setattr(environment, "packages_ready", lambda: True)
+
+    def seval(code):
+        raise Exception("could not load library \"libjulia-codegen.so.1\"\n"
+                        "/lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3.4.32' not found")
+
+    monkeypatch.setitem(sys.modules, "juliacall", types.SimpleNamespace(Main=types.SimpleNamespace(seval=seval)))
+    with pytest.raises(BayeshfError) as raised:
+        environment.load_bridge()
+    message = str(raised.value)
+    assert "\n" not in message and "import juliacall" in message and "LD_PRELOAD" in message
+    assert "libjulia-codegen" in message
+
+
+@pytest.mark.julia
+@needs_julia
+@pytest.mark.parametrize("path, patches", _every_workspace())
+def test_litehf_in_julia_equals_the_model_on_every_workspace(path, patches):
+    """Where Julia runs: LiteHF's likelihood through the bridge == bayeshf's (LiteHF's codes), and Julia's
+    input order == the Python mirror applied to the Dict order LiteHF iterates."""
+    bridge = environment.load_bridge()
+    model = bayeshf.load(path, patches=[str(p) for p in patches])
+    if model.poi_name is None:
+        pytest.skip("LiteHF needs a POI")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "ws.json"
+        file.write_text(json.dumps(litehf_spec(model)))
+        litehf = bridge.litehf_loglikelihood(str(file), tuple(litehf_names(model)))
+        order = [str(n) for n in bridge.litehf_parameter_names(str(file))]
+    assert sorted(order) == sorted(litehf_names(model))
+    check_litehf_agrees(lambda theta: bridge.loglikelihood_at(litehf, theta), model, build_priors(model), n=6)

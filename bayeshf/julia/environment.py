@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -115,17 +116,18 @@ def require_julia() -> str:
 
 
 def julia_project_dir() -> Path:
-    """The julia/ project holding ``src/BayesHFBridge.jl`` (``BAYESHF_JULIA_PROJECT`` overrides)."""
+    """The Julia project holding ``src/BayesHFBridge.jl``: bayeshf/julia_project (in the wheel too).
+
+    ``BAYESHF_JULIA_PROJECT`` overrides it (a development copy elsewhere).
+    """
     override = os.environ.get("BAYESHF_JULIA_PROJECT")
-    candidates = [Path(override)] if override else []
-    here = Path(__file__).resolve()
-    candidates += [here.parents[2] / "julia", here.parents[1] / "julia_project"]
-    for candidate in candidates:
-        if (candidate / "src" / f"{BRIDGE_MODULE}.jl").is_file():
-            return candidate
+    candidate = Path(override) if override else Path(__file__).resolve().parents[1] / "julia_project"
+    if (candidate / "src" / f"{BRIDGE_MODULE}.jl").is_file():
+        return candidate
+    where = "BAYESHF_JULIA_PROJECT" if override else "the installed bayeshf package"
     raise BayeshfError(
-        f"the Julia half of the bridge (src/{BRIDGE_MODULE}.jl) was not found next to the bayeshf "
-        "package; set BAYESHF_JULIA_PROJECT to the julia/ directory of a bayeshf checkout."
+        f"the Julia half of the bridge (src/{BRIDGE_MODULE}.jl) is missing from {candidate} ({where}); "
+        "reinstall bayeshf or set BAYESHF_JULIA_PROJECT to the bayeshf/julia_project directory of a checkout."
     )
 
 
@@ -176,8 +178,20 @@ def load_bridge():
         _BRIDGE = jl.seval(f"Main.{BRIDGE_MODULE}")
     except Exception as error:  # juliacall/juliapkg raise plain Exceptions
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if _LIBSTDCXX.search(str(error)):
+            raise BayeshfError(LIBSTDCXX_CLASH.format(first=first)) from error
         raise BayeshfError(
             f"Julia was found but the bridge could not start ({first}); run `bayeshf julia setup` "
             "to install the Julia packages in bayeshf/juliapkg.json."
         ) from error
     return _BRIDGE
+
+
+#: what a C++ runtime older than Julia's, loaded first (by jaxlib, at ``import bayeshf``), looks like
+_LIBSTDCXX = re.compile(r"GLIBCXX_|CXXABI_|libstdc\+\+")
+LIBSTDCXX_CLASH = (
+    "Julia could not load its libraries because this Python process had already loaded an older C++ "
+    "runtime ({first}): `import bayeshf` loads jaxlib, and with it the system's libstdc++, before "
+    "juliacall starts Julia; start Python with juliacall imported first (`python -c \"import juliacall, sys; "
+    "from bayeshf.cli import main; sys.exit(main(sys.argv[1:]))\" sample ...` for the command line) or set LD_PRELOAD to the libstdc++.so.6 in Julia's lib/julia directory."
+)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,45 @@ POSTERIOR_TERMS: dict[str, dict[str, str]] = {
         "priors of unconstrained parameters": "prior: bayeshf PriorSet as Distributions.jl",
     },
 }
+
+
+def litehf_sample_names(spec: Mapping[str, Any]) -> dict[str, dict[str, list[str]]]:
+    """LiteHF.jl's modifier names of every sample, ``{channel: {sample: names}}`` in JSON order.
+
+    LiteHF's ``build_modifier!`` names per-bin modifiers (staterror, shapesys,
+    shapefactor) ``name_bin1 ... name_binN`` with N the length of the modifier's
+    data, every other modifier by its name, in the order the sample lists them.
+    """
+    out: dict[str, dict[str, list[str]]] = {}
+    for channel in spec["channels"]:
+        samples = out.setdefault(channel["name"], {})
+        for sample in channel["samples"]:
+            names: list[str] = []
+            for modifier in sample["modifiers"]:
+                if modifier["type"] in _PER_BIN:
+                    names += [f"{modifier['name']}_bin{i + 1}" for i in range(len(modifier["data"] or ()))]
+                else:
+                    names.append(modifier["name"])
+            samples[sample["name"]] = names
+    return out
+
+
+def litehf_input_order(sample_names: Iterable[Sequence[str]]) -> list[str]:
+    """The order in which LiteHF's ``expected(model)`` reads its parameter vector.
+
+    ``sample_names``: the modifier names of every sample (as
+    :func:`litehf_sample_names` gives them) in the order LiteHF's
+    ``build_pyhf`` iterates its channel and sample ``Dict``s, which depends on
+    Julia's string hashes. The answer is ``build_pyhf``'s ``global_unique``:
+    each name once, where it first appears. It is not ``prior_names(model)``,
+    whose POI ``sortpoi!`` moved to the front without reordering ``expected``.
+    Python mirror of ``BayesHFBridge.litehf_input_names``.
+    """
+    order: dict[str, None] = {}
+    for names in sample_names:
+        for name in names:
+            order.setdefault(name, None)
+    return list(order)
 
 
 def litehf_names(model) -> list[str]:
@@ -80,8 +120,8 @@ def check_litehf_support(model) -> None:
         )
 
 
-def litehf_spec(model) -> dict[str, Any]:
-    """The workspace LiteHF.jl should read: model.spec with the model's observed counts and measurement first."""
+def _data_and_measurement_spec(model) -> dict[str, Any]:
+    """model.spec with the model's observed counts and its measurement first (POI set)."""
     spec = copy.deepcopy(dict(model.spec))
     observed = np.asarray(model.observed, dtype=float)
     spec["observations"] = [
@@ -94,3 +134,40 @@ def litehf_spec(model) -> dict[str, Any]:
         spec["measurements"][0] = copy.deepcopy(chosen[0])
         spec["measurements"][0]["config"]["poi"] = model.poi_name
     return spec
+
+
+def neutral_modifier(poi_name: str) -> dict[str, Any]:
+    """A modifier that multiplies by 1 at every parameter value: a normsys with hi = lo = 1 (1**alpha)."""
+    return {"name": poi_name, "type": "normsys", "data": {"hi": 1.0, "lo": 1.0}}
+
+
+def litehf_spec(model) -> dict[str, Any]:
+    """The workspace LiteHF.jl should read: model.spec with the model's observed counts and measurement first.
+
+    A sample without modifiers gets :func:`neutral_modifier` of the POI:
+    LiteHF 0.1 indexes each sample's parameters with a vector of
+    ``findfirst`` results, which for no modifiers is an empty
+    ``Vector{Union{Nothing,Int}}`` that LiteHF was never run with.
+    """
+    spec = _data_and_measurement_spec(model)
+    for channel in spec["channels"]:
+        for sample in channel["samples"]:
+            if not sample["modifiers"] and model.poi_name:
+                sample["modifiers"] = [neutral_modifier(model.poi_name)]
+    return spec
+
+
+def litehf_reference_model(model):
+    """bayeshf's model of the workspace LiteHF reads, with LiteHF's interpolation codes (normsys code1, histosys code0).
+
+    Its ``log_likelihood`` is what LiteHF's ``pyhf_loglikelihoodof`` must
+    return; the bridge compares the two before sampling.
+    """
+    from bayeshf.model import HistFactoryModel
+
+    spec = _data_and_measurement_spec(model)
+    reference = HistFactoryModel.from_spec(spec, measurement=spec["measurements"][0], codes=LITEHF_CODES,
+                                           label=model.label, poi_name=model.poi_name)
+    if list(reference.par_names) != list(model.par_names):  # pragma: no cover - same spec, same parameters
+        raise BayeshfError(f"{model.label}: the workspace written for LiteHF.jl has other parameters than the model.")
+    return reference

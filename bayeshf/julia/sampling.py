@@ -70,7 +70,8 @@ def _julia_callback(callback):
     wrap = jl.seval(
         "(f, bridge) -> bridge.callback_loglikelihood("
         "x -> PythonCall.pyconvert(Float64, f.value(x)), "
-        "x -> (r = f(x); (PythonCall.pyconvert(Float64, r[0]), PythonCall.pyconvert(Vector{Float64}, r[1]))))"
+        "x -> (r = f(x); (PythonCall.pyconvert(Float64, r[0]), PythonCall.pyconvert(Vector{Float64}, r[1]))); "
+        "thread = Threads.threadid())"  # the thread holding the GIL: the only one allowed to call Python
     )
     from bayeshf.julia.environment import load_bridge
 
@@ -147,6 +148,7 @@ def _run_bat(bridge, model, likelihood, callback, prior_set, names, spec, expres
             path = Path(tmp) / "workspace.json"
             path.write_text(json.dumps(spec))
             loglikelihood = bridge.litehf_loglikelihood(str(path), tuple(names))
+            check_litehf_agrees(lambda theta: bridge.loglikelihood_at(loglikelihood, theta), model, prior_set)
         else:
             from bayeshf.julia.callback import callback_adapter
 
@@ -155,3 +157,49 @@ def _run_bat(bridge, model, likelihood, callback, prior_set, names, spec, expres
             loglikelihood = _julia_callback(callback)
         return bridge.sample_posterior(loglikelihood, tuple(expressions), template,
                                        np.asarray(free, dtype=np.int64) + 1, sampler, chains, steps, seed)
+
+
+#: LiteHF's and bayeshf's log-likelihoods must agree this closely before BAT samples LiteHF's
+LITEHF_RTOL = 1e-8
+
+
+def check_points(model, prior_set, n: int = 4, seed: int = 0) -> np.ndarray:
+    """``n`` full parameter vectors inside the prior support, every free parameter at a different value.
+
+    The first is the initial point (fixed parameters at their values); the
+    others move every free parameter independently, so that two parameters
+    read in each other's place change the log-likelihood.
+    """
+    rng = np.random.default_rng(seed)
+    init = np.where(prior_set.fixed, prior_set.fixed_values, np.asarray(model.init, dtype=float))
+    lower, upper = np.asarray(prior_set.lower, dtype=float), np.asarray(prior_set.upper, dtype=float)
+    lo = np.maximum(lower, init - 0.5)
+    hi = np.minimum(upper, init + 0.5)
+    lo, hi = lo + 0.05 * (hi - lo), hi - 0.05 * (hi - lo)  # off the bounds, where a prior may vanish
+    points = [init] + [np.where(prior_set.fixed, init, rng.uniform(lo, hi)) for _ in range(n - 1)]
+    return np.array(points)
+
+
+def check_litehf_agrees(litehf_loglikelihood, model, prior_set, *, rtol: float = LITEHF_RTOL, n: int = 4) -> None:
+    """Refuse (one sentence) when LiteHF's log-likelihood differs from bayeshf's beyond ``rtol`` relative.
+
+    ``litehf_loglikelihood``: full parameter vector (bayeshf's order) -> LiteHF's
+    value. bayeshf's side is the same workspace with LiteHF's interpolation
+    codes (:func:`bayeshf.julia.litehf.litehf_reference_model`), so a parameter
+    handed to LiteHF in the wrong place, or any other disagreement, stops the
+    run before BAT samples a wrong posterior.
+    """
+    from bayeshf.julia.litehf import litehf_reference_model
+
+    reference = litehf_reference_model(model)
+    for theta in check_points(model, prior_set, n):
+        theirs, ours = float(litehf_loglikelihood(theta)), float(reference.log_likelihood(theta))
+        if theirs == ours:  # also both -inf
+            continue
+        difference = abs(theirs - ours) / max(abs(ours), 1.0)
+        if not difference <= rtol:
+            raise BayeshfError(
+                f"LiteHF.jl's log-likelihood of {model.label} is {theirs:.10g} where bayeshf's is {ours:.10g} "
+                f"(relative difference {difference:.1e}, more than {rtol:g}), so BAT would sample another "
+                "posterior: not sampling; use likelihood='jax'."
+            )

@@ -1,6 +1,6 @@
-"""Write julia/test/reference.json: inputs for the Julia tests and pyhf's answers for them.
+"""Write bayeshf/julia_project/test/reference.json: inputs for the Julia tests and pyhf's answers for them.
 
-Run from the repository root: ``python julia/test/make_reference.py``.
+Run from the repository root: ``python bayeshf/julia_project/test/make_reference.py``.
 Answers come from pyhf (main Poisson log-likelihood with LiteHF.jl's
 interpolation codes, normsys code1 / histosys code0) and, for the sampling
 cross-check, from bayeshf's blackjax NUTS (an independent sampler); the inputs
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import bayeshf  # noqa: E402
@@ -27,11 +28,15 @@ from test_julia import ALL_KINDS  # noqa: E402
 
 SETTINGS = {kind: {"interpcode": code} for kind, code in LITEHF_CODES.items()}
 CASES = ["thesis/2_bin_corr.json", "thesis/2_bin_uncorr.json", "thesis/4_bin.json",
-         "pyhf-validation/1bin_lumi.json", "pyhf-validation/2bin_2channel.json", "all_kinds.json"]
+         "pyhf-validation/1bin_lumi.json", "pyhf-validation/2bin_2channel.json",
+         "pyhf-validation/2bin_2channel_couplednorm.json", "pyhf-validation/2bin_2channel_coupledhisto.json",
+         "all_kinds.json"]
+#: tests/data relative to this directory (the Julia tests read the workspaces from there)
+DATA = Path("..", "..", "..", "tests", "data")
 
 
 def case(relative: str, rng: np.random.Generator) -> dict:
-    path = ROOT / "julia" / "test" / relative if relative == "all_kinds.json" else ROOT / "tests" / "data" / relative
+    path = HERE / relative if relative == "all_kinds.json" else ROOT / "tests" / "data" / relative
     spec = json.loads(path.read_text())
     model = bayeshf.load(spec, modifier_settings=SETTINGS)
     prior_set = build_priors(model)
@@ -50,7 +55,7 @@ def case(relative: str, rng: np.random.Generator) -> dict:
     observed = np.asarray(model.observed, dtype=float)
     main = [float(reference.mainlogpdf(observed, p)) for p in points]
     template = np.where(prior_set.fixed, prior_set.fixed_values, np.asarray(model.init, dtype=float))
-    return {"path": str(Path("..", "..", "tests", "data", relative)) if relative != "all_kinds.json" else relative,
+    return {"path": str(DATA / relative) if relative != "all_kinds.json" else relative,
             "par_names": list(model.par_names), "litehf_names": litehf_names(model),
             "points": [p.tolist() for p in points], "main_logpdf": main,
             "prior_expressions": expressions, "free": [i + 1 for i in free], "template": template.tolist()}
@@ -66,17 +71,17 @@ def posterior_reference() -> dict:
     prior_set = build_priors(model)
     free, expressions = prior_expressions(prior_set)
     template = np.where(prior_set.fixed, prior_set.fixed_values, np.asarray(model.init, dtype=float))
-    return {"path": str(Path("..", "..", "tests", "data", relative)), "litehf_names": litehf_names(model),
+    return {"path": str(DATA / relative), "litehf_names": litehf_names(model),
             "prior_expressions": expressions, "free": [i + 1 for i in free], "template": template.tolist(),
             "mu_mean": float(mu.mean()), "mu_sd": float(mu.std()), "sampler": "bayeshf blackjax NUTS 4x4000"}
 
 
 def main() -> None:
-    (ROOT / "julia" / "test" / "all_kinds.json").write_text(json.dumps(ALL_KINDS, indent=1) + "\n")
+    (HERE / "all_kinds.json").write_text(json.dumps(ALL_KINDS, indent=1) + "\n")
     rng = np.random.default_rng(2026)
-    out = {"generated_by": "julia/test/make_reference.py", "pyhf": pyhf.__version__,
+    out = {"generated_by": "bayeshf/julia_project/test/make_reference.py", "pyhf": pyhf.__version__,
            "workspaces": [case(c, rng) for c in CASES], "posterior": posterior_reference()}
-    (ROOT / "julia" / "test" / "reference.json").write_text(json.dumps(out, indent=1) + "\n")
+    (HERE / "reference.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -89,12 +89,33 @@ end
 # ----------------------------------------------------------------------------- LiteHF likelihood
 
 """
+    litehf_input_names(raw) -> Vector{String}
+
+The names of the vector LiteHF's `expected(model)` reads, in the order it reads
+them, for `raw = load_pyhfjson(path)`: `build_pyhf(raw)`'s `global_unique`,
+the modifier names of every sample in the order `build_pyhf` iterates the
+channel and sample `Dict`s. That order depends on string hashes;
+`prior_names(model)` is *not* it (`sortpoi!` moves the POI to the front of the
+names only). Pure function of `raw`: iterating the same `Dict` twice gives the
+same order. Python mirror: `bayeshf.julia.litehf.litehf_input_order`.
+"""
+function litehf_input_names(raw)
+    names = Symbol[]
+    for (channel_name, channel) in raw
+        channel_name == "misc" && continue
+        for (_, counts) in channel
+            append!(names, counts.modifier_names)
+        end
+    end
+    return String.(unique(names))
+end
+
+"""
     litehf_parameter_names(path) -> Vector{String}
 
-LiteHF's parameter order for the workspace at `path` (POI first, then the
-modifiers; per-bin modifiers as `name_bin1`, `name_bin2`, ...).
+LiteHF's input order for the workspace at `path` (see `litehf_input_names`).
 """
-litehf_parameter_names(path::AbstractString) = String.(collect(prior_names(build_pyhf(load_pyhfjson(String(path))))))
+litehf_parameter_names(path::AbstractString) = litehf_input_names(load_pyhfjson(String(path)))
 
 """
     litehf_loglikelihood(path, names) -> theta -> log L_main(theta)
@@ -102,12 +123,18 @@ litehf_parameter_names(path::AbstractString) = String.(collect(prior_names(build
 LiteHF.jl's main Poisson log-likelihood (`pyhf_loglikelihoodof`: no
 constraint terms) of the workspace at `path`, as a function of the full
 parameter vector in bayeshf's order; `names[i]` is LiteHF's name of bayeshf
-parameter `i` (computed in Python, bayeshf/julia/litehf.py).
+parameter `i` (computed in Python, bayeshf/julia/litehf.py). The vector handed
+to LiteHF is ordered by `litehf_input_names` of the very `Dict` the model is
+built from; Python then compares the result with bayeshf's log-likelihood at
+a few points before sampling (bayeshf/julia/sampling.py).
 """
 function litehf_loglikelihood(path::AbstractString, names)
-    model = build_pyhf(load_pyhfjson(String(path)))
+    raw = load_pyhfjson(String(path))
+    model = build_pyhf(raw)
     ours = collect(String, names)
-    theirs = String.(collect(prior_names(model)))
+    theirs = litehf_input_names(raw)
+    Set(theirs) == Set(String.(collect(prior_names(model)))) ||
+        throw(ArgumentError("LiteHF's input names differ from its prior names; the bridge does not know this LiteHF version"))
     permutation = Int[]
     for name in theirs
         i = findfirst(==(name), ours)
@@ -123,7 +150,7 @@ end
 # ----------------------------------------------------------------------------- callback likelihood
 
 """
-    CallbackLogDensity(value, value_and_gradient)
+    CallbackLogDensity(value, value_and_gradient, thread)
 
 A log-likelihood computed elsewhere (bayeshf's jitted JAX function, called
 through PythonCall). `value(theta)::Float64`, `value_and_gradient(theta)::
@@ -131,11 +158,13 @@ Tuple{Float64, Vector{Float64}}`. ForwardDiff `Dual` inputs are answered with
 the supplied gradient (chain rule on the partials), so BAT's HMC differentiates
 through BAT's own transformations with ForwardDiff and through the callback
 with JAX; the last gradient is cached, so ForwardDiff's chunks cost one call.
-Keep Julia single-threaded on this path (PythonCall: calls into Python from one thread).
+`thread`: the only Julia thread allowed to call (the one holding Python's GIL,
+for Python functions), or `nothing` for Julia functions callable from any thread.
 """
 mutable struct CallbackLogDensity{F,G}
     value::F
     value_and_gradient::G
+    thread::Union{Nothing,Int}
     last_x::Vector{Float64}
     last_value::Float64
     last_gradient::Vector{Float64}
@@ -143,19 +172,28 @@ mutable struct CallbackLogDensity{F,G}
     lock::ReentrantLock
 end
 
-CallbackLogDensity(value, value_and_gradient) =
-    CallbackLogDensity(value, value_and_gradient, Float64[], NaN, Float64[], 0, ReentrantLock())
+CallbackLogDensity(value, value_and_gradient, thread=nothing) =
+    CallbackLogDensity(value, value_and_gradient, thread, Float64[], NaN, Float64[], 0, ReentrantLock())
 
-callback_loglikelihood(value, value_and_gradient) = CallbackLogDensity(value, value_and_gradient)
+"""
+    callback_loglikelihood(value, value_and_gradient; thread=nothing)
 
-# PythonCall may only be used from the thread that holds Python's GIL (Julia's thread 1 under juliacall)
-function _check_thread()
-    Threads.threadid() == 1 || error("the Python log-density callback was called from Julia thread " *
-                                     "$(Threads.threadid()); start Julia with one thread (PYTHON_JULIACALL_THREADS=1)")
+Python passes `thread = Threads.threadid()` (PythonCall may only be used from
+the thread holding Python's GIL); Julia functions need no thread.
+"""
+callback_loglikelihood(value, value_and_gradient; thread=nothing) =
+    CallbackLogDensity(value, value_and_gradient, thread)
+
+# BAT runs each chain as a task (Threads.@spawn): with several threads (Julia >= 1.12 adds an
+# interactive one by default) a Python callback would be called from a thread without the GIL
+function _check_thread(c::CallbackLogDensity)
+    c.thread === nothing || Threads.threadid() == c.thread ||
+        error("the Python log-density callback was called from Julia thread $(Threads.threadid()), not " *
+              "$(c.thread); start Julia with one thread (PYTHON_JULIACALL_THREADS=1)")
 end
 
 function (c::CallbackLogDensity)(theta::AbstractVector{<:Real})
-    _check_thread()
+    _check_thread(c)
     lock(c.lock) do
         c.ncalls += 1
         Float64(c.value(Vector{Float64}(theta)))
@@ -163,7 +201,7 @@ function (c::CallbackLogDensity)(theta::AbstractVector{<:Real})
 end
 
 function _cached_value_and_gradient(c::CallbackLogDensity, x::Vector{Float64})
-    _check_thread()
+    _check_thread(c)
     lock(c.lock) do
         if x != c.last_x
             value, gradient = c.value_and_gradient(x)

@@ -1,12 +1,13 @@
 # Tests of the Julia half of the bridge. Run from the repository root:
-#     julia --project=julia -e 'using Pkg; Pkg.instantiate(); Pkg.test()'
-# reference.json holds pyhf's answers (julia/test/make_reference.py).
+#     julia --project=bayeshf/julia_project -e 'using Pkg; Pkg.instantiate(); Pkg.test()'
+# reference.json holds pyhf's answers (bayeshf/julia_project/test/make_reference.py).
 
 using Test
 using BayesHFBridge
 using Distributions
 using ForwardDiff
 using JSON3
+using LiteHF: load_pyhfjson, build_pyhf, prior_names
 
 const HERE = @__DIR__
 const REF = JSON3.read(read(joinpath(HERE, "reference.json"), String))
@@ -35,6 +36,11 @@ end
 @testset "LiteHF main likelihood == pyhf ($(case.path))" for case in REF.workspaces
     path = joinpath(HERE, case.path)
     @test Set(litehf_parameter_names(path)) == Set(String.(case.litehf_names))
+    # the order LiteHF's expected() reads is build_pyhf's, from the same Dict (not prior_names)
+    raw = load_pyhfjson(path)
+    order = litehf_input_names(raw)
+    @test order == litehf_input_names(raw)
+    @test Set(order) == Set(String.(collect(prior_names(build_pyhf(raw)))))
     loglikelihood = litehf_loglikelihood(path, Tuple(String.(case.litehf_names)))
     for (theta, expected) in zip(case.points, case.main_logpdf)
         @test loglikelihood_at(loglikelihood, collect(Float64, theta)) ≈ expected rtol = 1e-10
@@ -48,6 +54,11 @@ end
     f(theta) = -0.5 * sum(abs2, theta .- 1.0)
     g(theta) = (calls[] += 1; (f(theta), -(theta .- 1.0)))
     callback = callback_loglikelihood(f, g)
+    @test callback.thread === nothing       # a Julia function may be called from any thread
+    pinned = callback_loglikelihood(f, g; thread = Threads.threadid())
+    @test pinned(zeros(3)) ≈ f(zeros(3))
+    other = Threads.nthreads() > 1 ? fetch(Threads.@spawn Threads.threadid()) : Threads.threadid()
+    other != Threads.threadid() && @test_throws ErrorException fetch(Threads.@spawn pinned(zeros(3)))
     x = [0.3, -0.2, 2.0, 0.7, 1.1, -3.0, 0.0, 0.4, 2.2, 1.0, 0.9, 5.0, -1.0]   # > one ForwardDiff chunk
     @test callback(x) ≈ f(x)
     @test ForwardDiff.gradient(y -> 2 * callback(y) + sum(y), x) ≈ 2 .* (1.0 .- x) .+ 1
@@ -74,7 +85,10 @@ end
     @test all(>(0), weight)
     sampler == "mh" && @test all(isinteger, weight)
     @test length(unique(chainid)) == 2
-    @test all(>(0), stepno)
+    # BAT's next_cycle! sets the current sample's stepno to 0, and that sample is
+    # output when the chain's first proposal is rejected: 0 is a valid step number
+    @test all(>=(0), stepno)
+    @test all(stepno .<= 5000)
     w = weight ./ sum(weight)
     mu = v[:, 1]
     mean_mu = sum(w .* mu)
