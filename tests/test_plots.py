@@ -136,3 +136,134 @@ def test_saved_posterior_works_with_arviz(tmp_path):
     axes = az.plot_ppc(idata, num_pp_samples=20)
     assert np.size(axes) == len(model.channels)
     plt.close("all")
+
+
+# --- frequentist plots: nothing silently dropped, limits and fits written on them ------------------
+
+SBOTTOM = str(data_path("sbottom/RegionA/BkgOnly.json"))
+SBOTTOM_PATCH = str(data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json"))
+
+
+def _fake_fit(model, seed=0):
+    """A FitResult-shaped object (no fit needed to test what a plot shows)."""
+    from types import SimpleNamespace
+
+    from bayeshf.impacts import prefit_constraints
+
+    rng = np.random.default_rng(seed)
+    centre, width = prefit_constraints(model)
+    width = np.where(np.isfinite(width), width, 0.3)
+    n = model.npars
+    a = rng.normal(size=(n, n)) * (rng.uniform(size=(n, n)) < 0.02)
+    cov = a @ a.T + np.eye(n)
+    corr = cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))
+    return SimpleNamespace(bestfit=centre + width * rng.normal(0, 0.8, n), uncertainties=width * rng.uniform(0.3, 1, n),
+                           fixed=np.asarray(model.fixed, dtype=bool), correlation=corr, par_names=tuple(model.par_names),
+                           poi_index=model.poi_index)
+
+
+def test_pulls_show_every_constrained_parameter_or_state_the_cut():
+    from bayeshf.impacts import prefit_constraints
+    from bayeshf.plots import freq
+
+    model = bayeshf.load(SBOTTOM, patches=[SBOTTOM_PATCH])
+    fit = _fake_fit(model)
+    _, width = prefit_constraints(model)
+    constrained = [model.par_names[i] for i in range(model.npars) if np.isfinite(width[i]) and not model.fixed[i]]
+    assert len(constrained) > 60  # more than the old silent cut
+    fig = freq.pulls(fit, model)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert sorted(ticks) == sorted(constrained)
+    fig = freq.pulls(fit, model, threshold=1.0)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    pulls = {n: (fit.bestfit[i] - prefit_constraints(model)[0][i]) / width[i] for i, n in enumerate(model.par_names)}
+    assert set(ticks) == {n for n in constrained if abs(pulls[n]) >= 1.0 or
+                          fit.uncertainties[model.par_names.index(n)] / width[model.par_names.index(n)] <= 0.0}
+    assert "|pull| >= 1" in fig.axes[0].get_title() and f"of {len(constrained)}" in fig.axes[0].get_title()
+
+
+def test_correlation_matrix_keeps_everything_and_always_the_poi():
+    from bayeshf.plots import freq
+
+    model = bayeshf.load(SBOTTOM, patches=[SBOTTOM_PATCH])
+    fit = _fake_fit(model, seed=1)
+    free = [n for i, n in enumerate(model.par_names) if fit.uncertainties[i] > 0]
+    assert model.par_names.index(model.poi_name) >= 50  # the old plot dropped it
+    fig = freq.correlation_matrix(fit)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(ticks) == len(free) and f"{model.poi_name} (POI)" in ticks
+    corr = fit.correlation.copy()
+    poi = model.poi_index
+    corr[poi, :] = corr[:, poi] = 0.0
+    corr[poi, poi] = 1.0
+    fig = freq.correlation_matrix(type(fit)(**{**vars(fit), "correlation": corr}), threshold=0.5)
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert f"{model.poi_name} (POI)" in ticks and len(ticks) < len(free)
+    assert ">= 0.5" in fig.axes[0].get_title()
+
+
+def test_scan_plot_has_best_fit_and_gaussian_approximation():
+    from types import SimpleNamespace
+
+    from bayeshf.plots import freq
+
+    values = np.linspace(0.5, 1.5, 11)
+    result = SimpleNamespace(par_name="mu", values=values, delta_twice_nll=((values - 0.9) / 0.2) ** 2 * 1.1,
+                             bestfit=0.9, uncertainty=0.2, interval_68=(0.71, 1.09), interval_95=(None, None))
+    fig = freq.scan(result, poi_name="mu")
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    gauss = [line for line in ax.lines if line.get_label().startswith("Gaussian")][0]
+    x, y = gauss.get_data()
+    np.testing.assert_allclose(y, ((x - 0.9) / 0.2) ** 2)
+    assert any(lab.startswith("best fit 0.9") for lab in labels)
+    assert any("68% interval [0.71, 1.09]" in lab for lab in labels)
+    assert ax.get_xlabel() == "mu (POI)"
+
+
+def test_brazil_plot_writes_the_limits():
+    from bayeshf.limits import CLsScanResult, UpperLimitResult
+    from bayeshf.plots import freq
+
+    x = np.linspace(0.1, 3, 20)
+    obs = np.exp(-x)
+    scan = CLsScanResult(poi_values=x, CLs_obs=obs, CLs_exp=np.stack([np.exp(-x * k) for k in (2, 1.5, 1, 0.8, 0.6)], 1),
+                         test_stat="qtilde", level=0.05)
+    limit = UpperLimitResult(obs=2.9957, exp=(1.5, 2.0, 2.9957, 3.7, 5.0), level=0.05, test_stat="qtilde", scan=scan)
+    fig = freq.brazil(scan, limit=limit, poi_name="mu_SIG")
+    text = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "observed 2.996" in text and "expected 2.996" in text and "[1.5, 5]" in text
+    assert fig.axes[0].get_xlabel() == "mu_SIG (POI)"
+
+
+def test_ranking_falls_back_to_hessian_impacts_at_a_bound(tmp_path, capsys):
+    spec = json.loads(Path(CORR).read_text())
+    spec["observations"][0]["data"] = [45.0, 47.0]  # below the background: mu_hat = 0, on its bound
+    path = tmp_path / "low.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "ranking.png"
+    assert main(["ranking", str(path), "--json", "--plot", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "sits on its bound" in captured.err and "Hessian impacts" in captured.err
+    document = json.loads(captured.out)
+    assert document["method"] == "hessian"
+    assert any(abs(v) > 1e-3 for v in document["postfit_up"] if v is not None)
+    assert out.stat().st_size > 1000
+
+
+def test_corner_marks_the_map_and_titles_fit(tmp_path):
+    import arviz as az
+
+    from bayeshf.plots import bayes
+
+    model = bayeshf.load(TWO_CHANNELS)
+    idata = az.from_netcdf(str(saved_posterior(model, tmp_path / "posterior.nc")))
+    marks = {"mu": 1.05, "coupled_normsys": -0.2}
+    fig = bayes.corner(idata, ["mu", "coupled_normsys"], markers=marks)
+    n = 2
+    titles = [fig.axes[i * n + i].get_title() for i in range(n)]
+    assert all(t.startswith("$") and "=" not in t for t in titles)  # numbers only, no name
+    red = [line for ax in fig.axes for line in ax.lines if line.get_color() == "tab:red"]
+    xs = {round(float(line.get_xdata()[0]), 6) for line in red if len(set(line.get_xdata())) == 1}
+    assert {1.05, -0.2} <= xs
+    assert any(t.get_text() == "MAP" for leg in fig.legends for t in leg.get_texts())

@@ -28,6 +28,13 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_model(args)
     result = bayeshf.fit(model, method=args.fit_method)
+    if args.method == "refit" and model.poi_index is not None and result.at_bound[model.poi_index]:
+        import warnings
+
+        # refits cannot move a POI pinned on its bound: every refit impact would read 0
+        warnings.warn(f"the best fit of {model.poi_name} sits on its bound ({result.poi:g}), where refit impacts "
+                      "are all zero; showing Hessian impacts instead.", stacklevel=1)
+        args.method = "hessian"
     ranked = impacts(model, method=args.method, fit_result=result, fit_method=args.fit_method,
                      progress=not args.json).ranked()
     groups = grouped_impacts(model, fit_result=result)

@@ -39,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
         start = max(low, 0.0)
         stop = min(high, max(best.poi + 3.0 * best.poi_uncertainty, start + 3.0 * best.poi_uncertainty))
         scan = profile_scan(model, np.linspace(start, stop, 21), method=args.fit_method, global_fit=best)
-        freq.scan(scan, out=args.plot)
+        freq.scan(scan, out=args.plot, poi_name=model.poi_name)
         wrote(args.plot)
     return 0

@@ -7,6 +7,7 @@ a matplotlib Figure; ``out=`` also saves it (atomically).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,11 +54,17 @@ def default_corner_vars(idata, *, max_vars: int = 6) -> list[str]:
     return [poi] + [name for _, name in sorted(scores)[: max_vars - 1]]
 
 
-def corner(idata, var_names: list[str] | None = None, *, out: str | Path | None = None, group: str = "posterior"):
+def corner(idata, var_names: list[str] | None = None, *, out: str | Path | None = None, group: str = "posterior",
+           markers: Any = None, marker_label: str = "MAP"):
     """Corner plot (1D and 2D marginals with 16/50/84% quantiles) of ``var_names``.
 
     Names are scalar parameter names (``staterror_SR[0]``) or parameter sets
-    (all elements); default: :func:`default_corner_vars`.
+    (all elements); default: :func:`default_corner_vars`. ``markers`` (a
+    {name: value} mapping, or a FitResult: its best fit) marks a point on every
+    panel, e.g. the MAP (with the default flat reference priors, the
+    maximum-likelihood fit); default: the ``map`` attribute of the posterior if
+    the file has one. Titles carry the median and the 68% interval only (the
+    names are the axis labels), so they fit above their panels.
     """
     import corner as corner_lib
 
@@ -71,9 +78,54 @@ def corner(idata, var_names: list[str] | None = None, *, out: str | Path | None 
                                f"choose from {', '.join(list(draws)[:8])}{', ...' if len(draws) > 8 else ''}.")
         chosen += [m for m in matches if m not in chosen]
     data = np.column_stack([draws[name].ravel() for name in chosen])
-    fig = corner_lib.corner(data, labels=chosen, quantiles=[0.16, 0.5, 0.84], show_titles=True,
-                            title_fmt=".3g", title_kwargs={"fontsize": 9}, label_kwargs={"fontsize": 9})
+    truths = _marker_values(idata, chosen, markers) if group == "posterior" else None
+    q = np.quantile(data, [0.16, 0.5, 0.84], axis=0)
+    titles = [rf"${q[1, i]:.3g}^{{+{q[2, i] - q[1, i]:.2g}}}_{{-{q[1, i] - q[0, i]:.2g}}}$" for i in range(len(chosen))]
+    n = len(chosen)
+    font = 10 if n <= 4 else (8 if n <= 8 else 6)
+    labels = [_wrap(name, 18 if n > 4 else 26) for name in chosen]
+    fig = corner_lib.corner(data, labels=labels, quantiles=[0.16, 0.5, 0.84], label_kwargs={"fontsize": font},
+                            truths=truths, truth_color="tab:red", max_n_ticks=3, labelpad=0.1)
+    for ax in fig.axes:
+        ax.tick_params(labelsize=max(font - 2, 5))
+    for i, title in enumerate(titles):  # on the diagonal, numbers only
+        fig.axes[i * n + i].set_title(title, fontsize=font)
+    if truths is not None:
+        from matplotlib.lines import Line2D
+
+        # the empty upper triangle holds the legend
+        fig.legend(handles=[Line2D([], [], color="tab:red", marker="s", label=marker_label)], loc="upper right",
+                   bbox_to_anchor=(0.97, 0.75), fontsize=font + 1, frameon=False)
     return _save(fig, out)
+
+
+def _wrap(name: str, width: int) -> str:
+    """Break long parameter names at underscores so axis labels stay within their panel."""
+    if len(name) <= width:
+        return name
+    lines, line = [], ""
+    for part in name.split("_"):
+        piece = part if not line else "_" + part
+        if line and len(line) + len(piece) > width:
+            lines.append(line + "_")
+            line = part
+        else:
+            line += piece
+    return "\n".join(lines + [line])
+
+
+def _marker_values(idata, chosen: list[str], markers: Any) -> list[float | None] | None:
+    """Marker value per chosen scalar name from a mapping, a FitResult or the posterior's ``map`` attribute."""
+    if markers is None:
+        stored = idata.posterior.attrs.get("map", None)
+        names = idata.posterior.attrs.get("par_names", None)
+        if stored is None or names is None or len(np.atleast_1d(stored)) != len(np.atleast_1d(names)):
+            return None
+        markers = dict(zip([str(n) for n in np.atleast_1d(names)], np.atleast_1d(stored).astype(float)))
+    elif hasattr(markers, "bestfit") and hasattr(markers, "par_names"):
+        markers = dict(zip(markers.par_names, np.asarray(markers.bestfit, dtype=float)))
+    values = [markers.get(name) for name in chosen]
+    return None if all(v is None for v in values) else [None if v is None else float(v) for v in values]
 
 
 def _group_draws(idata, group: str) -> dict[str, np.ndarray]:
