@@ -208,3 +208,53 @@ def test_postfit_yields_of_a_real_fit_and_a_foreign_fit_is_refused():
     other = bayeshf.load(str(data_path("thesis/2_bin_corr.json")))
     with pytest.raises(BayeshfError, match="not of this model"):
         yields(other, fit)
+
+
+# --- packaging: ranges, the tested set, py.typed, package data that exists ----------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_dependencies_are_ranges_whose_lower_bound_is_the_tested_version():
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = _pyproject()["project"]
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            pins[name.strip().lower()] = Version(pinned.strip())
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    requirements += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    for req in requirements:
+        specs = {s.operator: Version(s.version) for s in req.specifier}
+        assert "==" not in specs and set(specs) == {">=", "<"}, f"{req}: a range >=tested,<next major"
+        assert specs[">="] == pins[req.name.lower()], f"{req}: lower bound is not the tested version"
+        low = specs[">="]
+        major = Version(f"{low.major + 1}") if low.major >= 1 and req.name not in ("jax", "jaxlib", "xarray") else None
+        assert major is None or specs["<"] <= major, f"{req}: upper bound beyond the next major"
+        try:
+            installed = Version(version(req.name))
+        except PackageNotFoundError:
+            continue
+        assert installed in req.specifier, f"installed {req.name} {installed} outside {req.specifier}"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "-c constraints.txt" in ci
+
+
+def test_package_data_exists_and_py_typed_ships():
+    import glob
+
+    patterns = _pyproject()["tool"]["setuptools"]["package-data"]["bayeshf"]
+    assert "py.typed" in patterns and (ROOT / "bayeshf" / "py.typed").is_file()
+    for pattern in patterns:
+        assert glob.glob(str(ROOT / "bayeshf" / pattern)), f"package-data {pattern!r} matches no file"
