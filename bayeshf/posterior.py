@@ -72,6 +72,146 @@ def _ndtri(u, xp):
     return jax.scipy.special.ndtri(u)
 
 
+#: normsys parameters are sampled as their yield factor y = f(alpha) (see :func:`yield_map`) when the
+#: factor of their dominant entry moves by at least this much per unit alpha (|log hi| or |log lo|) ...
+YIELD_MIN_EFFECT = 0.1
+#: ... and the nominal main bins hold at least this much Fisher information about alpha (the prior's is 1)
+YIELD_MIN_INFORMATION = 100.0
+#: False: every normsys parameter keeps its alpha (for A/B measurements)
+SAMPLE_YIELDS = True
+#: Newton steps inverting the code4 polynomial on |alpha| < 1 (from the log-linear guess: 1e-15 after 6)
+_YIELD_NEWTON_STEPS = 8
+
+
+class YieldMap:
+    """Normsys parameters sampled as the interpolated factor of their dominant entry, y = f(alpha).
+
+    Where many events pin a sample's yield, the exponential factor f(alpha) = lo^-alpha (alpha < -1)
+    bends the likelihood surface: its curvature in alpha scales like f(alpha)^2, so one metric cannot
+    fit both the mode and the tail. In y the yield is linear. alpha = f^-1(y) is exact (explicit
+    outside |alpha| < 1, Newton steps on the code4 polynomial inside) and the log-Jacobian
+    -log y - log |d log f / d alpha| enters the density; y outside (f(lower), f(upper)) has density 0.
+    """
+
+    def __init__(self, index, log_hi, log_lo, coefficients, code: str, lower, upper):
+        self.index = np.asarray(index, dtype=int)  # positions in z (the free parameters)
+        self.log_hi = np.asarray(log_hi, dtype=float)
+        self.log_lo = np.asarray(log_lo, dtype=float)
+        self.coefficients = np.asarray(coefficients, dtype=float).reshape(-1, 6)
+        self.code = code
+        self.y_lower = np.exp(self.log_factor_np(np.asarray(lower, dtype=float)))
+        self.y_upper = np.exp(self.log_factor_np(np.asarray(upper, dtype=float)))
+        self.y_lower, self.y_upper = np.minimum(self.y_lower, self.y_upper), np.maximum(self.y_lower, self.y_upper)
+
+    def log_factor_np(self, alpha):
+        """log f(alpha), NumPy (host side: unconstrain)."""
+        alpha = np.asarray(alpha, dtype=float)
+        outside = np.where(alpha >= 0 if self.code == "code1" else alpha >= 1, alpha * self.log_hi, -alpha * self.log_lo)
+        if self.code == "code1":
+            return outside
+        a = np.clip(alpha, -1.0, 1.0)
+        c = self.coefficients
+        polynomial = 1.0 + a * (c[:, 0] + a * (c[:, 1] + a * (c[:, 2] + a * (c[:, 3] + a * (c[:, 4] + a * c[:, 5])))))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(np.abs(alpha) < 1.0, np.log(polynomial), outside)
+
+    def slope(self, alpha):
+        """d log f / d alpha, traced."""
+        from bayeshf.interpolation import _code4_value_and_slope
+
+        if self.code == "code1":
+            return jnp.where(alpha >= 0, self.log_hi, -self.log_lo)
+        return _code4_value_and_slope(alpha, self.log_hi, self.log_lo, self.coefficients)[1]
+
+    def alpha(self, y):
+        """alpha = f^-1(y), traced, with the exact derivative 1 / (y f'(alpha) / f) (custom JVP)."""
+        return _alpha_of_yield(self, y)
+
+    def log_jacobian(self, y):
+        """log |d alpha / d y| summed, -inf outside (f(lower), f(upper))."""
+        alpha = self.alpha(y)
+        inside = (y > self.y_lower) & (y < self.y_upper)
+        safe = jnp.where(inside, y, 1.0)
+        terms = -jnp.log(safe) - jnp.log(jnp.abs(self.slope(jnp.where(inside, alpha, 0.0))))
+        return jnp.sum(jnp.where(inside, terms, -jnp.inf), axis=-1)
+
+
+def _inverse_log_factor(ymap: YieldMap, w):
+    """alpha with log f(alpha) = w (no derivative rule: see _alpha_of_yield)."""
+    from bayeshf.interpolation import _code4_value_and_slope
+
+    upper_branch, lower_branch = w / ymap.log_hi, -w / ymap.log_lo
+    if ymap.code == "code1":
+        return jnp.where((w >= 0) == (ymap.log_hi > 0), upper_branch, lower_branch)
+    # where w lies against log f(+1) = log hi and log f(-1) = log lo (f monotone: either order)
+    t = (w - ymap.log_lo) / (ymap.log_hi - ymap.log_lo)
+    a = jnp.clip(jnp.where(t >= 0.5, upper_branch, lower_branch), -1.0, 1.0)
+    for _ in range(_YIELD_NEWTON_STEPS):
+        value, slope = _code4_value_and_slope(a, ymap.log_hi, ymap.log_lo, ymap.coefficients)
+        a = jnp.clip(a - (value - w) / slope, -1.0, 1.0)
+    return jnp.where(t >= 1.0, upper_branch, jnp.where(t <= 0.0, lower_branch, a))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _alpha_of_yield(ymap: YieldMap, y):
+    return _inverse_log_factor(ymap, jnp.log(jnp.maximum(y, 1e-300)))
+
+
+@_alpha_of_yield.defjvp
+def _alpha_of_yield_jvp(ymap, primals, tangents):
+    (y,), (dy,) = primals, tangents
+    alpha = _alpha_of_yield(ymap, y)
+    return alpha, dy / (jnp.maximum(y, 1e-300) * ymap.slope(alpha))
+
+
+def yield_map(model, prior_set: PriorSet, free_index: np.ndarray) -> YieldMap | None:
+    """The normsys parameters to sample as yield factors: free, with a monotone factor whose dominant entry
+    (most Fisher information in the nominal main bins) moves by YIELD_MIN_EFFECT per unit alpha, and at
+    least YIELD_MIN_INFORMATION in all; None if there are none (or SAMPLE_YIELDS is off)."""
+    arrays = getattr(model, "arrays", None)
+    if not SAMPLE_YIELDS or arrays is None or not len(np.asarray(arrays.normsys_param)):
+        return None
+    code = model.codes["normsys"]
+    param = np.asarray(arrays.normsys_param)
+    segment = np.asarray(arrays.normsys_segment)
+    log_hi, log_lo = np.asarray(arrays.normsys_log_hi), np.asarray(arrays.normsys_log_lo)
+    coefficients = np.asarray(arrays.normsys_coefficients)
+    nominal = np.asarray(model.nominal)
+    total = np.maximum(nominal.sum(axis=0), 1e-300)
+    n_channels = len(model.channels)
+    slices = [model.channel_slices[c] for c in model.channels]
+    slope0 = coefficients[:, 0] if code == "code4" else 0.5 * (log_hi - log_lo)
+    information = np.empty(param.size)
+    for e in range(param.size):
+        sample, channel = divmod(int(segment[e]), n_channels)
+        rates = nominal[sample, slices[channel]]
+        information[e] = np.sum((rates * slope0[e]) ** 2 / total[slices[channel]])
+    position = {int(k): i for i, k in enumerate(free_index)}
+    chosen = []
+    for k in np.unique(param):
+        if int(k) not in position:
+            continue
+        entries = np.flatnonzero(param == k)
+        e = entries[np.argmax(information[entries])]
+        effect = max(abs(log_hi[e]), abs(log_lo[e]))
+        if (information[entries].sum() < YIELD_MIN_INFORMATION or effect < YIELD_MIN_EFFECT
+                or not np.isfinite(effect) or (log_hi[e] > 0) != (log_lo[e] < 0)):
+            continue
+        if code == "code4":  # the polynomial must be monotone on [-1, 1] for the inverse to exist
+            grid = np.linspace(-1.0, 1.0, 201)
+            c = coefficients[e]
+            slope = sum((i + 1) * c[i] * grid ** i for i in range(6))
+            if np.any(slope * np.sign(log_hi[e]) <= 0):
+                continue
+        chosen.append((position[int(k)], e))
+    if not chosen:
+        return None
+    index = np.array([i for i, _ in chosen])
+    entry = np.array([e for _, e in chosen])
+    return YieldMap(index, log_hi[entry], log_lo[entry], coefficients[entry], code,
+                    prior_set.lower[free_index[index]], prior_set.upper[free_index[index]])
+
+
 class Posterior:
     """Log posterior of ``model`` under ``prior_set`` (default: the derived priors).
 
@@ -95,6 +235,9 @@ class Posterior:
         flat = np.array([ps.entries[i].family in PROBIT_FAMILIES for i in self.free_index], dtype=bool)
         box = np.where(flat, _PROBIT, _INTERVAL)
         self._kind = np.where(has_lo & has_hi, box, np.where(has_lo, _LOWER, np.where(has_hi, _UPPER, _IDENTITY)))
+        self.yields = yield_map(model, ps, self.free_index)
+        if self.yields is not None:  # their z is the yield factor itself: no other transform
+            self._kind[self.yields.index] = _IDENTITY
         self._lo = np.where(has_lo, lo, 0.0)
         self._hi = np.where(has_hi, hi, 0.0)
         self._width = np.where(has_lo & has_hi, hi - lo, 1.0)
@@ -120,6 +263,8 @@ class Posterior:
             one_sided = (jnp.where(kind == _LOWER, self._lo, self._hi) + jnp.where(kind == _LOWER, 1.0, -1.0)
                          * jnp.exp(jnp.where((kind == _LOWER) | (kind == _UPPER), z, 0.0)))
             out = jnp.where((kind == _LOWER) | (kind == _UPPER), one_sided, out)
+        if self.yields is not None:
+            out = out.at[..., self.yields.index].set(self.yields.alpha(z[..., self.yields.index]))
         return out
 
     def _probit_constrain(self, z, out):
@@ -165,8 +310,20 @@ class Posterior:
             probit = _ndtri(u, xp)
             lower = xp.log(xp.where(kind == _LOWER, x - self._lo, 1.0))
             upper = xp.log(xp.where(kind == _UPPER, self._hi - x, 1.0))
-        return xp.where(kind == _INTERVAL, interval, xp.where(kind == _PROBIT, probit,
-                        xp.where(kind == _LOWER, lower, xp.where(kind == _UPPER, upper, x))))
+        z = xp.where(kind == _INTERVAL, interval, xp.where(kind == _PROBIT, probit,
+                     xp.where(kind == _LOWER, lower, xp.where(kind == _UPPER, upper, x))))
+        if self.yields is not None:
+            index = self.yields.index
+            if xp is np:
+                z = np.array(z, dtype=float)
+                z[..., index] = np.exp(self.yields.log_factor_np(np.asarray(x)[..., index]))
+            else:
+                from bayeshf.interpolation import normsys_log_factors
+
+                y = jnp.exp(normsys_log_factors(x[..., index], self.yields.log_hi, self.yields.log_lo,
+                                                self.yields.coefficients, self.yields.code))
+                z = z.at[..., index].set(y)
+        return z
 
     def log_jacobian(self, z):
         """log |d theta / d z| summed over the free parameters."""
@@ -179,7 +336,10 @@ class Posterior:
             terms = jnp.where(kind == _INTERVAL, self._log_width - a - 2.0 * jnp.log1p(jnp.exp(-a)), terms)
         if _PROBIT in present:  # log of (upper - lower) times the standard normal density
             terms = jnp.where(kind == _PROBIT, self._log_width - 0.5 * z * z - _LOG_SQRT_2PI, terms)
-        return jnp.sum(terms, axis=-1)
+        total = jnp.sum(terms, axis=-1)
+        if self.yields is not None:
+            total = total + self.yields.log_jacobian(z[..., self.yields.index])
+        return total
 
     # -- densities ----------------------------------------------------------
     def log_posterior(self, theta):

@@ -615,3 +615,104 @@ def test_credible_upper_limit_hdis_and_mode_of_a_counting_experiment_match_quadr
     assert row.name == "mu" and row.q95 == pytest.approx(poi.upper_limit_95) and row.hdi_95_lower == poi.hdi_95[0]
     assert abs(row.q50 - optimize.brentq(lambda x: cdf(x) - 0.5, 0.0, 20.0)) < 4 * float(
         az.mcse(draws, method="quantile", prob=0.5))
+
+
+# --------------------------------------------------------------------------- normsys yield factors
+
+
+def _pulled_normsys(n_observed, code=None):
+    """One bin of 1000 expected events with a +-50% normsys, mu fixed: alpha is pinned by the data."""
+    spec = one_bin([{"name": "bkg", "data": [1000.0],
+                     "modifiers": [{"name": "norm", "type": "normsys", "data": {"hi": 1.5, "lo": 0.5}},
+                                   {"name": "mu", "type": "normfactor", "data": None}]}], n_observed, fixed_mu=True)
+    return bayeshf.load(spec, modifier_settings={"normsys": {"interpcode": code}} if code else None)
+
+
+def test_yield_factors_are_chosen_for_strongly_pulled_large_normsys_only():
+    from bayeshf.posterior import Posterior
+
+    ttbar = Posterior(bayeshf.load(data_path("atlas-examples/ttbar_ljets_xsec_inclusive_pruned.json")))
+    chosen = {ttbar.free_names[i] for i in ttbar.yields.index}
+    assert {"WjetsNorm_1b", "OtherNorm", "MultijetNorm_SR1_ejets"} <= chosen
+    assert not any(name.startswith(("JET_", "weight_", "ttbar_FSR")) for name in chosen)  # effects of a few %
+    small = Posterior(bayeshf.load(data_path("thesis/4_bin.json")))
+    assert small.yields is None
+    sbottom = Posterior(bayeshf.load(data_path("sbottom/RegionA/BkgOnly.json"),
+                                     patches=[data_path("sbottom/RegionA/patch.sbottom_1300_205_60.json")]))
+    assert sbottom.yields is None
+
+
+@pytest.mark.parametrize("code", ["code4", "code1"])
+def test_yield_factor_map_round_trips_and_its_log_jacobian_is_the_derivative(code):
+    from bayeshf.posterior import Posterior
+
+    model = _pulled_normsys(700, code)
+    posterior = Posterior(model)
+    assert posterior.yields is not None and posterior.yields.code == code
+    k = int(posterior.free_index[posterior.yields.index[0]])
+    theta = np.array(model.init, dtype=float)
+    for alpha in (-4.5, -2.0, -1.0, -0.7, 0.0, 0.3, 1.0, 2.5):
+        theta[k] = alpha
+        z = posterior.unconstrain(theta)
+        # z is the pyhf factor itself: the model's expected count over the nominal
+        assert z[posterior.yields.index[0]] == pytest.approx(float(model.expected_counts(theta)[0]) / 1000.0, rel=1e-12)
+        assert float(posterior.constrain(jnp.asarray(z))[k]) == pytest.approx(alpha, abs=1e-12)
+        if code == "code1" and alpha == 0.0:
+            continue  # code1 has a kink at 0: no central difference there
+        # log |d alpha / d y| and the JVP of the inverse map against a central difference
+        y, h = float(z[posterior.yields.index[0]]), 1e-6
+
+        def inverse(v):
+            return posterior.constrain(jnp.asarray(z).at[posterior.yields.index[0]].set(v))[k]
+
+        slope = float(inverse(y + h) - inverse(y - h)) / (2 * h)
+        jacobian = float(posterior.log_jacobian(jnp.asarray(z)) - Posterior.log_jacobian(
+            _without_yields(posterior), jnp.asarray(z)))
+        assert jacobian == pytest.approx(math.log(slope), abs=1e-6)
+        assert float(jax.grad(inverse)(y)) == pytest.approx(slope, rel=1e-6)
+    theta[k] = 5.2  # outside the box [-5, 5]: density 0
+    outside = np.asarray(posterior.unconstrain(theta))
+    assert float(posterior.logdensity_fn(jnp.asarray(outside))) == -np.inf
+
+
+def _without_yields(posterior):
+    import copy
+
+    plain = copy.copy(posterior)
+    plain.yields = None
+    return plain
+
+
+@pytest.mark.parametrize("n_observed", [620, 1150])
+def test_sampling_the_yield_factor_gives_the_posterior_of_alpha(n_observed):
+    """alpha | n for n ~ Poisson(1000 f(alpha)), alpha ~ N(0, 1) on [-5, 5]: quantiles by quadrature (620: in the
+    exponential branch below -1, 1150: in the code4 polynomial)."""
+    from scipy import integrate, optimize
+
+    model = _pulled_normsys(n_observed)
+    posterior = sampling.posterior_for(model)
+    assert posterior.yields is not None
+    k = int(posterior.free_index[posterior.yields.index[0]])
+    grid_theta = np.tile(np.asarray(model.init, dtype=float), (1, 1))
+
+    def log_density(alpha):
+        theta = grid_theta[0].copy()
+        theta[k] = alpha
+        mean = float(model.expected_counts(theta)[0])
+        return n_observed * math.log(mean) - mean - 0.5 * alpha * alpha
+
+    alphas = np.linspace(-5, 5, 4001)
+    values = np.array([log_density(a) for a in alphas])
+    weights = np.exp(values - values.max())
+    cdf = integrate.cumulative_trapezoid(weights, alphas, initial=0.0)
+    cdf /= cdf[-1]
+
+    class Reference:
+        @staticmethod
+        def ppf(p):
+            return float(np.interp(p, cdf, alphas))
+
+    idata = sampling.sample(model, chains=CHAINS, warmup=300, draws=1500, seed=3, progress=False)
+    draws = idata.posterior["norm"].values
+    check_quantiles(draws, Reference, probs=(0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99))
+    assert int(idata.sample_stats["diverging"].sum()) == 0
