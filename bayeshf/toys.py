@@ -21,6 +21,7 @@ import numpy as np
 
 from bayeshf.batchfit import batch_minimize, fit_setup
 from bayeshf.errors import BayeshfError
+from bayeshf._display import display
 
 __all__ = ["ToyHypoTestResult", "hypotest", "sample_toys", "TOY_TEST_STATISTICS"]
 
@@ -31,6 +32,7 @@ BAND_PERCENTILES = (2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681)
 CHUNK = 2048
 
 
+@display()
 @dataclasses.dataclass(frozen=True)
 class ToyHypoTestResult:
     """CLs from toys at one POI value; ``q_sb`` / ``q_b`` hold the test statistic of every toy (NaN: failed fit)."""

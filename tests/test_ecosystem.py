@@ -258,3 +258,41 @@ def test_package_data_exists_and_py_typed_ships():
     assert "py.typed" in patterns and (ROOT / "bayeshf" / "py.typed").is_file()
     for pattern in patterns:
         assert glob.glob(str(ROOT / "bayeshf" / pattern)), f"package-data {pattern!r} matches no file"
+
+
+# --- compact repr and notebook HTML of result objects -------------------------------------------------
+
+
+def test_display_decorator_gives_compact_repr_and_html():
+    import dataclasses
+
+    from bayeshf._display import display
+
+    @display(("poi",))
+    @dataclasses.dataclass(frozen=True)
+    class Result:
+        par_names: tuple
+        bestfit: np.ndarray
+        twice_nll: float
+        covariance: np.ndarray
+
+        @property
+        def poi(self):
+            return float(self.bestfit[0])
+
+    names = tuple(f"alpha_{i}" for i in range(132))
+    result = Result(names, np.linspace(0, 1, 132), 294.946071234, np.eye(132))
+    text = repr(result)
+    assert text.startswith("Result(poi=0, ") and "array(132,)" in text and "array(132, 132)" in text
+    assert "<132 items>" in text and "294.946" in text and len(text) < 200
+    page = result._repr_html_()
+    assert all(f">{name}<" in page for name in names)  # every parameter, none cut
+    assert page.count("<tr>") == 1 + 1 + 4 + 132  # header of the parameter table, field rows, parameter rows
+
+
+def test_result_classes_have_compact_repr_and_html():
+    from bayeshf.toys import ToyHypoTestResult
+
+    classes = [ToyHypoTestResult]
+    for cls in classes:
+        assert hasattr(cls, "_repr_html_") and cls.__repr__.__qualname__.startswith("display.")
