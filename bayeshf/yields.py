@@ -13,12 +13,16 @@ the draws of a saved posterior (no linearisation).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jax
 import numpy as np
 
 from bayeshf.errors import BayeshfError
+
+if TYPE_CHECKING:  # annotations only
+    from bayeshf.fit import FitResult
+    from bayeshf.model import HistFactoryModel
 
 __all__ = ["YieldsResult", "yields", "posterior_yields", "format_yields"]
 
@@ -132,7 +136,7 @@ def prefit_covariance(model: Any) -> np.ndarray:
     return np.diag(width**2)
 
 
-def yields(model: Any, fit_result: Any = None) -> YieldsResult:
+def yields(model: HistFactoryModel, fit_result: FitResult | None = None) -> YieldsResult:
     """Pre-fit (``fit_result=None``) or post-fit expected yields per sample and bin with uncertainties.
 
     Post-fit uses ``fit_result.bestfit`` and ``fit_result.covariance`` (the
@@ -171,7 +175,7 @@ def _rates_of_draws(model, thetas):
     return jax.vmap(model.expected_rates)(thetas)
 
 
-def posterior_yields(model: Any, idata: Any, *, max_draws: int = 4000, seed: int = 0) -> YieldsResult:
+def posterior_yields(model: HistFactoryModel, idata: Any, *, max_draws: int = 4000, seed: int = 0) -> YieldsResult:
     """Posterior mean and standard deviation of the expected yields; band: 16%/84% quantiles of the total.
 
     At most ``max_draws`` posterior draws are used (chosen at random, by ``seed``).
