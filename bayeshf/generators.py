@@ -308,7 +308,7 @@ def mass_plane_patchset(
     patches = []
     for m1 in masses:
         for r in ratios:
-            m2 = float(round(r * (m1 - 100.0), 1))
+            m2 = float(round(r * (m1 - 100.0)))
             scale = float(np.exp(-(m1 - reference_mass) / falloff) * (1.2 - r))
             point = f"{name}_{m1:g}_{m2:g}"
             operations = copy.deepcopy(template)

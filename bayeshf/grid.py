@@ -31,6 +31,8 @@ __all__ = ["GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "eval
 #: quantiles of the b-only distribution for the expected band, pyhf's order (as bayeshf.teststats)
 BAND_SIGMAS = (2.0, 1.0, 0.0, -1.0, -2.0)
 GRID_TEST_STATISTICS = ("qtilde", "q")
+#: points per batch (per Dask task): results reach the output file and the progress bar batch by batch
+DEFAULT_BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -349,8 +351,11 @@ def evaluate_points(spec: Mapping[str, Any], points, settings: Mapping[str, Any]
             answers[i] = {"error": f"{model.label}: the model has no parameter of interest."}
         else:
             groups.setdefault(structure_key(model), []).append(i)
+    pad_to = int(settings.get("pad_to") or 1)
     for members in groups.values():
         group = [models[i] for i in members]
+        # ghost copies of the last point fill the group to a multiple of pad_to: one compiled shape per batch size
+        group = group + [group[-1]] * (-len(group) % pad_to)
         if settings["kind"] == "cls":
             results = _group_cls(group, settings.get("poi_value", 1.0), settings.get("test_stat", "qtilde"))
         else:
@@ -381,8 +386,11 @@ def _run(workspace, patchset, patches, settings, *, scheduler=None, batch_size=N
     settings = dict(settings, label=label)
     if settings.get("test_stat", "qtilde") not in GRID_TEST_STATISTICS:
         raise BayeshfError(f"grids test with qtilde or q, not {settings['test_stat']!r}.")
-    size = batch_size or (len(points) if scheduler is None else max(1, min(32, -(-len(points) // 4))))
+    size = batch_size or (DEFAULT_BATCH if scheduler is None else max(1, min(DEFAULT_BATCH, -(-len(points) // 4))))
+    n_batches = -(-len(points) // max(1, size))
+    size = -(-len(points) // max(1, n_batches))  # equal batches (the last one padded): one compiled shape
     batches = [points[i:i + size] for i in range(0, len(points), size)]
+    settings["pad_to"] = size
     done: list[GridPoint] = []
     bar = None
     if progress:
