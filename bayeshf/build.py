@@ -339,6 +339,8 @@ def _reduce(name, reqs, config, start, poi_name, label, measurement):
             raise BayeshfError(f"{label}: parameter '{label_i}' has impossible bounds [{lo}, {hi}].")
         if not lo <= init <= hi:
             raise BayeshfError(f"{label}: parameter '{label_i}' starts at {init}, outside its bounds [{lo}, {hi}].")
+    # a parameter whose bounds meet can take one value only: held fixed there, as a bounded minimiser would
+    fields["fixed"] = tuple(bool(f) or lo == hi for f, (lo, hi) in zip(fields["fixed"], fields["bounds"]))
     if fields["sigmas"] is not None and any(not s > 0 for s in fields["sigmas"]):
         raise BayeshfError(f"{where}: constraint widths (sigmas) must be positive.")
     return ParameterSet(

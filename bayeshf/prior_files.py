@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from bayeshf.errors import BayeshfError
+from bayeshf.workspace import MAX_VALUE
 from bayeshf.priors import _POSITIVE, FAMILIES, PriorEntry, _bounded
+
+
+#: elements a priors file may hold (one per parameter element is plenty; guards against YAML alias bombs)
+MAX_PRIOR_ELEMENTS = 1_000_000
 
 
 def _schema() -> dict:
@@ -43,22 +48,26 @@ def read_priors(priors: str | Path | Mapping) -> tuple[dict, str]:
     if isinstance(priors, Mapping):
         spec, origin = dict(priors), "the priors dict"
     else:
+        from bayeshf.workspace import check_depth, decode_text, parse_json, read_bytes
+
         path = Path(priors)
         origin = str(path)
-        try:
-            text = path.read_text()
-        except OSError as error:
-            raise BayeshfError(f"{origin}: cannot read the priors file ({error.strerror or error}).") from None
-        try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
+        text = decode_text(read_bytes(path, origin, "priors"), origin, "priors")
+        if not text.strip():
+            raise BayeshfError(f"{origin}: the priors file is empty.")
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
 
+            try:
                 spec = yaml.safe_load(text)
-            else:
-                spec = json.loads(text)
-        except Exception as error:  # json.JSONDecodeError, yaml.YAMLError
-            first = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise BayeshfError(f"{origin}: not valid {'YAML' if path.suffix.lower() in ('.yaml', '.yml') else 'JSON'} ({first}).") from None
+            except RecursionError:
+                raise BayeshfError(f"{origin}: YAML nested too deeply.") from None
+            except Exception as error:  # yaml.YAMLError
+                first = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise BayeshfError(f"{origin}: not valid YAML ({first}).") from None
+            check_depth(spec, origin, max_nodes=MAX_PRIOR_ELEMENTS)
+        else:
+            spec = parse_json(text, origin)
     if not isinstance(spec, dict):
         raise BayeshfError(f"{origin}: a priors file must hold an object with a \"priors\" mapping.")
     _check_entries(spec, origin)
@@ -90,6 +99,11 @@ def _check_entries(spec: dict, origin: str) -> None:
             if key not in prior:
                 raise BayeshfError(f"{origin}: the {family} prior of {name} needs {key!r} "
                                    f"({', '.join(needed)}).")
+        for bound in prior["bounds"] if isinstance(prior.get("bounds"), list) else []:
+            if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
+                                      or not math.isfinite(bound) or abs(bound) > MAX_VALUE):
+                raise BayeshfError(f"{origin}: the bounds of the prior of {name} must be finite numbers within "
+                                   f"{MAX_VALUE:g} in magnitude, or null, not {bound!r}.")
         extra = set(prior) - set(needed) - {"family", "bounds"}
         if extra:
             raise BayeshfError(f"{origin}: the {family} prior of {name} has unknown key(s) "
@@ -99,6 +113,9 @@ def _check_entries(spec: dict, origin: str) -> None:
             for value in values:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                     raise BayeshfError(f"{origin}: {key} of the prior of {name} must be a finite number, not {value!r}.")
+                if abs(value) > MAX_VALUE:
+                    raise BayeshfError(f"{origin}: {key} of the prior of {name} is {value!r}, beyond {MAX_VALUE:g} "
+                                       "in magnitude (float64 arithmetic of the density breaks down).")
                 if key in _POSITIVE and value <= 0:
                     raise BayeshfError(f"{origin}: {key} of the prior of {name} must be positive, not {value!r}.")
 

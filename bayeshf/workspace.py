@@ -13,38 +13,123 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 from bayeshf.errors import BayeshfError
 from bayeshf.interpolation import DEFAULT_CODES, HISTOSYS_CODES, NORMSYS_CODES
 
 Source = Union[str, os.PathLike, Mapping[str, Any]]
 
+if TYPE_CHECKING:
+    from bayeshf.model import HistFactoryModel
 
-def read_json(source: Source, what: str = "workspace") -> tuple[Any, str]:
-    """Return ``(document, label)``; ``source`` is a path, ``-`` or an in-memory object."""
-    if isinstance(source, Mapping) or isinstance(source, list):
-        return copy.deepcopy(source), f"<{what} in memory>"
-    label = str(source)
+
+#: largest input file read (HEPData's largest workspaces are a few hundred MB)
+MAX_FILE_BYTES = 2**31
+#: deepest JSON nesting accepted (a workspace nests 7 deep; JSON patches a little more)
+MAX_DEPTH = 100
+#: integers with more digits are read as floats (then judged as numbers: 1e400 is not finite)
+_MAX_INT_DIGITS = 300
+
+
+def _parse_int(text: str):
+    return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
+
+
+def read_bytes(source: str | os.PathLike, label: str, what: str, *, size_only: bool = False) -> bytes:
+    """The bytes of a regular file or of standard input (``-``), at most MAX_FILE_BYTES; one-sentence errors.
+
+    ``size_only``: check that ``source`` is a regular file of acceptable size, read nothing (returns b"").
+    """
+    import stat
+
     if label == "-":
-        text = sys.stdin.read()
-        label = "<standard input>"
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise BayeshfError(f"{label}: no such {what} file.")
-        if path.is_dir():
-            raise BayeshfError(f"{label}: is a directory, not a {what} JSON file.")
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as error:
-            raise BayeshfError(f"{label}: cannot read the {what} file ({error}).") from None
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1) if hasattr(sys.stdin, "buffer") else \
+            sys.stdin.read(MAX_FILE_BYTES + 1).encode("utf-8", "surrogateescape")
+        if len(data) > MAX_FILE_BYTES:
+            raise BayeshfError(f"<standard input>: the {what} is larger than {MAX_FILE_BYTES // 2**20} MiB.")
+        return data
     try:
-        return json.loads(text), label
+        info = os.stat(source)
+    except FileNotFoundError:
+        raise BayeshfError(f"{label}: no such {what} file.") from None
+    except OSError as error:
+        raise BayeshfError(f"{label}: cannot read the {what} file ({error.strerror or error}).") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise BayeshfError(f"{label}: is a directory, not a {what} file.")
+    if not stat.S_ISREG(info.st_mode):
+        # a FIFO with no writer would block forever, /dev/zero never ends
+        raise BayeshfError(f"{label}: is not a regular file (a device, FIFO or socket); give a file, or - for standard input.")
+    if info.st_size > MAX_FILE_BYTES:
+        raise BayeshfError(f"{label}: the {what} file is {info.st_size / 2**20:.0f} MiB, more than the "
+                           f"{MAX_FILE_BYTES // 2**20} MiB bayeshf reads.")
+    if size_only:
+        return b""
+    try:
+        with open(source, "rb") as handle:
+            return handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise BayeshfError(f"{label}: cannot read the {what} file ({error.strerror or error}).") from None
+
+
+def decode_text(data: bytes, label: str, what: str) -> str:
+    """UTF-8 text (a leading byte-order mark is dropped), or one sentence saying where it is not."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BayeshfError(f"{label}: not a {what} text file (byte 0x{data[error.start]:02x} at offset "
+                           f"{error.start} is not UTF-8).") from None
+
+
+def check_depth(document: Any, label: str, limit: int = MAX_DEPTH, max_nodes: int | None = None) -> None:
+    """Reject documents nested deeper than ``limit`` (later recursive code would overflow the stack).
+
+    ``max_nodes``: also reject more elements than that (YAML aliases can expand a small file enormously).
+    """
+    stack = [(document, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if max_nodes is not None and nodes > max_nodes:
+            raise BayeshfError(f"{label}: more than {max_nodes:,} elements (YAML aliases expanding?).")
+        if depth > limit:
+            raise BayeshfError(f"{label}: JSON nested more than {limit} levels deep.")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def parse_json(text: str, label: str) -> Any:
+    """``json.loads`` with one-sentence errors for malformed, too deep or too long documents."""
+    try:
+        document = json.loads(text, parse_int=_parse_int)
     except json.JSONDecodeError as error:
         raise BayeshfError(
             f"{label}: malformed JSON at line {error.lineno}, column {error.colno} ({error.msg})."
         ) from None
+    except RecursionError:
+        raise BayeshfError(f"{label}: JSON nested too deeply (more than {MAX_DEPTH} levels).") from None
+    except ValueError as error:  # e.g. Python's limits on numbers
+        raise BayeshfError(f"{label}: JSON that cannot be read ({str(error).splitlines()[0]}).") from None
+    check_depth(document, label)
+    return document
+
+
+def read_json(source: Source, what: str = "workspace") -> tuple[Any, str]:
+    """Return ``(document, label)``; ``source`` is a path, ``-`` or an in-memory object."""
+    if isinstance(source, Mapping) or isinstance(source, list):
+        label = f"<{what} in memory>"
+        check_depth(source, label)
+        return copy.deepcopy(source), label
+    label = str(source)
+    data = read_bytes(source, label, what)
+    if label == "-":
+        label = "<standard input>"
+    if not data.strip():
+        raise BayeshfError(f"{label}: the {what} file is empty.")
+    return parse_json(decode_text(data, label, what), label), label
 
 
 @functools.lru_cache(maxsize=1)
@@ -96,6 +181,7 @@ def validate(spec: Any, label: str) -> None:
             pyhf.schema.validate(spec, "workspace.json")
         except pyhf.exceptions.InvalidSpecification as error:
             _schema_violation(error.parent, label)
+    _check_names(spec, label)
     _check_numbers(spec, label)
 
 
@@ -112,46 +198,118 @@ def _json_path(items: Sequence[Any]) -> str:
     return path.lstrip(".")
 
 
-def _bad_number(values: Any, allow_negative: bool) -> tuple[int, float] | None:
+#: largest magnitude of a count, uncertainty, bound or init: float64 Poisson terms of larger counts
+#: (2 n log n ~ 1e17) cannot resolve a change of one unit any more, and squares overflow soon after
+MAX_VALUE = 1e15
+#: smallest nonzero magnitude: ratios such as uncertainty / yield of smaller ones overflow
+MIN_VALUE = 1e-100
+#: normsys factors outside [1/MAX_FACTOR, MAX_FACTOR]: factor**alpha leaves float64 within the default bounds
+MAX_FACTOR = 1e10
+
+
+def _bad_number(values: Any, allow_negative: bool, limit: float = MAX_VALUE) -> tuple[int, Any, str] | None:
     for index, value in enumerate(values):
-        if not math.isfinite(value) or (not allow_negative and value < 0):
-            return index, value
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            return index, value, "non-numeric"
+        if not math.isfinite(value):
+            return index, value, "non-finite"
+        if not allow_negative and value < 0:
+            return index, value, "negative"
+        if abs(value) > limit:
+            return index, value, f"too large (beyond {limit:g})"
+        if 0 < abs(value) < MIN_VALUE:
+            return index, value, f"too small (nonzero below {MIN_VALUE:g})"
     return None
 
 
+def _check_names(spec: Mapping[str, Any], label: str) -> None:
+    """Names non-empty and unique where pyhf and the output files need them to be."""
+    def check(name: Any, where: str) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise BayeshfError(f"{label}: {where} has an empty name.")
+
+    for where, items in (("channel", spec["channels"]), ("observation", spec["observations"]),
+                         ("measurement", spec["measurements"])):
+        seen = set()
+        for i, item in enumerate(items):
+            check(item["name"], f"{where} {i} ({where}s[{i}])")
+            if item["name"] in seen:
+                raise BayeshfError(f"{label}: two {where}s are named '{item['name']}'.")
+            seen.add(item["name"])
+    for c, channel in enumerate(spec["channels"]):
+        seen = set()
+        for s, sample in enumerate(channel["samples"]):
+            check(sample["name"], f"sample {s} of channel '{channel['name']}' (channels[{c}].samples[{s}])")
+            if sample["name"] in seen:
+                raise BayeshfError(f"{label}: channel '{channel['name']}' has two samples named '{sample['name']}'.")
+            seen.add(sample["name"])
+            kinds = set()
+            for m, modifier in enumerate(sample["modifiers"]):
+                check(modifier["name"], f"modifier {m} of sample '{sample['name']}' in channel '{channel['name']}' "
+                                        f"(channels[{c}].samples[{s}].modifiers[{m}])")
+                if (modifier["name"], modifier["type"]) in kinds:
+                    raise BayeshfError(f"{label}: sample '{sample['name']}' in channel '{channel['name']}' lists "
+                                       f"{modifier['type']} '{modifier['name']}' twice.")
+                kinds.add((modifier["name"], modifier["type"]))
+    for m, measurement in enumerate(spec["measurements"]):
+        check(measurement["config"]["poi"], f"the POI of measurement '{measurement['name']}'")
+        for p, parameter in enumerate(measurement["config"].get("parameters", [])):
+            check(parameter["name"], f"parameter {p} of measurement '{measurement['name']}' "
+                                     f"(measurements[{m}].config.parameters[{p}])")
+
+
 def _check_numbers(spec: Mapping[str, Any], label: str) -> None:
-    """Reject NaN/infinite numbers and negative yields or observations."""
+    """Every number finite and within what the model's float64 arithmetic survives; counts not negative."""
+    def fail(bad, what, where):
+        index, value, kind = bad
+        raise BayeshfError(f"{label}: {kind} {what.format(value=value)} ({where}[{index}]).")
+
     for c, channel in enumerate(spec["channels"]):
         for s, sample in enumerate(channel["samples"]):
             where = f"channels[{c}].samples[{s}]"
+            in_sample = f"of sample '{sample['name']}' in channel '{channel['name']}'"
             bad = _bad_number(sample["data"], allow_negative=False)
             if bad:
-                kind = "negative" if math.isfinite(bad[1]) else "non-finite"
-                raise BayeshfError(
-                    f"{label}: {kind} yield {bad[1]} in sample '{sample['name']}' of channel "
-                    f"'{channel['name']}' ({where}.data[{bad[0]}])."
-                )
+                fail(bad, f"yield {{value}} {in_sample}", f"{where}.data")
             for m, modifier in enumerate(sample["modifiers"]):
                 data = modifier.get("data")
-                arrays = []
-                if isinstance(data, dict):
-                    arrays = [v if isinstance(v, list) else [v] for v in data.values()]
+                what = f"value {{value}} of {modifier['type']} '{modifier['name']}' {in_sample}"
+                at = f"{where}.modifiers[{m}].data"
+                if modifier["type"] == "normsys":
+                    for key in ("hi", "lo"):
+                        value = data[key]
+                        bad = _bad_number([value], allow_negative=False, limit=MAX_FACTOR)
+                        if bad is None and not value >= 1 / MAX_FACTOR:
+                            bad = (0, value, f"non-positive (below {1 / MAX_FACTOR:g}; the interpolation takes its logarithm)")
+                        if bad:
+                            raise BayeshfError(f"{label}: {bad[2]} {key} factor {value!r} of normsys '{modifier['name']}' "
+                                               f"{in_sample} ({at}.{key}).")
+                elif modifier["type"] == "histosys":
+                    for key in ("hi_data", "lo_data"):
+                        bad = _bad_number(data[key], allow_negative=True)
+                        if bad:
+                            fail(bad, f"{key} value {{value}} of histosys '{modifier['name']}' {in_sample}", f"{at}.{key}")
                 elif isinstance(data, list):
-                    arrays = [data]
-                for values in arrays:
-                    bad = _bad_number(values, allow_negative=True)
+                    bad = _bad_number(data, allow_negative=False)
                     if bad:
-                        raise BayeshfError(
-                            f"{label}: non-finite value {bad[1]} in modifier '{modifier['name']}' "
-                            f"({where}.modifiers[{m}].data)."
-                        )
+                        fail(bad, what, at)
     for o, observation in enumerate(spec["observations"]):
         bad = _bad_number(observation["data"], allow_negative=False)
         if bad:
-            raise BayeshfError(
-                f"{label}: invalid observed count {bad[1]} in channel '{observation['name']}' "
-                f"(observations[{o}].data[{bad[0]}])."
-            )
+            fail((bad[0], bad[1], "invalid"), f"observed count {{value}} ({bad[2]}) in channel '{observation['name']}'",
+                 f"observations[{o}].data")
+    for m, measurement in enumerate(spec["measurements"]):
+        for p, parameter in enumerate(measurement["config"].get("parameters", [])):
+            at = f"measurements[{m}].config.parameters[{p}]"
+            for key in ("auxdata", "sigmas", "inits"):
+                if key in parameter:
+                    bad = _bad_number(parameter[key], allow_negative=key != "sigmas")
+                    if bad:
+                        fail(bad, f"{key} value {{value}} of parameter '{parameter['name']}'", f"{at}.{key}")
+            for b, pair in enumerate(parameter.get("bounds", [])):
+                bad = _bad_number(pair, allow_negative=True)
+                if bad:
+                    fail(bad, f"bound {{value}} of parameter '{parameter['name']}'", f"{at}.bounds[{b}]")
 
 
 def apply_patches(
@@ -259,16 +417,21 @@ def load(
     *,
     patchset: Source | None = None,
     poi_name: str | None = None,
-):
+    data: Sequence[float] | None = None,
+) -> "HistFactoryModel":
     """Load a workspace and compile it into a :class:`~bayeshf.model.HistFactoryModel`.
 
-    ``source`` is a path, ``"-"`` (standard input) or a spec dict. ``patches``
+    ``source`` is a path, ``"-"`` (standard input), a spec dict or ``pyhf.Workspace``,
+    or a ``pyhf.Model`` with its ``data`` (main or main+aux, as pyhf takes them). ``patches``
     are JSON patch files, ``patchset.json:NAME`` entries, names of patches in
     ``patchset``, or in-memory patches. ``modifier_settings`` is pyhf's, e.g.
     ``{"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}``.
     """
+    from bayeshf._pyhf_objects import is_pyhf_model, spec_of_pyhf_model
     from bayeshf.model import HistFactoryModel
 
+    if is_pyhf_model(source):
+        source, modifier_settings = spec_of_pyhf_model(source, data, modifier_settings)
     spec, label = read_json(source, "workspace")
     validate(spec, label)
     spec, applied = apply_patches(spec, label, patches, patchset)

@@ -211,7 +211,7 @@ def test_bad_priors_files_give_one_sentence_naming_file_and_cause(tmp_path, spec
 def test_unparsable_priors_file(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text("{priors: ")
-    with pytest.raises(BayeshfError, match="not valid JSON"):
+    with pytest.raises(BayeshfError, match="malformed JSON"):
         build_priors(load("thesis/4_bin.json"), path)
 
 

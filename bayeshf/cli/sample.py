@@ -8,7 +8,8 @@ import warnings
 from pathlib import Path
 
 from bayeshf.chains import SAMPLERS, algorithm
-from bayeshf.cli.common import add_workspace_arguments, model_from_args
+from bayeshf.cli.common import (add_workspace_arguments, check_memory, check_netcdf_names, check_parameter, int_range,
+                                model_from_args, output_dir, probability, seed)
 from bayeshf.errors import BayeshfError
 
 
@@ -30,9 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--priors", default=None, metavar="FILE", help="priors file (JSON or YAML) overriding the derived priors")
     parser.add_argument("--shapesys", choices=["flat", "unit-mean"], default="flat",
                         help="shapesys prior convention: flat = Gamma(aux+1, rate tau) (default), unit-mean = Gamma(aux, rate tau)")
-    parser.add_argument("--chains", type=int, default=4, help="number of chains (default 4)")
-    parser.add_argument("--warmup", type=int, default=1000, help="warm-up steps per chain (default 1000)")
-    parser.add_argument("--draws", type=int, default=None,
+    parser.add_argument("--chains", type=int_range(1, 10_000), default=4, help="number of chains (default 4)")
+    parser.add_argument("--warmup", type=int_range(0, 10**8), default=1000, help="warm-up steps per chain (default 1000)")
+    parser.add_argument("--draws", type=int_range(1, 10**8), default=None,
                         help="kept draws per chain, at least (default 1000; 2000 above 100 free parameters mostly "
                         "normsys/histosys, see docs/sampling.md); --target-ess may add more")
     parser.add_argument("--sampler", choices=SAMPLERS, default="nuts",
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("--metric", choices=["auto", "diagonal", "dense"], default="auto",
                         help="inverse mass matrix adapted in warm-up (default auto = diagonal: chains already run on "
                         "coordinates whitened by the Laplace covariance at the mode, so correlations are taken care of)")
-    parser.add_argument("--target-acceptance", type=float, default=None, metavar="P",
+    parser.add_argument("--target-acceptance", type=probability, default=None, metavar="P",
                         help="target acceptance rate of the step-size adaptation (default: 0.8; 0.99 above 100 free "
                         "parameters mostly normsys/histosys, see docs/sampling.md; mh 0.234)")
     parser.add_argument("--target-ess", type=float, default=DEFAULT_TARGET_ESS, metavar="N",
@@ -50,8 +51,8 @@ def register(subparsers) -> None:
                         "says so in one line and in summary.json")
     parser.add_argument("--max-time", type=float, default=DEFAULT_MAX_TIME, metavar="SECONDS",
                         help=f"stop drawing for --target-ess after this many seconds of the run (default {DEFAULT_MAX_TIME:g})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same draws")
-    parser.add_argument("--out", "-o", default="bayeshf-sample", metavar="DIR", help="output directory (default bayeshf-sample)")
+    parser.add_argument("--seed", type=seed, default=0, help="random seed (default 0); the same seed gives the same draws")
+    parser.add_argument("--out", "-o", type=output_dir, default="bayeshf-sample", metavar="DIR", help="output directory (default bayeshf-sample)")
     parser.add_argument("--corner-vars", nargs="+", default=None, metavar="NAME",
                         help="parameters for the corner plot (default: the POI and those most correlated with it)")
     parser.add_argument("--backend", choices=["blackjax", "bat"], default="blackjax",
@@ -94,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.target_ess >= 0 or not args.max_time > 0:
         raise BayeshfError(f"--target-ess must be at least 0 and --max-time positive (got {args.target_ess:g} and "
                            f"{args.max_time:g}).")
+    for name in args.corner_vars or []:
+        check_parameter(model, name, "--corner-vars")
+    check_netcdf_names(model)
+    check_memory(model, "bayeshf sample", chains=args.chains, steps=args.warmup + args.draws)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BayeshfError(f"{out}: --out must be a directory, but a file of that name exists.")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.backend == "bat":
