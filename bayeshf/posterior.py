@@ -509,7 +509,6 @@ def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: 
     """
     from scipy.optimize import minimize
 
-    _ensure_cache()
     free = posterior.free_index
     theta = np.array(posterior.theta_init if theta0 is None else theta0, dtype=float)
     theta = posterior.clip_inside(theta, 0.0)
@@ -551,7 +550,6 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
     """
     from scipy.optimize import minimize
 
-    _ensure_cache()
     z = np.asarray(posterior.initial_position if z0 is None else z0, dtype=float)
     z = np.where(np.isfinite(z), z, 0.0)
 
@@ -584,9 +582,3 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
     except np.linalg.LinAlgError:
         covariance = None
     return z, covariance
-
-
-def _ensure_cache() -> None:
-    from bayeshf.sampling import enable_compilation_cache
-
-    enable_compilation_cache()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeshf.chains import SAMPLERS, StepFlags, StepStats, _program, _schedule, algorithm, replicate, unpack_records
-from bayeshf.devices import chain_devices
+from bayeshf.runtime import chain_devices, enable_compilation_cache
 from bayeshf.errors import BayeshfError
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
@@ -120,34 +119,6 @@ def _strong_directions(correlation: np.ndarray, min_ratio: float | None = None) 
     return eigenvalues[order], vectors[:, order]
 
 
-CACHE_DIR = Path.home() / ".cache" / "bayeshf" / "jax"
-
-
-_CACHE_SET = False
-
-
-def enable_compilation_cache(path: str | Path | None = None) -> None:
-    """Use jax's persistent compilation cache (default ~/.cache/bayeshf/jax, or $BAYESHF_JAX_CACHE) for cold starts.
-
-    Set BAYESHF_JAX_CACHE=off to disable. Does nothing if the user configured a cache directory already.
-    """
-    global _CACHE_SET
-    import os
-
-    if _CACHE_SET and path is None:
-        return
-    _CACHE_SET = True
-    setting = os.environ.get("BAYESHF_JAX_CACHE", "")
-    if setting.lower() in ("off", "0", "no") or (path is None and jax.config.jax_compilation_cache_dir):
-        return
-    directory = Path(path) if path is not None else Path(setting) if setting else CACHE_DIR
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", str(directory))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    except Exception:  # pragma: no cover - read-only home etc.
-        pass
-
 
 # --------------------------------------------------------------------------- driver
 
@@ -186,7 +157,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                keep_warmup: bool = False, target_ess: float | None = None, max_time: float | None = None) -> RawDraws:
     """Run the chains; returns the raw per-step records of the kept draws (see :func:`sample`).
 
-    ``split_chains``: spread the chains over the CPU devices (one per core, :mod:`bayeshf.devices`);
+    ``split_chains``: spread the chains over the CPU devices (one per core after :func:`bayeshf.runtime.configure`);
     False keeps them all on one device (same draws, one core). ``keep_warmup``: records of the warm-up
     steps too (first ``warmup`` along the draw axis; for diagnosing adaptation). ``chain_loop``: run a device's chains one
     after another (``lax.map``, the default) rather than batched (``vmap``): a batched NUTS
@@ -215,7 +186,6 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         raise BayeshfError(f"max_time must be a positive number of seconds, not {max_time!r}.")
     if posterior.ndim == 0:
         raise BayeshfError("the model has no free parameter to sample.")
-    enable_compilation_cache()
     dense = metric == "dense"
     target = (default_target_acceptance(sampler, posterior.ndim, interpolated_parameters(posterior.model))
               if target_acceptance is None else float(target_acceptance))
@@ -540,6 +510,10 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
     ``target_ess``, ``stop`` ("converged", "max_time", "draws" or
     "interrupted") and ``draws_done``, and :func:`bayeshf.diagnostics.summarize`
     says which parameters fall short.
+
+    compilation_cache: turn JAX's persistent compilation cache on
+    (:func:`bayeshf.runtime.enable_compilation_cache`); False leaves JAX's
+    setting as it is.
     """
     from bayeshf.idata import to_inference_data
 

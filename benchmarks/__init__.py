@@ -6,6 +6,7 @@ Run a suite with ``python -m benchmarks SUITE`` from the repository root, or
 
 - ``logdensity``  value, value+gradient, Hessian-vector product per call
 - ``sampling``    NUTS / HMC / MH wall time and ESS/s, cold and warm
+- ``samplers``    NUTS of bayeshf, numpyro and nutpie on bayeshf's log-density: ESS per gradient and per second over seeds
 - ``fit``         maximum-likelihood fit wall time and the twice_nll reached
 - ``nbin``        the three suites above over thesis n-bin models, n = 1 ... 1000
                   (``--parts`` picks some of them; the others' rows are kept)
@@ -37,6 +38,7 @@ from bayeshf.errors import BayeshfError
 SUITES = {
     "logdensity": "logdensity",
     "sampling": "sampling",
+    "samplers": "samplers",
     "fit": "fitting",
     "nbin": "nbin",
     "large": "large",
@@ -163,6 +165,9 @@ def run_suite(name: str, options: Options) -> Path | None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Entry point after parsing: run the suite(s) and/or the report."""
+    from bayeshf.runtime import configure
+
+    configure(compilation_cache=False)  # bayeshf as its command line runs it (cold compilation is timed)
     options = options_from_args(args, argv)
     suites = list(SUITES) if args.suite == "all" else ([] if args.suite == "report" else [args.suite])
     for name in suites:

@@ -75,8 +75,8 @@ def machine_info() -> dict[str, Any]:
         "memory_gb": None if memory_gb is None else round(memory_gb, 1),
         "python": sys.version.split()[0],
         "jax_devices": [str(d) for d in jax.devices()],
-        # bayeshf (imported by the harness) switches JAX's CPU client to synchronous dispatch for every
-        # JAX implementation in the process (bayeshf.devices); recorded so the per-call rows can be read
+        # bayeshf.runtime.configure() (called by the harness) switches JAX's CPU client to synchronous dispatch
+        # for every JAX implementation in the process; recorded so the per-call rows can be read
         "jax_cpu_async_dispatch": bool(jax.config.values.get("jax_cpu_enable_async_dispatch", True)),
         "versions": package_versions(),
         "git_commit": _git_commit(),

@@ -1,13 +1,15 @@
 """A log-density implementation timed in a process of its own, with JAX's defaults.
 
-``import bayeshf`` switches JAX's CPU client to synchronous dispatch for the
-whole process (:mod:`bayeshf.devices`), so a JAX peer timed next to bayeshf
+The benchmark process calls :func:`bayeshf.runtime.configure` (as the
+``bayeshf`` command does), which switches JAX's CPU client to synchronous
+dispatch for the whole process, so a JAX peer timed next to bayeshf
 runs faster per call than it does for its own users (pyhf's jax backend on
 sbottom RegionA: about 105 us per value + gradient call instead of about
 140 us). The ``*-alone`` runners measure the peer as its users run it: a child
-process (``python -m benchmarks.isolated``) started with
-``BAYESHF_CPU_ASYNC=1`` and ``BAYESHF_CPU_DEVICES=1`` (and without the
-variables that would configure JAX otherwise), i.e. with JAX's default
+process (``python -m benchmarks.isolated``) that imports bayeshf without
+calling ``configure`` (and gets ``BAYESHF_CPU_ASYNC=1``,
+``BAYESHF_CPU_DEVICES=1`` and none of the variables that would configure JAX
+otherwise, in case something does), i.e. with JAX's default
 asynchronous dispatch and one CPU device, builds the implementation and runs
 the timing loops when the benchmark process asks: one JSON request per line on
 its stdin, one JSON answer per line on a pipe of its own (nothing a library

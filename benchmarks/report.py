@@ -94,8 +94,9 @@ def section_logdensity(data: dict[str, Any]) -> list[str]:
            "ratios are peer time / bayeshf time measured in the same run, repeats round robin (> 1: bayeshf is "
            "faster).", "",
            "*Per call* = one blocking call of the jitted function from Python, as a host loop (scipy, iminuit) "
-           "makes it: the computation plus JAX's fixed cost per call. `import bayeshf` switches JAX's CPU "
-           "client to synchronous dispatch (bayeshf.devices; `BAYESHF_CPU_ASYNC=1` keeps JAX's default): a "
+           "makes it: the computation plus JAX's fixed cost per call. The benchmark, like the `bayeshf` command, "
+           "calls `bayeshf.runtime.configure()`, which switches JAX's CPU client to synchronous dispatch "
+           "(`BAYESHF_CPU_ASYNC=1` keeps JAX's default): a "
            "call runs on the calling thread instead of being handed to a worker thread, as JAX does by default "
            "for any program above 1,000 flops. That switch holds for the whole process, so the per-call rows "
            "(value, value + gradient, HVP) of `pyhf-jax`, measured next to bayeshf, are faster than pyhf's "

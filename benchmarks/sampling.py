@@ -179,9 +179,9 @@ PROCESS_SCRIPTS = {
     "bayeshf": (
         "import time; start = time.perf_counter()\n"
         "import bayeshf, sys\n"
-        "from bayeshf.sampling import enable_compilation_cache, sample\n"
+        "from bayeshf.sampling import sample\n"
         "cache = sys.argv[4]\n"
-        "if cache != '-': enable_compilation_cache(cache)\n"
+        "bayeshf.runtime.configure(compilation_cache=False if cache == '-' else cache)\n"
         "model = bayeshf.load(sys.argv[1])\n"
         "sample(model, sampler=sys.argv[5], chains=2, warmup=int(sys.argv[3]), draws=int(sys.argv[2]), progress=False,"
         " compilation_cache=False, prior_draws=0)\n"

@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 # pytest-xdist runs one worker per core already: one JAX CPU device per worker, not one per core each
-# (tests/test_sampling.py checks the split over several devices in a subprocess of its own)
+# (tests/test_runtime.py checks the split over several devices in a subprocess of its own)
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("BAYESHF_CPU_DEVICES", "1")
 

@@ -305,59 +305,6 @@ def test_mode_and_whitening_are_computed_once_per_posterior_and_give_the_same_dr
         mode[0] = 0.0
 
 
-SPLIT_SCRIPT = """
-import sys, numpy as np, jax, bayeshf
-from bayeshf import sampling
-from bayeshf.devices import chain_devices
-assert len(jax.local_devices(backend="cpu")) == 2, jax.local_devices(backend="cpu")
-assert len(chain_devices(4)) == 2 and len(chain_devices(3)) == 1
-posterior = sampling.posterior_for(bayeshf.load(sys.argv[1]))
-for chain_loop in (True, False):
-    runs = [sampling.run_chains(posterior, chains=4, warmup=50, draws=30, seed=4, progress=False,
-                                split_chains=split, chain_loop=loop).stats
-            for split, loop in ((True, chain_loop), (False, chain_loop), (False, not chain_loop))]
-    # split vs one device: the same chains up to the rounding of another batch size; looped vs batched: up to
-    # rounding too (XLA orders batched arithmetic differently and the leapfrog dynamics amplify it slowly)
-    for other, rtol in zip(runs[1:], (1e-7, 1e-6)):
-        np.testing.assert_allclose(runs[0].theta, other.theta, rtol=rtol, atol=1e-12)
-        np.testing.assert_array_equal(runs[0].n_steps, other.n_steps)
-    assert np.unique(runs[0].theta[:, :, 0]).size > 10  # the chains moved (4 chains x 30 draws)
-print("ok")
-"""
-
-
-def test_chains_split_over_cpu_devices_give_the_draws_of_one_device(tmp_path):
-    """Chains sharded over two CPU devices, looped or batched, follow the same trajectories as on one device.
-
-    In a fresh interpreter with BAYESHF_CPU_DEVICES=2 (JAX fixes its devices at start-up; test workers use one).
-    """
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "BAYESHF_CPU_DEVICES": "2", "BAYESHF_JAX_CACHE": "off"}
-    env.pop("XLA_FLAGS", None)
-    done = subprocess.run([sys.executable, "-c", SPLIT_SCRIPT, str(data_path("thesis/2_bin_uncorr.json"))],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
-
-
-def test_import_switches_jax_to_synchronous_cpu_dispatch_unless_asked_not_to():
-    """``import bayeshf`` turns JAX's async CPU dispatch off (per-call latency); BAYESHF_CPU_ASYNC=1 keeps it."""
-    import os
-    import subprocess
-    import sys
-
-    script = "import bayeshf, jax; print(jax.config.values[\"jax_cpu_enable_async_dispatch\"])"
-    seen = {}
-    for setting in ("", "1"):
-        env = {**os.environ, "BAYESHF_CPU_ASYNC": setting}
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-        assert done.returncode == 0, done.stderr[-2000:]
-        seen[setting] = done.stdout.strip().splitlines()[-1]
-    assert seen == {"": "False", "1": "True"}
-
-
 def test_target_acceptance_is_raised_only_for_large_models_of_interpolated_systematics():
     """0.99 and 2000 draws (CLI) for ttbar-like models (> 100 free parameters, mostly normsys/histosys), 0.8 for n-bin gammas."""
     import json

@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from bayeshf.runtime import configure
+
+    # the benchmarks time cold compilation themselves: no persistent cache under them
+    configure(compilation_cache=args.command != "bench")
     try:
         return int(args.func(args) or 0)
     except BayeshfError as error:

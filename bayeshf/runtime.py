@@ -1,0 +1,193 @@
+"""The process-wide JAX settings bayeshf uses, in one place.
+
+``import bayeshf`` changes one thing: float64 (``jax_enable_x64``), which
+parity with pyhf needs. Everything else is opt-in through :func:`configure`,
+which the ``bayeshf`` command line calls first thing and library users call
+once, right after ``import bayeshf`` and before their first JAX operation::
+
+    import bayeshf
+    bayeshf.runtime.configure()          # what the CLI does
+
+It sets, where the user has not chosen otherwise:
+
+- one JAX CPU device per core (``jax_num_cpu_devices``; ``BAYESHF_CPU_DEVICES=n``
+  to choose, 1 to opt out): :mod:`bayeshf.sampling` splits the chains over the
+  devices, so each core runs its share (JAX fixes the device count when its
+  backend starts, so this only works before the first operation);
+- synchronous CPU dispatch (``jax_cpu_enable_async_dispatch=False``;
+  ``BAYESHF_CPU_ASYNC=1`` keeps JAX's default): a compiled call runs on the
+  calling thread instead of being handed to a worker thread, which for a
+  HistFactory evaluation of microseconds was most of the cost of a call
+  (docs/architecture.md, "Runtime", has the measurement);
+- JAX's persistent compilation cache (:func:`enable_compilation_cache`), so a
+  second run of the same command skips compilation.
+
+``bayeshf.sample(..., compilation_cache=True)`` (the default) also turns the
+cache on by itself; ``compilation_cache=False`` leaves it as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+
+#: never create more CPU devices than this, whatever the core count
+MAX_DEVICES = 16
+#: the persistent compilation cache is cut back to this size (oldest entries first) when it is turned on
+CACHE_MAX_BYTES = 1 << 30
+
+_FALSE = ("0", "off", "no", "false")
+
+
+class Settings(NamedTuple):
+    """What :func:`configure` did: devices requested (0: left as it was), dispatch, cache directory or None."""
+
+    cpu_devices: int
+    synchronous_dispatch: bool | None
+    compilation_cache: Path | None
+
+
+def enable_float64() -> None:
+    """float64 arrays by default (``import bayeshf`` calls this: pyhf parity needs it)."""
+    jax.config.update("jax_enable_x64", True)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def backend_started() -> bool:
+    """Has JAX created its backends (after which devices and dispatch are fixed)?
+
+    The one private JAX call of bayeshf (no public equivalent); tests/test_runtime.py checks it.
+    """
+    from jax._src import xla_bridge
+
+    return bool(xla_bridge.backends_are_initialized())
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def configure(*, cpu_devices: int | None = None, synchronous_dispatch: bool | None = None,
+              compilation_cache: bool | str | Path = True) -> Settings:
+    """Set JAX up as the ``bayeshf`` command line runs it (see the module docstring).
+
+    cpu_devices: CPU devices to create (default ``$BAYESHF_CPU_DEVICES`` or one per core, at most
+    MAX_DEVICES); left alone if the user set ``jax_num_cpu_devices`` or
+    ``--xla_force_host_platform_device_count``. synchronous_dispatch: default True unless
+    ``$BAYESHF_CPU_ASYNC=1``. Both are skipped once JAX's backend has started (nothing is changed
+    then, and nothing fails). compilation_cache: True (the default location, see
+    :func:`cache_directory`), a directory, or False.
+    """
+    devices, synchronous = 0, None
+    if not backend_started():
+        synchronous = not _env_flag("BAYESHF_CPU_ASYNC") if synchronous_dispatch is None else bool(synchronous_dispatch)
+        jax.config.update("jax_cpu_enable_async_dispatch", not synchronous)
+        devices = _configure_devices(cpu_devices)
+    cache = None
+    if compilation_cache is not False:
+        cache = enable_compilation_cache(None if compilation_cache is True else compilation_cache)
+    return Settings(devices, synchronous, cache)
+
+
+def _configure_devices(count: int | None) -> int:
+    if jax.config.jax_num_cpu_devices not in (-1, None):
+        return 0
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return 0
+    if count is None:
+        setting = os.environ.get("BAYESHF_CPU_DEVICES", "").strip()
+        count = int(setting) if setting.isdigit() else min(available_cores(), MAX_DEVICES)
+    count = max(1, int(count))
+    if count > 1:
+        jax.config.update("jax_num_cpu_devices", count)
+    return count
+
+
+def cache_directory() -> Path | None:
+    """Where the compilation cache lives: ``$BAYESHF_JAX_CACHE`` (``off`` for none), else
+    ``$XDG_CACHE_HOME/bayeshf/jax``, else ``~/.cache/bayeshf/jax``."""
+    setting = os.environ.get("BAYESHF_JAX_CACHE", "").strip()
+    if setting.lower() in _FALSE:
+        return None
+    if setting:
+        return Path(setting).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(base) if base else Path.home() / ".cache") / "bayeshf" / "jax"
+
+
+def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+    """Turn JAX's persistent compilation cache on in ``path`` (default :func:`cache_directory`).
+
+    Every compiled program is stored (no minimum compile time), the directory is cut back to
+    CACHE_MAX_BYTES (:func:`prune_cache`), and a cache directory the user gave JAX already is
+    kept. A directory that cannot be written is skipped with a warning. Returns the directory in
+    use, or None.
+    """
+    current = jax.config.jax_compilation_cache_dir
+    if path is None and current:
+        return Path(current)
+    directory = Path(path).expanduser() if path is not None else cache_directory()
+    if directory is None:
+        return None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        warnings.warn(f"the compilation cache directory {directory} cannot be written "
+                      f"({error.strerror or error}); running without a persistent cache.", RuntimeWarning,
+                      stacklevel=2)
+        return None
+    prune_cache(directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_compilation_cache_dir", str(directory))
+    return directory
+
+
+def prune_cache(directory: str | Path, max_bytes: int = CACHE_MAX_BYTES) -> int:
+    """Delete the oldest files of ``directory`` until it holds at most ``max_bytes``; returns how many went.
+
+    Not JAX's own bound (``jax_compilation_cache_max_size``): its eviction fails on entries written
+    without it (no access-time file), i.e. on every cache made before the bound was set.
+    """
+    entries = []
+    try:
+        with os.scandir(directory) as scan:
+            for entry in scan:
+                if entry.is_file(follow_symlinks=False):
+                    stat = entry.stat(follow_symlinks=False)
+                    entries.append((stat.st_mtime, stat.st_size, entry.path))
+    except OSError:
+        return 0
+    total = sum(size for _, size, _ in entries)
+    removed = 0
+    for _, size, path in sorted(entries):
+        if total <= max_bytes:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        total -= size
+        removed += 1
+    return removed
+
+
+def chain_devices(chains: int) -> list:
+    """The CPU devices to split ``chains`` over: as many as divide ``chains`` evenly (1 device = no split)."""
+    if jax.default_backend() != "cpu":  # pragma: no cover - an accelerator runs all chains
+        return jax.local_devices()[:1]
+    devices = jax.local_devices(backend="cpu")
+    count = max(d for d in range(1, len(devices) + 1) if chains % d == 0)
+    return devices[:count]
