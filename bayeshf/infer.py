@@ -23,13 +23,34 @@ from bayeshf.teststats import (
     AsymptoticCalculator,
     HypoTestResult,
     SignificanceResult,
-    hypotest,
     significance,
 )
+from bayeshf.teststats import hypotest as _asymptotic_hypotest
+from bayeshf.grid import GridPoint, GridResult, hypotest_grid, upper_limit_grid
+from bayeshf.toys import ToyHypoTestResult
 
 __all__ = [
     "TEST_STATISTICS", "AsymptoticCalculator", "CLsScanResult", "FitResult", "GroupedImpactsResult",
     "HypoTestResult", "ImpactsResult", "Scan2DResult", "ScanResult", "SignificanceResult", "UpperLimitResult",
     "cls_scan", "fit", "grouped_impacts", "hypotest", "impacts", "prefit_constraints", "profile_scan",
     "profile_scan_2d", "ranking", "significance", "upper_limit", "YieldsResult", "posterior_yields", "yields",
+    "GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "ToyHypoTestResult",
 ]
+
+
+def hypotest(model, poi_value: float, *, test_stat: str = "qtilde", calctype: str = "asymptotics", **kwargs):
+    """CLs test of ``poi_value``, like ``pyhf.infer.hypotest``: ``calctype`` "asymptotics" or "toybased".
+
+    Asymptotics: :func:`bayeshf.teststats.hypotest` (``kwargs``: data, init,
+    bounds, fixed, method). Toys: :func:`bayeshf.toys.hypotest` (``kwargs``:
+    ntoys, seed, data, progress), a :class:`~bayeshf.toys.ToyHypoTestResult`.
+    """
+    if calctype == "toybased":
+        from bayeshf.toys import hypotest as toy_hypotest
+
+        return toy_hypotest(model, poi_value, test_stat=test_stat, **kwargs)
+    if calctype != "asymptotics":
+        from bayeshf.errors import BayeshfError
+
+        raise BayeshfError(f"unknown calctype {calctype!r}; choose asymptotics or toybased.")
+    return _asymptotic_hypotest(model, poi_value, test_stat=test_stat, **kwargs)

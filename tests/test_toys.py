@@ -1,0 +1,181 @@
+"""Batched fits (bayeshf.batchfit) against the single-fit path, and toy-based CLs against pyhf's ToyCalculator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import bayeshf
+from bayeshf import batchfit, toys
+from bayeshf.errors import BayeshfError
+from bayeshf.fit import fit
+from bayeshf.teststats import hypotest as asymptotic_hypotest
+
+from conftest import DATA
+
+SBOTTOM = DATA / "sbottom" / "RegionA"
+SBOTTOM_PATCHES = ["patch.sbottom_1300_205_60.json", "patch.sbottom_1400_950_60.json",
+                   "patch.sbottom_900_630_500.json"]
+
+
+def _sbottom(patch):
+    return bayeshf.load(SBOTTOM / "BkgOnly.json", patches=[SBOTTOM / patch])
+
+
+def test_batched_fits_of_stacked_models_equal_single_fits():
+    models = [_sbottom(p) for p in SBOTTOM_PATCHES]
+    m = models[0]
+    stacked = batchfit.stack_models(models + models)
+    free_mask, free_values, lo, hi = batchfit.fit_setup(m)
+    fixed_mask, fixed_values, _, _ = batchfit.fit_setup(m, 1.0)
+    n = len(models)
+    result = batchfit.batch_minimize(
+        m, np.tile(m.init, (2 * n, 1)), None,
+        np.array([free_mask] * n + [fixed_mask] * n), np.array([free_values] * n + [fixed_values] * n),
+        lo, hi, arrays=stacked)
+    assert result.converged.all()
+    for i, model in enumerate(models):
+        free = fit(model)
+        fixed = fit(model, fixed={model.poi_name: 1.0})
+        assert result.twice_nll[i] == pytest.approx(free.twice_nll, abs=1e-8)
+        assert result.twice_nll[n + i] == pytest.approx(fixed.twice_nll, abs=1e-8)
+        np.testing.assert_allclose(result.bestfit[i], free.bestfit, atol=2e-4)
+        np.testing.assert_allclose(result.bestfit[n + i], fixed.bestfit, atol=2e-4)
+        assert result.bestfit[n + i, model.poi_index] == 1.0
+
+
+@pytest.mark.parametrize("name", ["pyhf-validation/1bin_shapesys.json", "thesis/2_bin_corr.json"])
+def test_batched_fits_of_toy_data_equal_single_fits_and_honour_bounds(name):
+    model = bayeshf.load(DATA / name)
+    background = fit(model, fixed={model.poi_name: 0.0})
+    data = toys.sample_toys(model, background.bestfit, 12, np.random.default_rng(3))
+    mask, values, lo, hi = batchfit.fit_setup(model)
+    result = batchfit.batch_minimize(model, np.tile(model.init, (12, 1)), data, mask, values, lo, hi)
+    assert result.converged.all()
+    assert np.all(result.bestfit >= lo) and np.all(result.bestfit <= hi)
+    at_floor = 0
+    for i in range(12):
+        single = fit(model, data=data[i])
+        assert result.twice_nll[i] == pytest.approx(single.twice_nll, abs=1e-8)
+        np.testing.assert_allclose(result.bestfit[i], single.bestfit, atol=2e-4)
+        at_floor += single.bestfit[model.poi_index] == lo[model.poi_index]
+    assert at_floor > 0  # b-only toys: some fits end on the POI's lower bound, and the batch agrees there
+
+
+def test_an_iteration_budget_too_small_is_flagged_not_converged():
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    mask, values, lo, hi = batchfit.fit_setup(model)
+    start = np.tile(model.init, (2, 1))
+    start[:, model.poi_index] = [3.0, 5.0]
+    result = batchfit.batch_minimize(model, start, None, mask, values, lo, hi, maxiter=2)
+    assert not result.converged.any() and result.n_failed == 2
+    assert np.all(result.edm > 1e-10)
+
+
+def _binomial_z(p1, n1, p2, n2):
+    pooled = (p1 * n1 + p2 * n2) / (n1 + n2)
+    se = np.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / n1 + 1 / n2))
+    return abs(p1 - p2) / se
+
+
+@pytest.mark.parametrize("name", ["pyhf-validation/1bin_shapesys.json", "thesis/2_bin_corr.json"])
+def test_toys_agree_with_pyhf_toycalculator_within_monte_carlo_error(name):
+    import pyhf
+
+    pyhf.set_backend("numpy")
+    spec = json.loads((DATA / name).read_text())
+    ws = pyhf.Workspace(spec)
+    pdf = ws.model()
+    data = ws.data(pdf)
+    np.random.seed(11)
+    calc = pyhf.infer.utils.create_calculator("toybased", data, pdf, ntoys=150, track_progress=False)
+    q_obs_pyhf = float(calc.teststatistic(1.0))
+    sb, b = calc.distributions(1.0)
+    clsb_pyhf, clb_pyhf, _ = (float(v) for v in calc.pvalues(q_obs_pyhf, sb, b))
+
+    model = bayeshf.load(DATA / name)
+    result = toys.hypotest(model, 1.0, ntoys=2000, seed=5)
+    assert result.n_failed == 0
+    assert result.q_obs == pytest.approx(q_obs_pyhf, rel=1e-5, abs=1e-8)
+    # the tail probabilities are binomial proportions of two independent samples
+    assert _binomial_z(result.CLsb_obs, 2000, clsb_pyhf, 150) < 4.0
+    assert _binomial_z(result.CLb_obs, 2000, clb_pyhf, 150) < 4.0
+    # and the test statistic's distributions are the same (two-sample Kolmogorov-Smirnov)
+    assert scipy.stats.ks_2samp(result.q_sb, np.asarray(sb.samples)).pvalue > 1e-3
+    assert scipy.stats.ks_2samp(result.q_b, np.asarray(b.samples)).pvalue > 1e-3
+    # the expected band is ordered as pyhf's (-2 ... +2 sigma percentiles of CLs)
+    assert list(result.CLs_exp) == sorted(result.CLs_exp)
+
+
+def test_toys_agree_with_asymptotics_at_high_counts():
+    from bayeshf.generators import nbin_workspace
+
+    spec = nbin_workspace(1, signal=[60.0], background=[2000.0], uncertainty=[20.0], observed=[2030.0])
+    model = bayeshf.load(spec)
+    toy = toys.hypotest(model, 1.0, ntoys=2000, seed=2)
+    asym = asymptotic_hypotest(model, 1.0)
+    assert toy.n_failed == 0
+    assert _binomial_z(toy.CLsb_obs, 2000, asym.CLsb_obs, 10**9) < 4.0
+    assert _binomial_z(toy.CLb_obs, 2000, asym.CLb_obs, 10**9) < 4.0
+    median = toy.CLs_exp[2]
+    assert abs(median - asym.CLs_exp[2]) < 0.05  # the median's Monte Carlo spread here is about 0.01
+
+
+def test_toys_are_deterministic_by_seed():
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    a = toys.hypotest(model, 1.0, ntoys=64, seed=7)
+    b = toys.hypotest(model, 1.0, ntoys=64, seed=7)
+    c = toys.hypotest(model, 1.0, ntoys=64, seed=8)
+    np.testing.assert_array_equal(a.q_sb, b.q_sb)
+    np.testing.assert_array_equal(a.q_b, b.q_b)
+    assert a.CLs_obs == b.CLs_obs
+    assert not np.array_equal(a.q_sb, c.q_sb)
+
+
+def test_chunks_do_not_change_the_toys():
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    whole = toys.hypotest(model, 1.0, ntoys=40, seed=1)
+    pieces = toys.hypotest(model, 1.0, ntoys=40, seed=1, chunk=16)
+    np.testing.assert_allclose(pieces.q_sb, whole.q_sb, atol=1e-8)
+    np.testing.assert_allclose(pieces.q_b, whole.q_b, atol=1e-8)
+
+
+@pytest.mark.parametrize("ntoys, test_stat", [(0, "qtilde"), (-5, "qtilde"), (10, "q0")])
+def test_bad_toy_requests_are_one_sentence(ntoys, test_stat):
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    with pytest.raises(BayeshfError) as info:
+        toys.hypotest(model, 1.0 if test_stat != "q0" else 0.0, ntoys=ntoys, test_stat=test_stat)
+    assert "\n" not in str(info.value)
+
+
+def test_infer_hypotest_dispatches_toybased():
+    from bayeshf import infer
+
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    result = infer.hypotest(model, 1.0, calctype="toybased", ntoys=32, seed=4)
+    assert result.calctype == "toybased" and result.ntoys == 32
+    np.testing.assert_array_equal(result.q_sb, toys.hypotest(model, 1.0, ntoys=32, seed=4).q_sb)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "bayeshf", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_toybased_and_its_bad_input():
+    ws = str(DATA / "thesis" / "2_bin_corr.json")
+    done = _cli("cls", ws, "--calctype", "toybased", "--ntoys", "50", "--seed", "3", "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    expected = toys.hypotest(model, 1.0, ntoys=50, seed=3)
+    assert document["CLs_obs"] == pytest.approx(expected.CLs_obs, rel=1e-12)
+    assert document["calctype"] == "toybased" and document["failed_toys"] == 0
+    for bad in (["--ntoys", "0"], ["--ntoys", "-3"], ["--test-stat", "q0", "--poi-value", "0"]):
+        done = _cli("cls", ws, "--calctype", "toybased", *bad)
+        assert done.returncode == 2
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
