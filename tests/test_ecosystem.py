@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -28,13 +26,15 @@ def _ours(capsys, argv):
     return json.loads(capsys.readouterr().out)
 
 
-def _pyhf_cli(*args) -> dict:
-    """pyhf's own command line (the oracle of the JSON shapes)."""
-    script = "import sys; from pyhf.cli import cli; sys.exit(cli())"
-    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout) if result.stdout.lstrip().startswith("{") else None
+def _pyhf_cli(*args) -> dict | None:
+    """pyhf's own command line (the oracle of the JSON shapes), run in this process by click's test runner."""
+    from click.testing import CliRunner
+    from pyhf.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    return json.loads(text[text.index("{"):]) if "{" in text else None
 
 
 def _shape(value):
