@@ -11,12 +11,15 @@ Run a suite with ``python -m benchmarks SUITE`` from the repository root, or
 - ``nbin``        the three suites above over thesis n-bin models, n = 1 ... 1000
                   (``--parts`` picks some of them; the others' rows are kept)
 - ``large``       the synthetic 10,000-bin x 1,000-systematic model (bayeshf only)
+- ``coldstart``   whole commands in fresh processes (bayeshf fit / sample, NextStat, bare JAX)
 - ``report``      regenerate plots and docs/benchmarks.md from recorded results
 - ``all``         every suite, then the report
 
 Adding a suite: write ``benchmarks/<module>.py`` with ``run(options, recorder)``
 (:class:`Options` in, rows through :class:`benchmarks.harness.Recorder`; honour
-``options.quick``) and add one line ``"<suite>": "<module>"`` to :data:`SUITES`.
+``options.quick``) and add one line ``"<suite>": "<module>"`` to :data:`SUITES`. A module-level
+``report_section(data, command, machine) -> list[str]`` (markdown lines) puts its results in
+docs/benchmarks.md (``report``).
 
 Results go to ``<output>/<suite>.json`` (``--output``; default
 benchmarks/results). Layout: suites and the harness here, recorded results in
@@ -42,6 +45,7 @@ SUITES = {
     "fit": "fitting",
     "nbin": "nbin",
     "large": "large",
+    "coldstart": "coldstart",
 }
 
 #: where results are recorded unless ``--output`` says otherwise

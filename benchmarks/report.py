@@ -329,6 +329,21 @@ def section_large(data: dict[str, Any]) -> list[str]:
     return out + [_table(["case", "metric", "value"], body), ""]
 
 
+def suite_sections(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Sections of the suites that write their own (``report_section`` in the suite's module)."""
+    import importlib
+
+    from benchmarks import SUITES
+
+    out = []
+    for suite, module_name in SUITES.items():
+        module = importlib.import_module(f"benchmarks.{module_name}")
+        if suite in results and hasattr(module, "report_section"):
+            data = results[suite]
+            out += module.report_section(data, _command(data), _machine(data))
+    return out
+
+
 def section_skips(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = []
     for suite, data in results.items():
@@ -414,6 +429,7 @@ HOW_TO_RUN = [
     "python -m benchmarks nbin --sizes 1,10,100",
     "python -m benchmarks nbin --parts sampling # one part of the sweep; the other parts' rows in nbin.json stay",
     "python -m benchmarks large --bins 10000 --systematics 1000",
+    "python -m benchmarks coldstart --repeats 5  # whole commands in fresh processes, as a user waits for them",
     "python -m benchmarks report                # regenerate this page and benchmarks/plots/ from benchmarks/results/",
     "python -m benchmarks all                   # every suite, then the report",
     "```", "",
@@ -451,6 +467,7 @@ def write_report(results: Path, docs: Path | None = None, plots: Path | None = N
         lines += section_nbin(found["nbin"], plots, docs)
     if "large" in found:
         lines += section_large(found["large"])
+    lines += suite_sections(found)
     lines += section_skips(found)
     lines += HOW_TO_RUN
     write_text(docs, "\n".join(lines).rstrip() + "\n")

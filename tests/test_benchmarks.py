@@ -317,3 +317,27 @@ def test_benchmarks_are_not_shipped_and_not_imported_by_the_library():
     code = "import sys, bayeshf, bayeshf.cli; print(sorted(m for m in sys.modules if m.startswith('benchmarks')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root / "tests", check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_coldstart_runs_commands_and_reports_against_the_floor(tmp_path):
+    import sys
+
+    from benchmarks.coldstart import report_section, run_command
+
+    bare = run_command([sys.executable, "-c", "pass"])
+    assert bare["wall"] > 0 and bare["cpu"] >= 0 and "hits" not in bare
+    with pytest.raises(RuntimeError, match="exited with 3"):
+        run_command([sys.executable, "-c", "raise SystemExit(3)"])
+    inspected = run_command(["bayeshf", "inspect", str(data_path("thesis/2_bin_corr.json"))], cache=tmp_path)
+    assert inspected["hits"] >= 0 and inspected["misses"] >= 0
+
+    def row(case, name, metric, median, **extra):
+        return {"case": case, "implementation": name, "metric": metric, "median": median, **extra}
+
+    data = {"rows": [row("jax op", "python+jax", "wall", 1.0), row("jax op", "python+jax", "cpu", 0.9),
+                     row("fit x", "bayeshf (second)", "wall", 1.5, cache_hits=[3, 4, 5], cache_misses=[0, 0, 1]),
+                     row("fit x", "bayeshf (second)", "cpu", 1.2, cache_hits=[3, 4, 5], cache_misses=[0, 0, 1])]}
+    text = "\n".join(report_section(data, "`cmd`", "machine"))
+    assert "## As a user waits for it" in text
+    assert "| fit x | bayeshf (second) | 1.50 s | 1.20 s | +0.50 s | +0.30 s | 4 / 0 |" in text
+    assert "| jax op | python+jax | 1.00 s | 0.90 s | +0.00 s | +0.00 s | – |" in text
