@@ -210,6 +210,36 @@ def test_postfit_yields_of_a_real_fit_and_a_foreign_fit_is_refused():
         yields(other, fit)
 
 
+# --- load(pyhf.Workspace), load(pyhf.Model, data=...) -----------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["pyhf-validation/1bin_lumi.json", "pyhf-validation/1bin_shapesys.json",
+                                  "atlas-examples/SRee_SRmm_Srem_v2.json"])
+def test_load_accepts_pyhf_objects(path):
+    import pyhf
+
+    from bayeshf.errors import BayeshfError
+
+    workspace = pyhf.Workspace(json.loads(data_path(path).read_text()))
+    settings = {"normsys": {"interpcode": "code1"}, "histosys": {"interpcode": "code0"}}
+    pyhf_model = workspace.model(modifier_settings=settings)
+    data = workspace.data(pyhf_model)
+    ours = bayeshf.load(pyhf_model, data=data)
+    assert ours.par_names == pyhf_model.config.par_names and ours.poi_name == pyhf_model.config.poi_name
+    assert ours.codes == {"normsys": "code1", "histosys": "code0"}
+    rng = np.random.default_rng(0)
+    init = np.asarray(pyhf_model.config.suggested_init())
+    for _ in range(3):
+        pars = init * rng.uniform(0.8, 1.2, init.size)
+        assert float(ours.logpdf(pars)) == pytest.approx(float(pyhf_model.logpdf(pars, data)[0]), rel=1e-10)
+    from_workspace = bayeshf.load(workspace)
+    np.testing.assert_array_equal(from_workspace.observed, ours.observed)
+    with pytest.raises(BayeshfError, match="carries no observations"):
+        bayeshf.load(pyhf_model)
+    with pytest.raises(BayeshfError, match="needs"):
+        bayeshf.load(pyhf_model, data=[1.0] * (pyhf_model.config.nmaindata + 1 + pyhf_model.config.nauxdata))
+
+
 # --- packaging: ranges, the tested set, py.typed, package data that exists ----------------------------
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -267,3 +267,27 @@ def test_corner_marks_the_map_and_titles_fit(tmp_path):
     xs = {round(float(line.get_xdata()[0]), 6) for line in red if len(set(line.get_xdata())) == 1}
     assert {1.05, -0.2} <= xs
     assert any(t.get_text() == "MAP" for leg in fig.legends for t in leg.get_texts())
+
+
+def test_plot_corner_marks_a_fit_document(tmp_path, capsys):
+    import matplotlib.image as mpimg
+
+    from bayeshf.cli.plot import fit_markers
+
+    model = bayeshf.load(TWO_CHANNELS)
+    posterior = saved_posterior(model, tmp_path / "posterior.nc")
+    pyhf_doc = tmp_path / "pyhf_fit.json"
+    pyhf_doc.write_text(json.dumps({"mle_parameters": {"mu": [1.1], "coupled_normsys": [-0.3]}, "twice_nll": 3.0}))
+    assert fit_markers(str(pyhf_doc)) == {"mu": 1.1, "coupled_normsys": -0.3}
+    ours = tmp_path / "fit.json"
+    assert main(["fit", TWO_CHANNELS, "--json", "--output-file", str(ours)]) == 0
+    marks = fit_markers(str(ours))
+    assert set(marks) == set(model.par_names)
+    out = tmp_path / "corner.png"
+    assert main(["plot", "corner", str(posterior), "--mark", str(pyhf_doc), "--out", str(out)]) == 0
+    assert mpimg.imread(str(out)).shape[0] > 300
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    capsys.readouterr()
+    assert main(["plot", "corner", str(posterior), "--mark", str(bad)]) == 2
+    assert "not a fit result" in capsys.readouterr().err
