@@ -326,3 +326,21 @@ def test_result_classes_have_compact_repr_and_html():
     classes = [ToyHypoTestResult]
     for cls in classes:
         assert hasattr(cls, "_repr_html_") and cls.__repr__.__qualname__.startswith("display.")
+
+
+def test_patchset_list_output_file(tmp_path, capsys):
+    import pyhf
+
+    spec = json.loads(Path(SMALL).read_text())
+    patchset = {"metadata": {"name": "tiny", "description": "one point",
+                             "digests": {"sha256": pyhf.utils.digest(spec, algorithm="sha256")},
+                             "labels": ["m"], "references": {"hepdata": "ins1234567"}},
+                "patches": [{"metadata": {"name": "p1", "values": [1.0]},
+                             "patch": [{"op": "replace", "path": "/channels/0/samples/0/data/0", "value": 3.0}]}],
+                "version": "1.0.0"}
+    path = tmp_path / "patchset.json"
+    path.write_text(json.dumps(patchset))
+    out = tmp_path / "list.json"
+    assert main(["patchset", "list", str(path), "--json", "--output-file", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    assert "p1" in out.read_text()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bayeshf.cli.common import add_output_file_argument
 from bayeshf.errors import BayeshfError
 
 
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
     listing.add_argument("--workspace", default=None, metavar="WS",
                          help="background-only workspace to verify the patchset's digest against")
     listing.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
+    add_output_file_argument(listing)
     listing.set_defaults(func=run_list)
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
 
@@ -47,11 +49,12 @@ def run_list(args: argparse.Namespace) -> int:
         validate(spec, label)
         ps.verify(spec, label)
         verified = label
-    if args.json:
+    if args.json or args.output_file:
         document = ps.to_dict()
         document["verified_against"] = verified
-        print_json(document)
-        return 0
+        print_json(document, args)
+        if args.json:
+            return 0
     print(f"{ps.label}: {len(ps.points)} patches; {ps.description}")
     for algorithm, digest in ps.digests.items():
         print(f"digest {algorithm}: {digest}" + (f" (matches {verified})" if verified else ""))
