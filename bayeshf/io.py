@@ -20,6 +20,21 @@ def _umask() -> int:
     return mask
 
 
+#: files being written now, and signals the CLI put off until they are complete (bayeshf.cli)
+_SAVING = [0]
+_DEFERRED: list[BaseException] = []
+
+
+def saving() -> bool:
+    """True while an :func:`atomic_path` block runs (a signal then waits for the file)."""
+    return _SAVING[0] > 0
+
+
+def defer(exception: BaseException) -> None:
+    """Raise ``exception`` once the file being written is complete (or at once if none is)."""
+    _DEFERRED.append(exception)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place on success.
@@ -35,14 +50,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    _SAVING[0] += 1
     try:
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
+        _SAVING[0] -= 1
+        if tmp_path.exists():  # an error or a signal: no half-written temporary left behind
             tmp_path.unlink()
+    if not _SAVING[0] and _DEFERRED:
+        raise _DEFERRED.pop(0)
 
 
 def to_strict(obj: Any) -> Any:

@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (marks the entry point for argcomplete's global completion)
 """The ``bayeshf`` command line: one module per command, each a thin wrapper.
 
 Every command module defines ``register(subparsers)``, which adds its parser
@@ -9,8 +10,13 @@ sentence with a nonzero exit status and no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib
+import os
+import signal
 import sys
+import threading
 import warnings
 
 from bayeshf.errors import BayeshfError
@@ -20,6 +26,7 @@ COMMANDS = [
     "inspect",
     "julia",
     "sample",
+    "evidence",
     "priors",
     "plot",
     "datamc",
@@ -30,9 +37,12 @@ COMMANDS = [
     "scan",
     "ranking",
     "significance",
+    "patchset",
+    "contour",
 ]
 
 
+@functools.lru_cache(maxsize=1)  # one per process: main() called again (tests) reuses it
 def build_parser() -> argparse.ArgumentParser:
     from bayeshf import __version__
 
@@ -47,6 +57,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception: finally blocks run and the sampler keeps its draws, as for Ctrl-C."""
+
+
+#: signals received during this run; the first stops the work, later ones wait for the file being written
+_RECEIVED: list[int] = []
+
+
+def _on_signal(signum, frame):
+    from bayeshf import io
+
+    _RECEIVED.append(signum)
+    exception = KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+    if len(_RECEIVED) > 1 or io.saving():
+        # the work has stopped already (or a file is half written): keep what was finished
+        print("bayeshf: interrupted; finishing the file being written first", file=sys.stderr)
+        if len(_RECEIVED) == 2 or io.saving():
+            io.defer(exception)
+        return
+    raise exception
+
+
+@contextlib.contextmanager
+def _signals_handled():
+    """SIGINT and SIGTERM raise (SIGTERM as :class:`Terminated`) in the main thread; restored afterwards."""
+    from bayeshf import io
+
+    _RECEIVED.clear()
+    io._DEFERRED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _interrupted(command: str) -> int:
+    """128 + the first signal's number (130 for SIGINT, 143 for SIGTERM), as shells report it."""
+    number = _RECEIVED[0] if _RECEIVED else signal.SIGINT
+    print(f"bayeshf {command}: interrupted by {signal.Signals(number).name}; what was finished is kept",
+          file=sys.stderr)
+    return 128 + int(number)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"bayeshf: warning: {message}", file=sys.stderr)
 
@@ -58,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (pip install 'bayeshf[completion]')
+        try:
+            import argcomplete
+
+            argcomplete.autocomplete(parser)
+        except ImportError:
+            pass
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -67,13 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     # the benchmarks time cold compilation themselves: no persistent cache under them
     configure(compilation_cache=args.command != "bench")
     try:
-        return int(args.func(args) or 0)
+        with _signals_handled():
+            code = int(args.func(args) or 0)
+        # a command that caught the interrupt and saved what it had still ends as interrupted
+        return _interrupted(args.command) if _RECEIVED else code
     except BayeshfError as error:
+        # a failed fit (exit 1, not bad input) still gives the JSON reader a document saying so
+        code = int(getattr(error, "exit_code", 2))
+        if code != 2 and hasattr(error, "to_dict") and (getattr(args, "json", False)
+                                                        or getattr(args, "output_file", None)):
+            from bayeshf.cli.common import print_json
+
+            print_json(error.to_dict(), args)
         print(f"bayeshf {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return code
     except KeyboardInterrupt:
-        print(f"bayeshf {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted(args.command)
     except BrokenPipeError:
         return 0
 

@@ -242,7 +242,7 @@ def cases(directory: str | os.PathLike) -> list[Case]:
     spec["channels"][0]["samples"][0]["extra"] = 1
     ws("shapes-extra-key", "shapes", spec)
     spec = base_spec()
-    spec["channels"] = spec["channels"] * 200
+    spec["channels"] = spec["channels"] * 50
     ws("shapes-duplicate-channels-many", "shapes", spec)
 
     # -- modifiers -------------------------------------------------------------------------------

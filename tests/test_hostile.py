@@ -1,0 +1,180 @@
+"""The hostile-input corpus (tests/hostile/generate.py) through every command: one sentence, exit 2, nothing left.
+
+The bulk runs in this process through ``bayeshf.cli.main`` (validation fires before anything is compiled);
+hangs, signals and resource limits get processes of their own, each under a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hostile.generate import WORKSPACE_COMMANDS, base_spec, cases
+from hostile.harness import problems, run_in_process, run_subprocess
+
+ALL_COMMANDS = os.environ.get("BAYESHF_HOSTILE_ALL", "1") != "0"
+CATEGORIES = ("files", "numbers", "shapes", "modifiers", "names", "measurements", "patches", "priors", "arguments",
+              "plot", "resources")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    import arviz  # noqa: F401  imported once here, not raced by sample's background import thread
+    import matplotlib
+
+    matplotlib.use("Agg")
+    root = tmp_path_factory.mktemp("hostile")
+    return root, cases(root)
+
+
+def _snapshot(directory: Path) -> set[str]:
+    return {str(p) for p in directory.rglob("*")}
+
+
+def _some_commands(case, number: int) -> list[list[str]]:
+    """A workspace case through every command (BAYESHF_HOSTILE_ALL=0: inspect and two more in turn)."""
+    runs = case.commands()
+    if case.argv[0] != "*" or ALL_COMMANDS:
+        return runs
+    others = runs[1:]
+    return [runs[0], others[number % len(others)], others[(number + 4) % len(others)]]
+
+
+def test_corpus_covers_every_kind_of_input(corpus):
+    _, all_cases = corpus
+    assert len(all_cases) >= 200
+    kinds = {case.category for case in all_cases}
+    assert set(CATEGORIES) <= kinds and "degenerate" in kinds
+    commands = {argv[0] for case in all_cases for argv in case.commands()}
+    assert set(WORKSPACE_COMMANDS) | {"plot"} <= commands
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_hostile_input_fails_in_one_sentence(corpus, category, tmp_path, monkeypatch):
+    """Exit 2, one error line naming the file (or option), no traceback, no file left behind."""
+    root, all_cases = corpus
+    monkeypatch.chdir(tmp_path)  # a command that wrote to the working directory would show here
+    found = []
+    runs = 0
+    for number, case in enumerate(all_cases):
+        if case.category != category or case.expect != "error" or case.subprocess:
+            continue
+        case_dir = root / case.name
+        for argv in _some_commands(case, number):
+            before = _snapshot(case_dir) if case_dir.exists() else set()
+            outcome = run_in_process(argv, case.stdin, timeout=60, env=case.env)
+            runs += 1
+            wrong = problems(case, argv, outcome)
+            after = _snapshot(case_dir) if case_dir.exists() else set()
+            if after - before:
+                wrong.append(f"left behind {sorted(after - before)}")
+            if wrong:
+                found.append(f"{case.name} [{' '.join(argv[:1])}]: {wrong}: {outcome.stderr.strip()[-300:]}")
+    assert runs > 0
+    assert not list(tmp_path.iterdir()), "a failing command wrote into the working directory"
+    assert not found, "\n".join(found)
+
+
+def test_degenerate_models_work_or_fail_in_one_sentence(corpus, tmp_path, monkeypatch):
+    """All-zero yields and data, a POI with equal bounds, everything fixed: as pyhf does, never a traceback."""
+    root, all_cases = corpus
+    monkeypatch.chdir(tmp_path)
+    found = []
+    for case in all_cases:
+        # compiling costs seconds per run: the all-zero fit is compared with pyhf below
+        if case.category != "degenerate" or case.name in ("degenerate-all-zero-sample", "degenerate-all-zero-fit",
+                                                          "degenerate-poi-equal-bounds-cls", "degenerate-all-fixed-sample"):
+            continue
+        for argv in case.commands():
+            outcome = run_in_process(argv, case.stdin, timeout=120, env=case.env)
+            wrong = problems(case, argv, outcome)
+            if wrong:
+                found.append(f"{case.name}: {wrong}: {outcome.stderr.strip()[-300:]}")
+    assert not found, "\n".join(found)
+
+
+def test_all_zero_model_fits_as_pyhf_does(corpus):
+    """The all-zero model's twice_nll at the best fit is pyhf's (an all-zero bin contributes nothing)."""
+    import pyhf
+
+    import bayeshf
+
+    root, all_cases = corpus
+    path = root / "degenerate-all-zero-fit" / "workspace.json"
+    model = bayeshf.load(path)
+    result = bayeshf.fit(model)
+    pyhf.set_backend("numpy")
+    workspace = pyhf.Workspace(__import__("json").loads(path.read_text()))
+    pdf = workspace.model()
+    _, twice_nll = pyhf.infer.mle.fit(workspace.data(pdf), pdf, return_fitted_val=True)
+    assert result.twice_nll == pytest.approx(float(twice_nll), abs=1e-6)
+    assert "successfully" not in result.message or result.success
+
+
+def test_fifo_without_writer_does_not_hang(tmp_path):
+    fifo = tmp_path / "workspace.json"
+    os.mkfifo(fifo)
+    outcome = run_subprocess(["inspect", str(fifo)], timeout=60)
+    assert outcome.code == 2, outcome
+    assert "Traceback" not in outcome.stderr and "not a regular file" in outcome.stderr
+
+
+def test_memory_estimate_refuses_before_the_work(corpus):
+    """A model whose Hessian would not fit says how much memory it needs, in one sentence, at once."""
+    root, all_cases = corpus
+    case = next(c for c in all_cases if c.name == "resources-huge-model-fit")
+    start = time.perf_counter()
+    outcome = run_in_process(case.argv, env={"BAYESHF_MEMORY_LIMIT": "50000000"})
+    assert outcome.code == 2 and "GiB of memory" in outcome.stderr and "BAYESHF_MEMORY_LIMIT" in outcome.stderr
+    assert time.perf_counter() - start < 30  # no fit was attempted (a fit of 3,001 parameters takes minutes)
+
+
+def _sample_until_sampling(out: Path, draws: int = 20000) -> subprocess.Popen:
+    import json
+
+    workspace = out.parent / "workspace.json"
+    workspace.write_text(json.dumps(base_spec()))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bayeshf", "sample", str(workspace), "--chains", "1", "--warmup", "100", "--draws",
+         str(draws), "--target-ess", "0", "--no-plots", "--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = b""
+    deadline = time.monotonic() + 240
+    while b"sampling" not in seen and time.monotonic() < deadline and process.poll() is None:
+        chunk = os.read(process.stderr.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+    assert b"sampling" in seen, seen.decode(errors="replace")
+    return process
+
+
+@pytest.mark.parametrize("signals, code", [((signal.SIGINT,), 130), ((signal.SIGTERM, signal.SIGTERM), 143)])
+def test_signal_keeps_the_draws_and_removes_temporaries(tmp_path, signals, code):
+    """Ctrl-C or SIGTERM during sampling: the draws so far saved atomically, no .tmp left, exit 128 + signal."""
+    out = tmp_path / "out"
+    process = _sample_until_sampling(out)
+    for number in signals:
+        process.send_signal(number)
+        time.sleep(0.2)
+    try:
+        _, stderr = process.communicate(timeout=240)
+    finally:
+        process.kill()
+    stderr = stderr.decode(errors="replace")
+    assert process.returncode == code, stderr
+    assert "Traceback" not in stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert "posterior.nc" in names, (names, stderr)
+    assert not [n for n in names if ".tmp" in n or n.startswith(".")], names
+    import arviz as az
+
+    posterior = az.from_netcdf(out / "posterior.nc")
+    assert posterior.posterior.attrs["interrupted"]
+    assert 0 < posterior.posterior.sizes["draw"] < 20000
