@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, xlogy
+from numpy.typing import ArrayLike
 
 from bayeshf.build import Tables, tables_from_spec
 from bayeshf.errors import BayeshfError
@@ -252,7 +253,8 @@ def _expected_auxdata(a, static, pars):
 
 def _log_likelihood(a, static, pars, observed):
     rate = _expected_counts(a, static, pars)
-    return jnp.sum(xlogy(observed, rate) - rate - gammaln(observed + 1.0))
+    # bins with n = 0 take log(1): their term is -rate either way, and a rate of 0 gives no 0/0 in the gradient
+    return jnp.sum(xlogy(observed, jnp.where(observed > 0, rate, 1.0)) - rate - gammaln(observed + 1.0))
 
 
 def _log_constraint(a, static, pars, auxdata):
@@ -396,14 +398,15 @@ class HistFactoryModel:
         }
         return cls(arrays, static, meta)
 
-    @staticmethod
-    def from_arrays(*args, **kwargs) -> "HistFactoryModel":
-        """Compile straight from dense arrays; see :func:`bayeshf.arrays.model_from_arrays`."""
-        from bayeshf.arrays import model_from_arrays
+    @classmethod
+    def from_arrays(cls, *args, **kwargs) -> "HistFactoryModel":
+        """Compile straight from dense arrays; arguments as :func:`bayeshf.arrays.tables_from_arrays`."""
+        from bayeshf.arrays import tables_from_arrays
 
-        return model_from_arrays(*args, **kwargs)
+        tables, poi_name, codes, label = tables_from_arrays(*args, **kwargs)
+        return cls.from_tables(tables, poi_name, codes, label=label)
 
-    def with_data(self, observed, auxdata=None) -> "HistFactoryModel":
+    def with_data(self, observed: ArrayLike, auxdata: ArrayLike | None = None) -> "HistFactoryModel":
         """Same model with other main (and optionally auxiliary) data."""
         observed = jnp.asarray(observed, dtype=jnp.float64)
         if observed.shape != self.arrays.observed.shape:
@@ -418,6 +421,21 @@ class HistFactoryModel:
         model._host = self._host  # the same holder: whichever copy compiles first, all use it
         model._host_own_data = False  # its data are arguments of the shared program
         return model
+
+    def sample_yields(self) -> dict[str, np.ndarray]:
+        """Nominal yields {sample: (nmain,) array over all main bins}, 0 where a sample is absent."""
+        return {name: self.nominal[s].copy() for s, name in enumerate(self.samples)}
+
+    def with_yields(self, yields: Mapping[str, Any]) -> "HistFactoryModel":
+        """Same model with these samples' nominal yields (traceable; see :mod:`bayeshf.diff.yields`).
+
+        Changes what the same change of the samples' ``data`` in the JSON
+        would: histosys shifts against the unchanged absolute templates,
+        staterror widths and shapesys tau (and its auxdata) from the new nominal.
+        """
+        from bayeshf.diff.yields import with_yields
+
+        return with_yields(self, yields)
 
     # -- static description ----------------------------------------------------------------
     @property
@@ -547,34 +565,34 @@ class HistFactoryModel:
             return data, self.arrays.auxdata
         return data[: self.nmain], data[self.nmain :]
 
-    def expected_counts(self, pars):
+    def expected_counts(self, pars: ArrayLike) -> jax.Array:
         """Expected main-bin counts, channels in pyhf's order."""
         return _expected_counts_jit(self.arrays, self._static, _as_pars(pars))
 
     expected_actualdata = expected_counts
 
-    def expected_rates(self, pars):
+    def expected_rates(self, pars: ArrayLike) -> jax.Array:
         """Expected counts per (sample, main bin)."""
         return _rates_jit(self.arrays, self._static, _as_pars(pars))
 
-    def expected_auxdata(self, pars):
+    def expected_auxdata(self, pars: ArrayLike) -> jax.Array:
         return _expected_auxdata_jit(self.arrays, self._static, _as_pars(pars))
 
-    def asimov_data(self, pars):
+    def asimov_data(self, pars: ArrayLike) -> jax.Array:
         """Main and auxiliary data expected at ``pars`` (pyhf's ``expected_data``)."""
         return jnp.concatenate([self.expected_counts(pars), self.expected_auxdata(pars)])
 
-    def log_likelihood(self, pars, observed=None):
+    def log_likelihood(self, pars: ArrayLike, observed: ArrayLike | None = None) -> jax.Array:
         """Main Poisson term summed over bins."""
         observed = self.arrays.observed if observed is None else jnp.asarray(observed, dtype=jnp.float64)
         return _log_likelihood_jit(self.arrays, self._static, _as_pars(pars), observed)
 
-    def log_constraint(self, pars, auxdata=None):
+    def log_constraint(self, pars: ArrayLike, auxdata: ArrayLike | None = None) -> jax.Array:
         """Sum of the auxiliary (constraint) terms."""
         auxdata = self.arrays.auxdata if auxdata is None else jnp.asarray(auxdata, dtype=jnp.float64)
         return _log_constraint_jit(self.arrays, self._static, _as_pars(pars), auxdata)
 
-    def logpdf(self, pars, data=None):
+    def logpdf(self, pars: ArrayLike, data: ArrayLike | None = None) -> jax.Array:
         """Full log-likelihood, equal to pyhf's ``Model.logpdf(pars, data)[0]``.
 
         ``data`` is main+aux data (as pyhf) or main data only; default: the observed.
@@ -582,11 +600,11 @@ class HistFactoryModel:
         observed, auxdata = self._split(data)
         return _logpdf_jit(self.arrays, self._static, _as_pars(pars), observed, auxdata)
 
-    def twice_nll(self, pars, data=None):
+    def twice_nll(self, pars: ArrayLike, data: ArrayLike | None = None) -> jax.Array:
         return -2.0 * self.logpdf(pars, data)
 
     # -- host evaluation -------------------------------------------------------------------
-    def value_and_grad(self, pars, data=None) -> tuple[float, np.ndarray]:
+    def value_and_grad(self, pars: ArrayLike, data: ArrayLike | None = None) -> tuple[float, np.ndarray]:
         """``logpdf`` and its gradient as a float and a NumPy array: the fast path for host loops.
 
         For optimisers (scipy, iminuit) and anything else that calls the
