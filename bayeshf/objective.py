@@ -52,7 +52,7 @@ def _from_unit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) 
         z[one] = np.log(np.maximum(x[one] - lo[one], 1e-4 * np.maximum(1.0, np.abs(lo[one]))))
         two = kind == 2
         z[two] = -np.log(np.maximum(hi[two] - x[two], 1e-4 * np.maximum(1.0, np.abs(hi[two]))))
-    return z
+    return np.where(np.isfinite(z), z, 0.0)  # a box of zero width (a held parameter): any z maps to its value
 
 
 def _x_of(z, fixed_mask, fixed_values, lo, hi, kind):
