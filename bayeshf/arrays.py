@@ -1,13 +1,13 @@
-"""Build a model straight from dense arrays (for sizes where JSON is impractical).
+"""Tables straight from dense arrays (for sizes where JSON is impractical): ``HistFactoryModel.from_arrays``.
 
-The result is the same :class:`~bayeshf.model.HistFactoryModel` the JSON path
-compiles: same parameter order (pyhf's rules), same tables, same numbers. A
-test checks this on small generated models.
+The tables are the ones the JSON path builds, so the model is the same
+:class:`~bayeshf.model.HistFactoryModel`: same parameter order (pyhf's rules),
+same numbers. A test checks this on small generated models.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -15,7 +15,16 @@ from bayeshf.build import TYPE_ORDER, Tables, _reduce, _requirement
 from bayeshf.errors import BayeshfError
 
 
-def model_from_arrays(
+class ArrayTables(NamedTuple):
+    """What :meth:`HistFactoryModel.from_tables` takes, from :func:`tables_from_arrays`."""
+
+    tables: Tables
+    poi_name: str | None
+    codes: Mapping[str, str] | None
+    label: str
+
+
+def tables_from_arrays(
     source: Any = None,
     *,
     nominal=None,
@@ -32,8 +41,8 @@ def model_from_arrays(
     poi_name: str | None = None,
     codes: Mapping[str, str] | None = None,
     label: str = "<arrays>",
-):
-    """Compile a model from arrays.
+) -> ArrayTables:
+    """The tables of a model given as arrays (``HistFactoryModel.from_arrays`` takes the same arguments).
 
     Shapes: S samples, B main bins (channels concatenated in sorted order),
     K histosys parameters, N normsys parameters.
@@ -50,12 +59,10 @@ def model_from_arrays(
     :func:`bayeshf.generators.synthetic_arrays`'s result: ``systematic_names``
     are histosys names and ``poi_name`` a normfactor on the signal sample).
     """
-    from bayeshf.model import HistFactoryModel
-
     if source is not None:
         names = list(source.sample_names)
         signal = getattr(source, "signal_index", len(names) - 1)
-        return model_from_arrays(
+        return tables_from_arrays(
             nominal=source.nominal,
             observed=source.observed,
             sample_names=names,
@@ -157,4 +164,4 @@ def model_from_arrays(
         histosys_up=up,
         histosys_down=down,
     )
-    return HistFactoryModel.from_tables(tables, poi_name, codes, label=label)
+    return ArrayTables(tables, poi_name, codes, label)

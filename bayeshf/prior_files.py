@@ -1,4 +1,4 @@
-"""Priors files (JSON or YAML): read, validate, and apply to the derived priors.
+"""Priors files (JSON or YAML): read and validate (bayeshf.priors.build_priors applies them).
 
 Format (priors/priors.schema.json; worked examples in priors/)::
 
@@ -21,19 +21,29 @@ element of the set. ``bounds`` replaces the model's bounds (``null`` = none).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from bayeshf.errors import BayeshfError
 from bayeshf.workspace import MAX_VALUE
-from bayeshf.priors import _POSITIVE, FAMILIES, PriorEntry, _bounded
 
 
+#: the prior families a priors file may name, with the keys each takes
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "normal": ("mu", "sigma"),
+    "lognormal": ("mu", "sigma"),
+    "gamma": ("alpha", "beta"),
+    "uniform": ("low", "high"),
+    "halfnormal": ("sigma",),
+    "cauchy": ("loc", "scale"),
+    "flat": (),
+    "fixed": ("value",),
+}
+#: parameters that must be strictly positive
+_POSITIVE = {"sigma", "alpha", "beta", "scale"}
 #: elements a priors file may hold (one per parameter element is plenty; guards against YAML alias bombs)
 MAX_PRIOR_ELEMENTS = 1_000_000
 
@@ -118,57 +128,3 @@ def _check_entries(spec: dict, origin: str) -> None:
                                        "in magnitude (float64 arithmetic of the density breaks down).")
                 if key in _POSITIVE and value <= 0:
                     raise BayeshfError(f"{origin}: {key} of the prior of {name} must be positive, not {value!r}.")
-
-
-def _element(value: Any, j: int, size: int, origin: str, name: str, key: str) -> float:
-    if isinstance(value, list):
-        if len(value) != size:
-            raise BayeshfError(f"{origin}: {key} of the prior of {name} has {len(value)} values "
-                               f"but the parameter set has {size} elements.")
-        return float(value[j])
-    return float(value)
-
-
-def _bound(value: Any) -> tuple[float, float]:
-    lo, hi = value
-    return (-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
-
-
-def apply_overrides(model, entries: list[PriorEntry], spec: dict, origin: str) -> list[PriorEntry]:
-    """Replace the derived entries named in ``spec["priors"]``."""
-    names = list(model.par_names)
-    index = {n: i for i, n in enumerate(names)}
-    sets = {p.name: p for p in model.parameters}
-    # set keys first, scalar keys after (they win)
-    ordered = sorted(spec["priors"].items(), key=lambda kv: kv[0] not in sets)
-    entries = list(entries)
-    for key, prior in ordered:
-        if key in sets:
-            pset = sets[key]
-            targets = [(pset.slice.start + j, j, pset.size) for j in range(pset.size)]
-        elif key in index:
-            targets = [(index[key], 0, 1)]
-        else:
-            raise BayeshfError(f"{origin}: {key!r} names no parameter or parameter set of the model.")
-        family = prior["family"]
-        for i, j, size in targets:
-            old = entries[i]
-            params = {k: _element(prior[k], j, size, origin, key, k) for k in FAMILIES[family]}
-            pset = next(p for p in model.parameters if p.slice.start <= i < p.slice.stop)
-            lo, hi = (float(b) for b in pset.bounds[i - pset.slice.start])
-            if "bounds" in prior:
-                lo, hi = _bound(prior["bounds"])
-            if family == "fixed":
-                value = params["value"]
-                if not lo <= value <= hi:
-                    raise BayeshfError(f"{origin}: the fixed value {value:g} of {names[i]} is outside its bounds [{lo:g}, {hi:g}].")
-                entries[i] = PriorEntry(names[i], "fixed", params, value, value, old.parameter_set, origin)
-                continue
-            if family == "uniform" and params["low"] >= params["high"]:
-                raise BayeshfError(f"{origin}: the uniform prior of {key} needs low < high.")
-            new = _bounded(PriorEntry(names[i], family, params, lo, hi, old.parameter_set, origin))
-            if not new.lower < new.upper:
-                raise BayeshfError(f"{origin}: the prior of {names[i]} leaves no support: "
-                                   f"[{new.lower:g}, {new.upper:g}] after the bounds.")
-            entries[i] = dataclasses.replace(new)
-    return entries

@@ -52,17 +52,8 @@ import numpy as np
 from jax.scipy.special import gammaln
 
 from bayeshf.errors import BayeshfError
+from bayeshf.prior_files import _POSITIVE, FAMILIES, read_priors  # noqa: F401 (the file format defines the families)
 
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "normal": ("mu", "sigma"),
-    "lognormal": ("mu", "sigma"),
-    "gamma": ("alpha", "beta"),
-    "uniform": ("low", "high"),
-    "halfnormal": ("sigma",),
-    "cauchy": ("loc", "scale"),
-    "flat": (),
-    "fixed": ("value",),
-}
 #: natural support of each family
 SUPPORT: dict[str, tuple[float, float]] = {
     "normal": (-math.inf, math.inf),
@@ -74,8 +65,6 @@ SUPPORT: dict[str, tuple[float, float]] = {
     "flat": (-math.inf, math.inf),
     "fixed": (-math.inf, math.inf),
 }
-#: parameters that must be strictly positive
-_POSITIVE = {"sigma", "alpha", "beta", "scale"}
 SHAPESYS_CONVENTIONS = ("flat", "unit-mean")
 
 
@@ -329,6 +318,61 @@ def _bounded(entry: PriorEntry) -> PriorEntry:
 # --------------------------------------------------------------------------- files
 
 
+def _element(value: Any, j: int, size: int, origin: str, name: str, key: str) -> float:
+    if isinstance(value, list):
+        if len(value) != size:
+            raise BayeshfError(f"{origin}: {key} of the prior of {name} has {len(value)} values "
+                               f"but the parameter set has {size} elements.")
+        return float(value[j])
+    return float(value)
+
+
+def _bound(value: Any) -> tuple[float, float]:
+    lo, hi = value
+    return (-math.inf if lo is None else float(lo), math.inf if hi is None else float(hi))
+
+
+def apply_overrides(model, entries: list[PriorEntry], spec: dict, origin: str) -> list[PriorEntry]:
+    """Replace the derived entries named in ``spec["priors"]``."""
+    names = list(model.par_names)
+    index = {n: i for i, n in enumerate(names)}
+    sets = {p.name: p for p in model.parameters}
+    # set keys first, scalar keys after (they win)
+    ordered = sorted(spec["priors"].items(), key=lambda kv: kv[0] not in sets)
+    entries = list(entries)
+    for key, prior in ordered:
+        if key in sets:
+            pset = sets[key]
+            targets = [(pset.slice.start + j, j, pset.size) for j in range(pset.size)]
+        elif key in index:
+            targets = [(index[key], 0, 1)]
+        else:
+            raise BayeshfError(f"{origin}: {key!r} names no parameter or parameter set of the model.")
+        family = prior["family"]
+        for i, j, size in targets:
+            old = entries[i]
+            params = {k: _element(prior[k], j, size, origin, key, k) for k in FAMILIES[family]}
+            pset = next(p for p in model.parameters if p.slice.start <= i < p.slice.stop)
+            lo, hi = (float(b) for b in pset.bounds[i - pset.slice.start])
+            if "bounds" in prior:
+                lo, hi = _bound(prior["bounds"])
+            if family == "fixed":
+                value = params["value"]
+                if not lo <= value <= hi:
+                    raise BayeshfError(f"{origin}: the fixed value {value:g} of {names[i]} is outside its bounds [{lo:g}, {hi:g}].")
+                entries[i] = PriorEntry(names[i], "fixed", params, value, value, old.parameter_set, origin)
+                continue
+            if family == "uniform" and params["low"] >= params["high"]:
+                raise BayeshfError(f"{origin}: the uniform prior of {key} needs low < high.")
+            new = _bounded(PriorEntry(names[i], family, params, lo, hi, old.parameter_set, origin))
+            if not new.lower < new.upper:
+                raise BayeshfError(f"{origin}: the prior of {names[i]} leaves no support: "
+                                   f"[{new.lower:g}, {new.upper:g}] after the bounds.")
+            entries[i] = dataclasses.replace(new)
+    return entries
+
+
+
 def build_priors(model, priors: str | Path | Mapping | None = None, *, shapesys: str = "flat") -> PriorSet:
     """Priors for ``model``: the derived defaults, overridden by ``priors``.
 
@@ -337,8 +381,6 @@ def build_priors(model, priors: str | Path | Mapping | None = None, *, shapesys:
     Gamma(aux + 1, rate tau); "unit-mean": Gamma(aux, rate tau)); a
     ``"shapesys"`` key in the priors file takes precedence.
     """
-    from bayeshf.prior_files import apply_overrides, read_priors
-
     if priors is None:
         return PriorSet(tuple(default_entries(model, shapesys=shapesys)), shapesys=shapesys)
     spec, origin = read_priors(priors)
