@@ -294,8 +294,8 @@ def bayes_factor(model_sb, model_b=None, *, priors=None, shapesys: str = "flat",
     """log B_10 = log Z(signal+background) - log Z(background-only), with its error.
 
     Background-only is ``model_b`` when given (e.g. the workspace without the
-    signal patch; its priors are derived, or ``priors`` when it has the same
-    parameters), else ``model_sb`` with the POI fixed at 0 (same nuisance
+    signal patch; ``priors`` apply to it when it has the same parameters as
+    ``model_sb``, else its priors are derived), else ``model_sb`` with the POI fixed at 0 (same nuisance
     parameters and priors; the POI's prior range enters B_10, Lindley). Other
     keyword arguments go to :func:`log_evidence` for both.
     """
@@ -305,9 +305,8 @@ def bayes_factor(model_sb, model_b=None, *, priors=None, shapesys: str = "flat",
         background = log_evidence(model_sb, priors=poi_fixed_at_zero(model_sb, prior_sb), **kwargs)
         kind = f"{model_sb.poi_name} fixed at 0"
     else:
-        same = isinstance(priors, PriorSet) and list(model_b.par_names) == list(model_sb.par_names)
-        background = log_evidence(model_b, priors=priors if same or not isinstance(priors, PriorSet) else None,
-                                  shapesys=shapesys, **kwargs)
+        same = list(model_b.par_names) == list(model_sb.par_names)
+        background = log_evidence(model_b, priors=priors if same else None, shapesys=shapesys, **kwargs)
         kind = f"workspace {model_b.label}"
     return BayesFactor(log_bayes_factor=signal.log_evidence - background.log_evidence,
                        error=math.hypot(signal.error, background.error), signal=signal, background=background,

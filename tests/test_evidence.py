@@ -132,11 +132,17 @@ def test_bridge_sampling_refuses_bad_draws():
 # ----------------------------------------------------------------------------- on models
 
 
-def test_counting_model_closed_form_and_bayes_factor():
+@pytest.fixture(scope="module")
+def counting():
+    """One model object for the tests below: its posterior (and compiled chains) are cached on it."""
+    return bayeshf.load(_counting())
+
+
+def test_counting_model_closed_form_and_bayes_factor(counting):
     """n ~ Poisson(s mu + b), mu ~ Uniform(0, U): Z = [P(n+1, sU+b) - P(n+1, b)] / (U s), P the regularised
     lower incomplete gamma; background-only (mu = 0, nothing left to integrate) is Poisson(n | b)."""
     s, b, n, upper = 5.0, 10.0, 18.0, 10.0
-    model = bayeshf.load(_counting(s, b, n, upper))
+    model = counting
     exact = math.log((special.gammainc(n + 1, s * upper + b) - special.gammainc(n + 1, b)) / (upper * s))
     result = bayes_factor(model, draws=2000, seed=0)
     ev = result.signal
@@ -168,6 +174,7 @@ def _grid_log_evidence(model, draws_theta, points):
     theta[:, free] = mesh
     fn = jax.jit(jax.vmap(lambda t: model.log_likelihood(t) + prior_set.log_prob(t)))
     values = np.concatenate([np.asarray(fn(theta[k:k + 65536])) for k in range(0, theta.shape[0], 65536)])
+    values = np.where(np.isnan(values), -np.inf, values)  # negative expected counts: no probability
     values = values.reshape((points,) * len(free)) - prior_log_normalisation(prior_set)
     shift = values.max()
     integral = np.exp(values - shift)
@@ -196,15 +203,30 @@ def test_thesis_models_against_a_grid_integral(source, points):
 def test_cli_evidence_prints_and_writes_json(tmp_path, capsys):
     from bayeshf.cli import main
 
+    """--bayes-factor (POI fixed at 0: nothing left to integrate, exact) and --background WS (a workspace whose
+    signal is 0: its likelihood does not depend on mu, so Z_b = Poisson(n | b) once more, now by bridge sampling)."""
     path = tmp_path / "counting.json"
     path.write_text(json.dumps(_counting()))
+    exact = stats.poisson.logpmf(18.0, 10.0)
     out = tmp_path / "evidence.json"
     assert main(["evidence", str(path), "--bayes-factor", "--draws", "1000", "--json", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     document = json.loads(out.read_text())
-    assert "log Z" in printed and "log B_10" in printed
+    assert "log Z" in printed and "log B_10" in printed and "mu fixed at 0" in printed
     assert set(document) >= {"signal_plus_background", "background_only", "log_bayes_factor", "error"}
-    assert document["background_only"]["log_evidence"] == pytest.approx(stats.poisson.logpmf(18.0, 10.0))
+    assert document["background_only"]["log_evidence"] == pytest.approx(exact, rel=1e-12)
+    no_signal = _counting()
+    no_signal["channels"][0]["samples"][0]["data"] = [0.0]
+    background = tmp_path / "background.json"
+    background.write_text(json.dumps(no_signal))
+    assert main(["evidence", str(path), "--background", str(background), "--draws", "1000", "--json", str(out),
+                 "--quiet"]) == 0
+    document = json.loads(out.read_text())
+    assert document["background_only_is"].startswith("workspace")
+    b = document["background_only"]
+    assert abs(b["log_evidence"] - exact) <= SIGMAS * b["error"] + 1e-9
+    assert document["log_bayes_factor"] == pytest.approx(
+        document["signal_plus_background"]["log_evidence"] - b["log_evidence"])
 
 
 def test_cli_evidence_bad_input_is_one_sentence(tmp_path, capsys):

@@ -37,8 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--bayes-factor", action="store_true",
                         help="also the evidence of background-only and log B_10 (default background-only: POI fixed at 0)")
     parser.add_argument("--background", default=None, metavar="WORKSPACE",
-                        help="background-only workspace (e.g. without the signal patch; derived priors) instead "
-                        "of the POI fixed at 0; implies --bayes-factor")
+                        help="background-only workspace (e.g. without the signal patch; --priors apply when it has "
+                        "the same parameters, else derived priors) instead of the POI fixed at 0; implies --bayes-factor")
     parser.add_argument("--chains", type=_positive_int(1), default=4, help="chains (default 4)")
     parser.add_argument("--warmup", type=_positive_int(0), default=1000, help="warm-up steps per chain (default 1000)")
     parser.add_argument("--draws", type=_positive_int(8), default=4000,
@@ -63,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
     if args.bayes_factor or args.background:
         background = None
         if args.background:
+            from bayeshf.cli.common import parse_interpcodes
             from bayeshf.workspace import load
 
-            background = load(args.background, measurement=args.measurement)
+            background = load(args.background, measurement=args.measurement,
+                              modifier_settings=parse_interpcodes(args.interpcode))
         priors = args.priors
         result = bayes_factor(model, background, priors=priors, shapesys=args.shapesys, **options)
         print(_line("signal+background", result.signal))
