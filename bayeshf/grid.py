@@ -293,9 +293,10 @@ def _solve(evaluate, x, sigma, floor, maxiter, rtol):
                 slope = (g - prev_g) / (x - prev_x)
                 step = np.where(np.isfinite(slope) & (slope > 0), x - g / slope, x - g * sigma[None, :])
         # inside a known bracket (bisect if the secant leaves it); beyond: at most doubling the distance
-        mid = 0.5 * (lo_x + hi_x)
-        margin = 0.01 * (hi_x - lo_x)
-        inside = (step > lo_x + margin) & (step < hi_x - margin)
+        with np.errstate(invalid="ignore"):  # inf - inf where a side of the bracket is unknown yet
+            mid = 0.5 * (lo_x + hi_x)
+            margin = 0.01 * (hi_x - lo_x)
+            inside = (step > lo_x + margin) & (step < hi_x - margin)
         step = np.where(bracketed, np.where(inside, step, mid), step)
         step = np.where(~np.isfinite(hi_x) & (step <= np.where(np.isfinite(lo_x), lo_x, floor)),
                         np.where(np.isfinite(lo_x), 2.0 * lo_x - floor + 1e-3, x), step)
