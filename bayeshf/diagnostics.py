@@ -140,13 +140,19 @@ def convergence_table(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def poi_summary(name: str, draws: np.ndarray) -> PoiSummary:
     """The credible upper limit, HDIs, marginal mode and median of one parameter's draws (chains, draws)."""
+    flat = np.asarray(draws, dtype=float).ravel()
+    limit, mcse = credible_upper_limit(draws, 0.95)
+    return PoiSummary(name, limit, mcse, _hdi(flat, 0.68), _hdi(flat, 0.95), kde_mode(flat), float(np.median(flat)))
+
+
+def credible_upper_limit(draws: np.ndarray, credibility: float = 0.95) -> tuple[float, float]:
+    """One-sided credible upper limit (the ``credibility`` quantile of draws (chains, draws)) and its MC error."""
     import arviz as az
 
-    flat = np.asarray(draws, dtype=float).ravel()
-    limit = float(np.quantile(flat, 0.95))
-    mcse = float(az.mcse(np.asarray(draws, dtype=float), method="quantile", prob=0.95)) if draws.shape[-1] >= 4 \
-        else float("nan")
-    return PoiSummary(name, limit, mcse, _hdi(flat, 0.68), _hdi(flat, 0.95), kde_mode(flat), float(np.median(flat)))
+    draws = np.asarray(draws, dtype=float)
+    limit = float(np.quantile(draws, credibility))
+    mcse = float(az.mcse(draws, method="quantile", prob=credibility)) if draws.shape[-1] >= 4 else float("nan")
+    return limit, mcse
 
 
 def _hdi(flat: np.ndarray, probability: float) -> tuple[float, float]:

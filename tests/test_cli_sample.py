@@ -128,3 +128,20 @@ def test_priors_command_json(capsys):
     document = json.loads(capsys.readouterr().out)
     families = {row["name"]: row["family"] for row in document["priors"]}
     assert families == {"mu": "uniform", "uncorr_bkguncrt[0]": "gamma", "uncorr_bkguncrt[1]": "gamma"}
+
+
+def test_limit_method_bayesian_prints_the_credible_upper_limit_beside_the_cls_one(tmp_path, capsys):
+    assert main(["limit", WORKSPACE, "--json"]) == 0
+    cls_only = json.loads(capsys.readouterr().out)
+    assert "bayesian" not in cls_only  # CLs stays the default
+    assert main(["limit", WORKSPACE, "--method", "bayesian", "--seed", "1"]) == 0
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert document["obs"] == pytest.approx(cls_only["obs"])
+    bayes = document["bayesian"]
+    assert bayes["credibility"] == pytest.approx(0.95) and bayes["converged"] is True
+    assert "credible upper limit" in captured.err and "CLs" in captured.err
+    # the same number bayeshf sample reports for the same seed
+    assert main(["sample", WORKSPACE, "--seed", "1", "--out", str(tmp_path / "s"), "--quiet", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert bayes["upper_limit"] == pytest.approx(summary["poi"]["upper_limit_95"], rel=1e-12)

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 
 from bayeshf.cli._freq import add_common, fmt, load_model, wrote
-from bayeshf.cli.common import print_json
+from bayeshf.cli.common import print_json, probability, seed
 
 
 def register(subparsers) -> None:
@@ -18,19 +18,58 @@ def register(subparsers) -> None:
         "(expected at -2, -1, 0, +1, +2 sigma). --json adds the CLs values evaluated on the way.",
     )
     add_common(parser, plot_help="write CLs versus the POI with the expected band (Brazil band) to FILE")
-    parser.add_argument("--level", type=float, default=0.05, help="CLs level (default 0.05 for 95%% CL)")
+    parser.add_argument("--level", type=probability, default=0.05, help="CLs level (default 0.05 for 95%% CL)")
     parser.add_argument("--test-stat", choices=["qtilde", "q"], default="qtilde", help="default qtilde")
+    parser.add_argument("--method", choices=["cls", "bayesian"], default="cls",
+                        help="cls (default), or bayesian: also sample the posterior (bayeshf sample's defaults) and "
+                        "print the one-sided credible upper limit at 1 - level beside the CLs one")
+    parser.add_argument("--seed", type=seed, default=0, help="with --method bayesian: random seed (default 0)")
+    from bayeshf.cli.patchset import add_grid_arguments
+
+    add_grid_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _credible_limit(model, args: argparse.Namespace) -> dict:
+    """The POI's one-sided credible upper limit at 1 - level from bayeshf sample's defaults (with --target-ess)."""
+    import sys
+
+    from bayeshf.cli.sample import DEFAULT_MAX_TIME, DEFAULT_TARGET_ESS
+    from bayeshf.diagnostics import credible_upper_limit, summarize
+    from bayeshf.errors import BayeshfError
+    from bayeshf.sampling import auto_chunk, default_draws, sample
+
+    if model.poi_name is None:
+        raise BayeshfError("--method bayesian needs a POI, and the model has none.")
+    draws = default_draws(model)
+    idata = sample(model, seed=args.seed, draws=draws, target_ess=DEFAULT_TARGET_ESS, max_time=DEFAULT_MAX_TIME,
+                   progress=sys.stderr.isatty(), chunk_size=auto_chunk(1000 + draws))
+    summary = summarize(idata, var_names=[model.poi_name])
+    limit, mcse = credible_upper_limit(idata.posterior[model.poi_name].values, 1.0 - args.level)
+    for message in summary.warnings:
+        print(f"bayeshf limit: warning: {message}", file=sys.stderr)
+    return {"upper_limit": limit, "mcse": mcse, "credibility": 1.0 - args.level, "seed": args.seed,
+            "converged": summary.convergence.reached if summary.convergence else None,
+            "prior": "bayeshf's derived priors (flat on the POI's bounds), docs/statistics.md"}
 
 
 def run(args: argparse.Namespace) -> int:
     from bayeshf.limits import cls_scan, upper_limit
     from bayeshf.teststats import AsymptoticCalculator
 
+    if args.patchset:
+        from bayeshf.cli.patchset import run_grid
+        from bayeshf.errors import BayeshfError
+
+        if args.method != "cls":
+            raise BayeshfError("--patchset grids give CLs limits; --method bayesian runs one point at a time (--patch).")
+        return run_grid(args, "limit")
     model = load_model(args)
     calc = AsymptoticCalculator(model, test_stat=args.test_stat, method=args.fit_method)
     result = upper_limit(calc, level=args.level)
     document = result.to_dict()
+    if args.method == "bayesian":
+        document["bayesian"] = _credible_limit(model, args)
     if args.json:
         document.update({"level": args.level, "test_stat": args.test_stat, "scan": result.scan.to_dict()})
         print_json(document, args)
@@ -38,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
         print_json(document, args)
         print(f"observed limit {fmt(result.obs)}, expected {fmt(result.exp[2])} "
               f"[{fmt(result.exp[1])}, {fmt(result.exp[3])}] at CLs = {args.level:g}", file=__import__("sys").stderr)
+        if args.method == "bayesian":
+            bayes = document["bayesian"]
+            print(f"credible upper limit {fmt(bayes['upper_limit'])} (MC error {fmt(bayes['mcse'], 2)}) at "
+                  f"{100 * bayes['credibility']:g}% credibility", file=__import__("sys").stderr)
     if args.plot:
         from bayeshf.plots import freq
 
