@@ -185,7 +185,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     if max_time is not None and not max_time > 0:
         raise BayeshfError(f"max_time must be a positive number of seconds, not {max_time!r}.")
     if posterior.ndim == 0:
-        raise BayeshfError("the model has no free parameter to sample.")
+        raise BayeshfError(f"{posterior.model.label}: every parameter is fixed; there is no free parameter to sample.")
     dense = metric == "dense"
     target = (default_target_acceptance(sampler, posterior.ndim, interpolated_parameters(posterior.model))
               if target_acceptance is None else float(target_acceptance))

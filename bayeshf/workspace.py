@@ -375,7 +375,8 @@ def _patch_from_patchset(doc: Any, label: str, name: str) -> tuple[list, str]:
     try:
         patchset = pyhf.PatchSet(doc)
     except Exception as error:  # pyhf raises several types for invalid patchsets
-        raise BayeshfError(f"{label}: not a valid HEPData patchset ({error}).") from None
+        detail = " ".join(line.strip() for line in str(error).splitlines() if line.strip())  # pyhf's is 3 lines
+        raise BayeshfError(f"{label}: not a valid HEPData patchset ({detail}).") from None
     for patch in patchset.patches:
         if patch.name == name:
             return list(patch.patch), f"{label}:{name}"

@@ -105,6 +105,35 @@ def _interrupted(command: str) -> int:
     return 128 + int(number)
 
 
+def _arviz_cache_writable_or_redirected() -> None:
+    """ArviZ writes a date stamp to the user's cache directory at import: a read-only HOME made every import fail.
+
+    If that directory cannot be written, ArviZ's stamp goes to the temporary directory instead.
+    """
+    if "arviz" in sys.modules:
+        return
+    try:
+        import platformdirs
+    except ImportError:  # pragma: no cover - a dependency of arviz
+        return
+    directory = platformdirs.user_cache_dir("arviz", "arviz")
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if os.access(directory, os.W_OK):
+            return
+    except OSError:
+        pass
+    import tempfile
+
+    original = platformdirs.user_cache_dir
+    fallback = os.path.join(tempfile.gettempdir(), f"bayeshf-arviz-{os.getuid()}")
+
+    def user_cache_dir(appname=None, *args, **kwargs):
+        return fallback if appname == "arviz" else original(appname, *args, **kwargs)
+
+    platformdirs.user_cache_dir = user_cache_dir
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"bayeshf: warning: {message}", file=sys.stderr)
 
@@ -128,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     from bayeshf.runtime import configure
+
+    _arviz_cache_writable_or_redirected()
 
     # the benchmarks time cold compilation themselves: no persistent cache under them
     configure(compilation_cache=args.command != "bench")

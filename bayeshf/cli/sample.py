@@ -61,6 +61,9 @@ def register(subparsers) -> None:
                         help="with --backend bat: LiteHF.jl likelihood or the JAX log-density as a callback")
     parser.add_argument("--no-plots", action="store_true", help="skip corner.png and ppc.png")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit with status 1 when the diagnostics warn (R-hat > 1.01, ESS short of --target-ess, "
+                        "divergences): the outputs are written, but the run is not a trustworthy result")
     parser.set_defaults(func=run)
 
 
@@ -126,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
         if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             continue
         print(f"bayeshf sample: warning: {warning.message}", file=sys.stderr)
-    write_outputs(idata, out, corner_vars=args.corner_vars, plots=not args.no_plots)
-    return 0
+    summary = write_outputs(idata, out, corner_vars=args.corner_vars, plots=not args.no_plots)
+    # --strict: a run whose diagnostics warn (R-hat, ESS short of the target, divergences) is not a result
+    return 1 if args.strict and summary.warnings else 0
 
 
-def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True) -> None:
+def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True):
     """posterior.nc (atomic), summary.json, corner.png, ppc.png; prints the table and warnings."""
     from bayeshf.diagnostics import format_table, summarize
     from bayeshf.io import atomic_path, write_json
@@ -145,6 +149,10 @@ def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True) -> 
     print(format_table(summary, max_rows=60))
     for message in summary.warnings:
         print(f"bayeshf sample: warning: {message}", file=sys.stderr)
+    if plots and idata.posterior.sizes.get("draw", 0) < 2:
+        print(f"bayeshf sample: warning: {idata.posterior.sizes.get('draw', 0)} draw per chain is too few for the "
+              "corner and predictive plots; not drawn (take --draws 2 or more).", file=sys.stderr)
+        plots = False
     if plots:
         from bayeshf.plots import bayes
 
@@ -154,3 +162,4 @@ def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True) -> 
 
         plt.close("all")
     print(f"wrote {out / 'posterior.nc'}, summary.json{', corner.png, ppc.png' if plots else ''}", file=sys.stderr)
+    return summary

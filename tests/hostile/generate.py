@@ -378,7 +378,7 @@ def cases(directory: str | os.PathLike) -> list[Case]:
     patched("nested-5000", _nested(5000))
     patched("int-5000-digits", '[{"op": "add", "path": "/x", "value": 1' + "0" * 5000 + "}]")
     patched("patchset-no-name", {"metadata": {}, "patches": [], "version": "1.0.0"})
-    patchset = {"metadata": {"name": "x", "references": {"hepdata": "ins1"}, "description": "d",
+    patchset = {"metadata": {"name": "x", "references": {"hepdata": "ins1234567"}, "description": "d",
                              "digests": {"sha256": "0" * 64}, "labels": ["m"]},
                 "patches": [{"metadata": {"name": "p1", "values": [1]},
                              "patch": [{"op": "replace", "path": "/version", "value": "1.0.0"}]}],

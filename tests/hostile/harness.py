@@ -83,9 +83,14 @@ def problems(case, argv, outcome: Outcome) -> list[str]:
         found.append("traceback")
     if outcome.code == "timeout":
         found.append("timeout")
-    lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith("usage:")
-             and not line.startswith(" ") and "warning:" not in line]
+    lines, in_usage = [], False
+    for line in stderr.splitlines():
+        in_usage = line.startswith("usage:") or (in_usage and line.startswith(" "))  # argparse's usage block
+        if line.strip() and not in_usage and "warning:" not in line and "\r" not in line:  # progress bars
+            lines.append(line)
     errors = [line for line in lines if "error:" in line]
+    if case.expect == "error" and len(lines) > len(errors):
+        found.append(f"{len(lines) - len(errors)} more lines than the error")
     if case.expect == "error":
         if outcome.code != 2:
             found.append(f"exit {outcome.code}, not 2")
