@@ -1,0 +1,67 @@
+"""Grids on a Dask cluster (dask.distributed): one task per batch of points.
+
+The background-only workspace is scattered once to every worker (broadcast);
+a task carries only its points' patches and the settings. Each worker process
+keeps JAX's compiled programs between tasks, so the fit program of a model
+structure compiles once per worker, not per point or per task. A worker that
+dies mid-task loses nothing: the scheduler runs its tasks again on another
+worker (distributed's ``allowed-failures``), and results are collected by
+batch, so the output is the same as in-process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, Mapping, Sequence
+
+from bayeshf.errors import BayeshfError
+
+__all__ = ["run_batches", "evaluate_batch"]
+
+
+def evaluate_batch(spec: Mapping[str, Any], points: Sequence[Any], settings: Mapping[str, Any]) -> list[dict]:
+    """The task a worker runs (bayeshf.grid.evaluate_points); ``settings["_kill_marker"]`` is for tests only."""
+    marker = settings.get("_kill_marker")
+    if marker and not os.path.exists(marker):
+        # test hook: the first task to get here kills its worker process (then Dask must rerun it elsewhere)
+        with open(marker, "w") as handle:
+            handle.write(str(os.getpid()))
+        os._exit(1)
+    from bayeshf.grid import evaluate_points
+
+    return evaluate_points(spec, points, settings)
+
+
+def _client(scheduler: Any):
+    """(client, close-when-done) for an address or an existing ``distributed.Client``."""
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - distributed is a dependency of the grid extra
+        raise BayeshfError("--scheduler needs dask.distributed: pip install 'dask[distributed]'.") from None
+    if isinstance(scheduler, Client):
+        return scheduler, False
+    try:
+        return Client(str(scheduler), timeout="20s"), True
+    except (OSError, TimeoutError) as error:
+        raise BayeshfError(f"cannot reach the Dask scheduler at {scheduler} ({error}).") from None
+
+
+def run_batches(scheduler: Any, spec: Mapping[str, Any], batches: Sequence[Sequence[Any]],
+                settings: Mapping[str, Any]) -> Iterator[list[dict]]:
+    """Answers of each batch as it completes (any order; bayeshf.grid sorts them)."""
+    from distributed import as_completed
+
+    client, close = _client(scheduler)
+    try:
+        spec_future = client.scatter(dict(spec), broadcast=True, hash=False)
+        futures = [client.submit(evaluate_batch, spec_future, list(batch), dict(settings), pure=False)
+                   for batch in batches]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+    finally:
+        if close:
+            client.close()
