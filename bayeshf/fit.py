@@ -15,7 +15,7 @@ fits (the POI fixed at any value) reuse the functions compiled for the model
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -24,15 +24,22 @@ import scipy.optimize
 
 from bayeshf.errors import BayeshfError
 from bayeshf.objective import DenseProducts, _Compiled, _from_unit, compiled_functions, fit_arguments
+from bayeshf.problem import FitProblem, default_data
+from bayeshf._display import display
 
-__all__ = ["FitResult", "fit", "minimize", "compiled_functions", "default_data"]
+if TYPE_CHECKING:  # annotations only: no import cycle at run time
+    from bayeshf.model import HistFactoryModel
+
+__all__ = ["FitResult", "FitFailedError", "FitProblem", "fit", "solve", "global_fit", "minimize",
+           "compiled_functions", "default_data", "kinked_parameters", "goodness_of_fit", "with_goodness_of_fit"]
 
 _METHODS = ("trust-krylov", "trust-exact", "trust-ncg", "auto")
 #: models with at most this many parameters use trust-exact under method="auto"
 _EXACT_MAX_PARS = 400
+#: local minimisations run so far in this process (tests count the extra fits of the checks)
+SOLVE_CALLS = [0]
 
-
-
+@display(("poi", "poi_uncertainty"))
 @dataclasses.dataclass(frozen=True)
 class FitResult:
     """Result of :func:`fit`.
@@ -60,6 +67,9 @@ class FitResult:
     at_bound: np.ndarray
     poi_index: int | None = None
     method: str = "trust-krylov"
+    gof_pvalue: float | None = None
+    gof_ndof: int | None = None
+    saturated_twice_nll: float | None = None
 
     @property
     def values(self) -> dict[str, float]:
@@ -96,6 +106,9 @@ class FitResult:
             "fixed": [bool(v) for v in self.fixed],
             "at_bound": [bool(v) for v in self.at_bound],
             "correlation": [[_finite_or_none(v) for v in row] for row in self.correlation],
+            "goodness_of_fit": None if self.gof_ndof is None else {
+                "p_value": _finite_or_none(self.gof_pvalue), "ndof": int(self.gof_ndof),
+                "saturated_twice_nll": _finite_or_none(self.saturated_twice_nll)},
         }
 
 
@@ -105,84 +118,11 @@ def _finite_or_none(value: float) -> float | None:
 
 
 # ---------------------------------------------------------------------------
-# argument handling
-
-
-def _index_of(model: Any, key: str | int) -> int:
-    if isinstance(key, (int, np.integer)):
-        if not 0 <= int(key) < model.npars:
-            raise BayeshfError(f"parameter index {key} is outside 0..{model.npars - 1}.")
-        return int(key)
-    try:
-        return list(model.par_names).index(key)
-    except ValueError:
-        raise BayeshfError(f"the model has no parameter named {key!r}.") from None
-
-
-def _vector(model: Any, values: Any, default: np.ndarray, what: str) -> np.ndarray:
-    out = np.array(default, dtype=float, copy=True)
-    if values is None:
-        return out
-    if isinstance(values, Mapping):
-        for key, value in values.items():
-            out[_index_of(model, key)] = float(value)
-        return out
-    arr = np.asarray(values, dtype=float)
-    if arr.shape != out.shape:
-        raise BayeshfError(f"{what} has shape {arr.shape}, the model needs {out.shape}.")
-    return arr.copy()
-
-
-def _resolve_fixed(model: Any, fixed: Any, init: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed mask and values: model defaults plus ``fixed`` (names/indices -> value, or a mask)."""
-    mask = np.array(model.fixed, dtype=bool, copy=True)
-    values = init.copy()
-    if fixed is None:
-        return mask, values
-    if isinstance(fixed, Mapping):
-        for key, value in fixed.items():
-            i = _index_of(model, key)
-            mask[i] = True
-            if value is not None:
-                values[i] = float(value)
-        return mask, values
-    arr = np.asarray(fixed)
-    if arr.dtype == bool and arr.shape == mask.shape:
-        return arr.copy(), values
-    for key in fixed:  # a sequence of names or indices fixed at their init
-        mask[_index_of(model, key)] = True
-    return mask, values
-
-
-def _resolve_bounds(model: Any, bounds: Any) -> np.ndarray:
-    out = np.array(model.bounds, dtype=float, copy=True)
-    if bounds is None:
-        return out
-    if isinstance(bounds, Mapping):
-        for key, pair in bounds.items():
-            out[_index_of(model, key)] = [float(pair[0]), float(pair[1])]
-    else:
-        arr = np.asarray(bounds, dtype=float)
-        if arr.shape != out.shape:
-            raise BayeshfError(f"bounds have shape {arr.shape}, the model needs {out.shape}.")
-        out = arr.copy()
-    if np.any(out[:, 0] >= out[:, 1]):
-        bad = [model.par_names[i] for i in np.flatnonzero(out[:, 0] >= out[:, 1])]
-        raise BayeshfError(f"the lower bound is not below the upper bound for {bad[:5]}.")
-    return out
-
-
-def default_data(model: Any) -> np.ndarray:
-    """Main observations followed by the auxiliary data, as pyhf's ``workspace.data``."""
-    return np.concatenate([np.asarray(model.observed, float), np.asarray(model.auxdata, float)])
-
-
-# ---------------------------------------------------------------------------
 # the fit
 
 
 def fit(
-    model: Any,
+    model: HistFactoryModel,
     *,
     method: str = "trust-krylov",
     init: Sequence[float] | Mapping[str, float] | None = None,
@@ -201,14 +141,20 @@ def fit(
     data (default: the model's observed data and auxdata). ``method``:
     ``trust-krylov`` (Hessian-vector products), ``trust-exact`` (full Hessian),
     ``trust-ncg``, or ``auto`` (trust-exact up to 400 parameters).
+
+    The fit is checked and retried (see :func:`global_fit`); a fit that still
+    fails is returned with ``success=False`` (it does not raise). The result
+    carries the saturated-model goodness of fit (``gof_pvalue``).
     """
+    _check_method(method)
+    problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
+    result = global_fit(problem, method=method, gtol=gtol, maxiter=maxiter, raise_on_failure=False)
+    return with_goodness_of_fit(result, problem)
+
+
+def _check_method(method: str) -> None:
     if method not in _METHODS:
         raise BayeshfError(f"unknown fit method {method!r}; choose one of {', '.join(_METHODS)}.")
-    x0 = _vector(model, init, np.asarray(model.init, float), "init")
-    mask, fixed_values = _resolve_fixed(model, fixed, x0)
-    box = _resolve_bounds(model, bounds)
-    data_arr = default_data(model) if data is None else np.asarray(data, dtype=float)
-    return minimize(model, x0, mask, fixed_values, box, data_arr, method=method, gtol=gtol, maxiter=maxiter)
 
 
 def minimize(
@@ -224,17 +170,40 @@ def minimize(
     maxiter: int = 1000,
     final_hessian: bool = True,
 ) -> FitResult:
-    """The fit on resolved arrays (start, fixed mask and values, (npars, 2) bounds, main+aux data).
+    """One local fit on resolved arrays (start, fixed mask and values, (npars, 2) bounds, main+aux data).
 
-    Used by :mod:`bayeshf.infer` to run many conditional fits without
-    re-resolving names; ``fit`` is the public entry point.
+    Kept for callers that hold plain arrays; :func:`solve` takes a :class:`FitProblem`.
     """
+    problem = FitProblem(model, np.asarray(x0, float), np.asarray(mask, bool), np.asarray(fixed_values, float),
+                         np.asarray(box, float), np.asarray(data, float))
+    return solve(problem, method=method, gtol=gtol, maxiter=maxiter, final_hessian=final_hessian)
+
+
+def solve(
+    problem: FitProblem,
+    start: np.ndarray | None = None,
+    *,
+    method: str = "trust-krylov",
+    gtol: float = 1e-6,
+    maxiter: int = 1000,
+    final_hessian: bool = True,
+    polish_budget: int = 200,
+) -> FitResult:
+    """One local minimisation of ``problem`` from ``start`` (default ``problem.init``), unchecked.
+
+    Trust-region Newton in the unconstrained space, then the active-set
+    Newton polish in the original space; :func:`global_fit` adds the checks,
+    retries and kink probes.
+    """
+    _check_method(method)
+    model, mask, fixed_values, box, data = problem.model, problem.fixed, problem.values, problem.bounds, problem.data
     if method == "auto":
         method = "trust-exact" if model.npars <= _EXACT_MAX_PARS else "trust-krylov"
+    SOLVE_CALLS[0] += 1
+    x0 = problem.start(start)
     fns = compiled_functions(model)
     lo, hi = box[:, 0], box[:, 1]
     kind = np.where(np.isfinite(lo) & np.isfinite(hi), 0, np.where(np.isfinite(lo), 1, np.where(np.isfinite(hi), 2, 3)))
-    x0 = np.where(mask, fixed_values, np.clip(x0, lo, hi))
     data_arr = jax.device_put(np.asarray(data, dtype=np.float64))
     args = (data_arr, *fit_arguments(mask, fixed_values, lo, hi, kind))
 
@@ -266,9 +235,17 @@ def minimize(
     else:
         z = z0
     x = fns.x_of(z, *args[1:])
+    if iterations and status != 0:
+        # the trust region gave up: polish from the start instead if that is lower (a start on bounds,
+        # which the unconstrained map moves inside, can be the minimum itself)
+        start_value = float(fns.value_and_grad(x0, data_arr)[0])
+        if start_value <= float(fns.value_and_grad(x, data_arr)[0]):
+            x = x0
 
     # 2. active-set Newton polish in the original space (pins parameters on bounds)
-    x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi, final_hessian=final_hessian)
+    # damped steps may be many where the curvature is negative (a retry allows more); undamped ones converge in a few
+    x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi, final_hessian=final_hessian,
+                                                       budget=polish_budget)
     free = ~(mask | at_bound)
     edm = _edm(grad, hess, free)
 
@@ -283,6 +260,10 @@ def minimize(
     success = bool(np.isfinite(value) and edm < 1e-8 and _kkt_ok(grad, x, lo, hi, at_bound))
     if iterations and status not in (0,) and success:
         message = f"{message} (then converged by Newton polish)"
+    if not success:  # SciPy's "terminated successfully" next to success false would contradict it
+        why = ("the likelihood is not finite" if not np.isfinite(value) else
+               f"edm {edm:.2g} is not below 1e-8" if not edm < 1e-8 else "the gradient does not vanish at the best fit")
+        message = why + (f" (the minimiser: {message})" if status != 0 else "")
     if not ok_cov:
         message += "; the Hessian is not positive definite, uncertainties are approximate"
     return FitResult(
@@ -304,8 +285,210 @@ def minimize(
     )
 
 
+# ---------------------------------------------------------------------------
+# checked fits: retries, the lower of several minima, kinks
+
+
+class FitFailedError(BayeshfError):
+    """A fit inside a frequentist computation failed even after retries: no number is computed from it.
+
+    ``result`` is the best failed attempt (``success`` False), ``what`` names
+    the fit ("the fit with mu fixed at 1"). The command line prints the
+    message and exits with status 1 (bad input is status 2).
+    """
+
+    exit_code = 1
+
+    def __init__(self, what: str, result: FitResult | None, reason: str) -> None:
+        self.what, self.result, self.reason = what, result, reason
+        super().__init__(f"{what} failed ({reason}); no result is reported from it.")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"success": False, "error": str(self), "failed_fit": self.what}
+        if self.result is not None:
+            out.update(twice_nll=_finite_or_none(self.result.twice_nll), edm=_finite_or_none(self.result.edm),
+                       message=self.result.message)
+        return out
+
+
+def kinked_parameters(model: Any) -> np.ndarray:
+    """Indices of parameters with a piecewise interpolation kinked at alpha = 0 (normsys code1, histosys code0).
+
+    code4/code4p (pyhf's defaults) and code2 have a continuous first derivative
+    at 0: none of their parameters is listed, so their fits take no extra steps.
+    """
+    codes = getattr(model, "codes", {})
+    kinked_types = {t for t, code in (("normsys", "code1"), ("histosys", "code0")) if codes.get(t) == code}
+    out: list[int] = []
+    if kinked_types:
+        for ps in model.parameters:
+            if kinked_types & set(ps.modifier_types):
+                out.extend(range(ps.slice.start, ps.slice.stop))
+    return np.asarray(sorted(out), dtype=int)
+
+
+def _tolerance(value: float) -> float:
+    """Round-off scale of twice_nll differences between two converged fits."""
+    return 1e-8 * max(1.0, abs(value))
+
+
+def _quadratic_excess(problem: FitProblem, reference: FitResult) -> float | None:
+    """twice_nll rise the reference's covariance predicts for the values ``problem`` fixes beyond it."""
+    newly = problem.fixed & ~reference.fixed
+    cov = reference.covariance
+    if not np.any(newly) or not np.any(cov):
+        return None
+    shift = problem.values[newly] - reference.bestfit[newly]
+    block = cov[np.ix_(newly, newly)]
+    if not np.all(np.isfinite(block)):
+        return None
+    try:
+        return float(shift @ np.linalg.solve(block, shift))
+    except np.linalg.LinAlgError:
+        return None
+
+
+def global_fit(
+    problem: FitProblem,
+    starts: Sequence[np.ndarray] = (),
+    *,
+    method: str = "trust-krylov",
+    gtol: float = 1e-6,
+    maxiter: int = 1000,
+    final_hessian: bool = True,
+    reference: FitResult | None = None,
+    what: str = "the fit",
+    raise_on_failure: bool = True,
+) -> FitResult:
+    """A checked fit of ``problem``: converged, retried from other starts, the lower of the minima found.
+
+    ``starts`` are tried in order (then ``problem.init``, the model's inits
+    with the fixed values): the first converged fit is taken, unless
+    ``reference`` (a fit of the same data with fewer parameters fixed, e.g.
+    the free fit) shows it is implausible: then every start is fitted and the
+    lowest converged minimum kept. Implausible means a twice_nll rise over the
+    reference above 4x the quadratic prediction of the reference's covariance
+    plus 25. Parameters on a kinked interpolation (:func:`kinked_parameters`)
+    are then probed on the other side of the kink (:func:`_probe_kinks`).
+    When no start converges, raises :class:`FitFailedError` (or, with
+    ``raise_on_failure=False``, returns the lowest failed attempt).
+    """
+    candidates: list[np.ndarray] = []
+    for start in (*starts, problem.init, np.asarray(problem.model.init, float)):
+        x = problem.start(start)
+        if not any(np.array_equal(x, c) for c in candidates):
+            candidates.append(x)
+    options = dict(method=method, gtol=gtol, maxiter=maxiter, final_hessian=final_hessian)
+    expected = None if reference is None else _quadratic_excess(problem, reference)
+    converged: list[FitResult] = []
+    failed: list[FitResult] = []
+    for x in candidates:
+        result = solve(problem, x, **options)
+        (converged if result.success else failed).append(result)
+        if result.success:
+            plausible = (reference is None or expected is None
+                         or result.twice_nll - reference.twice_nll <= 4.0 * expected + 25.0)
+            if plausible:
+                break
+    if not converged:
+        finite = [r for r in failed if np.isfinite(r.twice_nll)]
+        best = min(finite, key=lambda r: r.twice_nll) if finite else (failed[0] if failed else None)
+        for _ in range(3 if best is not None and np.isfinite(best.twice_nll) else 0):
+            # continue from the lowest point reached: a hard valley can need more Newton steps
+            result = solve(problem, best.bestfit, polish_budget=2000, **options)
+            if result.success:
+                converged.append(result)
+                break
+            if result.twice_nll < best.twice_nll:
+                best = result
+    if not converged:
+        if raise_on_failure:
+            reason = f"did not converge from {len(candidates)} starting points"
+            if best is not None:
+                reason += f": {best.message}, twice_nll {best.twice_nll:.6g}, edm {best.edm:.2g}"
+            raise FitFailedError(what, best, reason)
+        return best
+    best = min(converged, key=lambda r: r.twice_nll)
+    return _probe_kinks(problem, best, options)
+
+
+def _probe_kinks(problem: FitProblem, result: FitResult, options: dict[str, Any], rounds: int = 3) -> FitResult:
+    """Refit from the other side of every kink at alpha = 0 and keep the lowest converged minimum.
+
+    A piecewise interpolation (code0, code1) can give one valley on each side
+    of alpha = 0; a Newton method started at the kink enters one of them. A
+    parameter that ended at alpha restarts at -alpha (at least 0.5 away); one
+    sitting on the kink restarts on both sides. Repeated while a probe finds
+    a lower minimum.
+    """
+    kinks = [int(i) for i in kinked_parameters(problem.model) if not problem.fixed[i]]
+    if not kinks:
+        return result
+    best = result
+    for _ in range(rounds):
+        improved = False
+        for i in kinks:
+            a = float(best.bestfit[i])
+            sides = [-np.sign(a) * max(abs(a), 0.5)] if abs(a) > 1e-6 else [0.5, -0.5]
+            for side in sides:
+                start = best.bestfit.copy()
+                start[i] = side
+                trial = solve(problem, start, **options)
+                if trial.success and trial.twice_nll < best.twice_nll - _tolerance(best.twice_nll):
+                    best, improved = trial, True
+        if not improved:
+            break
+    return best
+
+
+# ---------------------------------------------------------------------------
+# goodness of fit
+
+
+def goodness_of_fit(model: Any, twice_nll: float, data: np.ndarray | None = None,
+                    fixed: np.ndarray | None = None) -> tuple[float, int, float]:
+    """Saturated-model test of a fit with minimum ``twice_nll``: (p-value, degrees of freedom, saturated twice_nll).
+
+    As cabinetry computes it: the saturated model has every main bin's
+    expectation equal to its count and the constraint terms at their maximum
+    (normal: theta = aux; Poisson: theta = aux / factor); 2 Delta NLL is
+    chi-square distributed with (main bins - free unconstrained parameters)
+    degrees of freedom. The p-value is NaN when that number is not positive.
+    """
+    import scipy.stats
+    from scipy.special import gammaln, xlogy
+
+    data = default_data(model) if data is None else np.asarray(data, dtype=float)
+    main, aux = data[: model.nmain], data[model.nmain:]
+    poisson = float(np.sum(xlogy(main, main) - main - gammaln(main + 1.0)))
+    pars = np.asarray(model.init, dtype=float).copy()
+    arrays = model.arrays
+    normal_param = np.asarray(arrays.normal_param)
+    poisson_param = np.asarray(arrays.poisson_param)
+    if normal_param.size:
+        pars[normal_param] = aux[np.asarray(arrays.normal_aux_position)]
+    if poisson_param.size:
+        pars[poisson_param] = aux[np.asarray(arrays.poisson_aux_position)] / np.asarray(arrays.poisson_factor)
+    constraint = float(model.log_constraint(pars, aux)) if model.nauxdata else 0.0
+    saturated = -2.0 * (poisson + constraint)
+    fixed = np.asarray(model.fixed if fixed is None else fixed, dtype=bool)
+    unconstrained = sum(int(np.sum(~fixed[ps.slice])) for ps in model.parameters if ps.constraint is None)
+    ndof = int(model.nmain) - unconstrained
+    statistic = float(twice_nll) - saturated
+    p_value = float(scipy.stats.chi2.sf(statistic, ndof)) if ndof > 0 else float("nan")
+    return p_value, ndof, saturated
+
+
+def with_goodness_of_fit(result: FitResult, problem: FitProblem) -> FitResult:
+    """``result`` with its saturated-model goodness of fit filled in."""
+    if not np.isfinite(result.twice_nll):
+        return result
+    p_value, ndof, saturated = goodness_of_fit(problem.model, result.twice_nll, problem.data, problem.fixed)
+    return dataclasses.replace(result, gof_pvalue=p_value, gof_ndof=ndof, saturated_twice_nll=saturated)
+
+
 def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
-            lo: np.ndarray, hi: np.ndarray, steps: int = 8, final_hessian: bool = True):
+            lo: np.ndarray, hi: np.ndarray, steps: int = 8, final_hessian: bool = True, budget: int = 200):
     """Projected Newton steps with an active set of parameters pinned on their bounds.
 
     Parameters close to a bound whose gradient points outward are pinned on it;
@@ -329,22 +512,31 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
     fresh = True  # hess was computed at x
     accepted = 0
     for _ in range(6):  # outer: release pinned parameters whose gradient points inside
-        for _ in range(steps):  # inner: Newton on the free set, pinning parameters a step runs into
+        inner, damp = 0, 0.0
+        while (inner < steps or damp > 0.0) and budget > 0:  # inner: Newton on the free set
+            inner += 1
+            budget -= 1
             free = ~(mask | at_lo | at_hi)
             if not np.any(free):
                 break
             if not fresh:
                 hess = np.asarray(fns.hessian(x, data))
                 fresh = True
+            block = hess[np.ix_(free, free)]
+            size = max(float(np.max(np.abs(np.diag(block)))), 1.0)
             try:
-                chol = np.linalg.cholesky(hess[np.ix_(free, free)])
+                chol = np.linalg.cholesky(block + damp * np.eye(len(block)) if damp else block)
             except np.linalg.LinAlgError:
-                break
+                # negative curvature: Levenberg-Marquardt damping until the system is positive definite
+                damp = max(4.0 * damp, 1e-6 * size)
+                if damp > 1e8 * size:
+                    break
+                continue
             step = np.zeros_like(x)
             step[free] = -scipy.linalg.cho_solve((chol, True), grad[free])
             if not np.all(np.isfinite(step)):
                 break
-            if 0.5 * float(-step[free] @ grad[free]) < 1e-15 * max(1.0, abs(value)):
+            if not damp and 0.5 * float(-step[free] @ grad[free]) < 1e-15 * max(1.0, abs(value)):
                 break  # converged: the Newton decrement is below round-off
             with np.errstate(divide="ignore", invalid="ignore"):
                 room = np.where(step < 0, (lo - x) / step, np.where(step > 0, (hi - x) / step, np.inf))
@@ -362,10 +554,17 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
             t_value, t_grad = fns.value_and_grad(trial, data)
             t_value = float(t_value)
             if not np.isfinite(t_value) or t_value > value + 1e-13 * max(1.0, abs(value)):
-                break
+                decrement = 0.5 * float(-step[free] @ grad[free])
+                if not damp and decrement < 1e-10 * max(1.0, abs(value)):
+                    break  # a Newton step this small that does not descend: round-off, converged
+                damp = max(4.0 * damp, 1e-4 * size)  # shorten and turn the step towards the gradient
+                if damp > 1e8 * size:
+                    break
+                continue
             x, value, grad = trial, t_value, np.asarray(t_grad)
             fresh = False
             accepted += 1
+            damp = 0.0 if damp < 1e-5 * size else damp / 8.0
         release = (at_lo & (grad < -1e-9)) | (at_hi & (grad > 1e-9))
         if not np.any(release):
             break

@@ -18,16 +18,22 @@ without the group floating).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from bayeshf.errors import BayeshfError
-from bayeshf.fit import FitResult, _resolve_bounds, _resolve_fixed, _vector, default_data, minimize
+from bayeshf.fit import FitFailedError, FitResult, _tolerance, global_fit
+from bayeshf.problem import FitProblem
+from bayeshf._display import display
+
+if TYPE_CHECKING:  # annotations only: no import cycle at run time
+    from bayeshf.model import HistFactoryModel
 
 __all__ = ["ImpactsResult", "GroupedImpactsResult", "prefit_constraints", "impacts", "ranking", "grouped_impacts"]
 
 
+@display()
 @dataclasses.dataclass(frozen=True)
 class ImpactsResult:
     """Per-parameter impacts on the POI, in the order of ``par_names``.
@@ -76,6 +82,7 @@ class ImpactsResult:
         }
 
 
+@display()
 @dataclasses.dataclass(frozen=True)
 class GroupedImpactsResult:
     """Impact of each group of parameters on the POI uncertainty (Hessian approximation)."""
@@ -94,7 +101,7 @@ class GroupedImpactsResult:
                 "members": {k: list(v) for k, v in self.members.items()}}
 
 
-def prefit_constraints(model: Any) -> tuple[np.ndarray, np.ndarray]:
+def prefit_constraints(model: HistFactoryModel) -> tuple[np.ndarray, np.ndarray]:
     """(centre, width) of each parameter's constraint; width NaN for unconstrained parameters.
 
     Normal constraints: centre = auxdata, width = sigma. Poisson (shapesys):
@@ -113,19 +120,19 @@ def prefit_constraints(model: Any) -> tuple[np.ndarray, np.ndarray]:
     return centre, width
 
 
-def _global(model: Any, data: Any, init: Any, bounds: Any, fixed: Any, method: str, fit_result: FitResult | None):
+def _global(model: Any, data: Any, init: Any, bounds: Any, fixed: Any, method: str,
+            fit_result: FitResult | None) -> tuple[FitResult, FitProblem]:
     if getattr(model, "poi_index", None) is None:
         raise BayeshfError("the model has no parameter of interest; choose one with --poi NAME (poi_name=...).")
-    x0 = _vector(model, init, np.asarray(model.init, float), "init")
-    mask, values = _resolve_fixed(model, fixed, x0)
-    box = _resolve_bounds(model, bounds)
-    data_arr = default_data(model) if data is None else np.asarray(data, dtype=float)
-    result = fit_result or minimize(model, x0, mask, values, box, data_arr, method=method)
-    return result, mask, values, box, data_arr
+    problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
+    result = fit_result or global_fit(problem, method=method, what="the free fit")
+    if not result.success:
+        raise FitFailedError("the free fit", result, f"{result.message}, edm {result.edm:.2g}")
+    return result, problem
 
 
 def impacts(
-    model: Any,
+    model: HistFactoryModel,
     *,
     method: str = "refit",
     fit_result: FitResult | None = None,
@@ -139,7 +146,8 @@ def impacts(
     """Impacts of every free, non-POI parameter on the POI (``method``: ``refit`` or ``hessian``)."""
     if method not in ("refit", "hessian"):
         raise BayeshfError(f"unknown impact method {method!r}; choose refit or hessian.")
-    result, mask, values, box, data_arr = _global(model, data, init, bounds, fixed, fit_method, fit_result)
+    result, problem = _global(model, data, init, bounds, fixed, fit_method, fit_result)
+    box = problem.bounds
     poi = int(model.poi_index)
     centre, prefit = prefit_constraints(model)
     nps = [i for i in range(model.npars) if i != poi and not result.fixed[i]]
@@ -163,9 +171,14 @@ def impacts(
                 continue
             for sign, key in ((1.0, f"{kind}_up"), (-1.0, f"{kind}_down")):
                 target = float(np.clip(result.bestfit[i] + sign * width, box[i, 0], box[i, 1]))
-                m, v, start = mask.copy(), values.copy(), result.bestfit.copy()
-                m[i], v[i], start[i] = True, target, target
-                refit = minimize(model, start, m, v, box, data_arr, method=fit_method, final_hessian=False)
+                refit = global_fit(problem.fixing(i, target), (result.bestfit,), method=fit_method,
+                                   final_hessian=False, reference=result,
+                                   what=f"the impact fit with {model.par_names[i]} fixed at {target:g}")
+                if refit.twice_nll < result.twice_nll - _tolerance(result.twice_nll):
+                    raise FitFailedError("the free fit", result, "a fit with "
+                                         f"{model.par_names[i]} fixed at {target:g} reaches a lower minimum "
+                                         f"({refit.twice_nll:.8g} < {result.twice_nll:.8g}), so the free fit "
+                                         "is not the global minimum")
                 out[key][k] = refit.bestfit[poi] - mu_hat
     return ImpactsResult(
         poi_name=model.par_names[poi],
@@ -181,13 +194,13 @@ def impacts(
     )
 
 
-def ranking(model: Any, **kwargs: Any) -> ImpactsResult:
+def ranking(model: HistFactoryModel, **kwargs: Any) -> ImpactsResult:
     """:func:`impacts` sorted by the larger absolute post-fit impact (largest first)."""
     return impacts(model, **kwargs).ranked()
 
 
 def grouped_impacts(
-    model: Any,
+    model: HistFactoryModel,
     groups: Mapping[str, Sequence[str]] | None = None,
     *,
     fit_result: FitResult | None = None,

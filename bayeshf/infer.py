@@ -13,10 +13,11 @@ finding, CLs scans), :mod:`bayeshf.scans` (profile-likelihood scans) and
 
 from __future__ import annotations
 
-from bayeshf.fit import FitResult, fit
+from bayeshf.fit import FitFailedError, FitResult, fit
 from bayeshf.impacts import GroupedImpactsResult, ImpactsResult, grouped_impacts, impacts, prefit_constraints, ranking
+from bayeshf.problem import FitProblem
 from bayeshf.limits import CLsScanResult, UpperLimitResult, cls_scan, upper_limit
-from bayeshf.scans import Scan2DResult, ScanResult, profile_scan, profile_scan_2d
+from bayeshf.scans import MinosResult, Scan2DResult, ScanResult, minos, profile_scan, profile_scan_2d
 from bayeshf.yields import YieldsResult, posterior_yields, yields
 from bayeshf.teststats import (
     TEST_STATISTICS,
@@ -30,7 +31,8 @@ from bayeshf.grid import GridPoint, GridResult, hypotest_grid, upper_limit_grid
 from bayeshf.toys import ToyHypoTestResult
 
 __all__ = [
-    "TEST_STATISTICS", "AsymptoticCalculator", "CLsScanResult", "FitResult", "GroupedImpactsResult",
+    "TEST_STATISTICS", "AsymptoticCalculator", "CLsScanResult", "FitFailedError", "FitProblem", "FitResult",
+    "GroupedImpactsResult", "MinosResult", "minos",
     "HypoTestResult", "ImpactsResult", "Scan2DResult", "ScanResult", "SignificanceResult", "UpperLimitResult",
     "cls_scan", "fit", "grouped_impacts", "hypotest", "impacts", "prefit_constraints", "profile_scan",
     "profile_scan_2d", "ranking", "significance", "upper_limit", "YieldsResult", "posterior_yields", "yields",

@@ -2,25 +2,34 @@
 
 Like ``pyhf.infer.intervals.upper_limits.upper_limit`` without a scan: the
 observed limit solves CLs_obs(mu) = level, the expected ones CLs_exp,k(mu) =
-level for the five band quantiles, each by Brent's method on a bracket seeded
-from the Asimov width sigma_A (Cowan et al. 2011, eq. (31): q_mu,A ~ (mu/sigma_A)^2).
-All fits run through one cached :class:`~bayeshf.teststats.AsymptoticCalculator`.
+level for the five band quantiles, each by SciPy's TOMS 748 (as pyhf's
+``toms748_scan``) on a bracket seeded from the Asimov width sigma_A (Cowan et
+al. 2011, eq. (31): q_mu,A ~ (mu/sigma_A)^2) and tightened with the POI
+values already fitted. All fits run through one cached
+:class:`~bayeshf.teststats.AsymptoticCalculator`, whose fits are checked: a
+failing fit raises :class:`~bayeshf.fit.FitFailedError` instead of a limit.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
+import scipy.optimize
 from scipy.special import ndtr, ndtri
 
 from bayeshf.errors import BayeshfError
 from bayeshf.teststats import BAND_SIGMAS, AsymptoticCalculator
+from bayeshf._display import display
+
+if TYPE_CHECKING:  # annotations only: no import cycle at run time
+    from bayeshf.model import HistFactoryModel
 
 __all__ = ["UpperLimitResult", "CLsScanResult", "upper_limit", "cls_scan"]
 
 
+@display()
 @dataclasses.dataclass(frozen=True)
 class CLsScanResult:
     """CLs at each POI value: ``CLs_obs`` (n,), ``CLs_exp`` (n, 5) in pyhf's band order."""
@@ -36,6 +45,7 @@ class CLsScanResult:
                 "CLs_exp": self.CLs_exp.tolist(), "test_stat": self.test_stat, "level": self.level}
 
 
+@display()
 @dataclasses.dataclass(frozen=True)
 class UpperLimitResult:
     """Upper limits on the POI at CLs = ``level``.
@@ -56,8 +66,8 @@ class UpperLimitResult:
         return {"obs": self.obs, "exp": list(self.exp)}
 
 
-def cls_scan(model_or_calculator: Any, poi_values: Sequence[float], *, test_stat: str = "qtilde",
-             level: float = 0.05, **kwargs: Any) -> CLsScanResult:
+def cls_scan(model_or_calculator: HistFactoryModel | AsymptoticCalculator, poi_values: Sequence[float], *,
+             test_stat: str = "qtilde", level: float = 0.05, **kwargs: Any) -> CLsScanResult:
     """Observed and expected CLs at each of ``poi_values``."""
     calc = _calculator(model_or_calculator, test_stat, kwargs)
     values = np.asarray(poi_values, dtype=float)
@@ -66,9 +76,12 @@ def cls_scan(model_or_calculator: Any, poi_values: Sequence[float], *, test_stat
                          np.array([r.CLs_exp for r in results]), calc.test_stat, level)
 
 
-def upper_limit(model_or_calculator: Any, *, level: float = 0.05, test_stat: str = "qtilde",
-                xtol: float = 1e-12, rtol: float = 1e-10, **kwargs: Any) -> UpperLimitResult:
+def upper_limit(model_or_calculator: HistFactoryModel | AsymptoticCalculator, *, level: float = 0.05,
+                test_stat: str = "qtilde", xtol: float = 1e-12, rtol: float = 1e-10, expected: bool = True,
+                **kwargs: Any) -> UpperLimitResult:
     """Observed and expected upper limits at CLs = ``level`` (95% CL for 0.05) by root finding.
+
+    ``expected=False`` skips the five expected limits (NaN in the result).
 
     ``model_or_calculator``: a model (then ``kwargs`` go to the calculator:
     ``data``, ``init``, ``bounds``, ``fixed``, ``method``) or an
@@ -82,25 +95,26 @@ def upper_limit(model_or_calculator: Any, *, level: float = 0.05, test_stat: str
     poi_lo, poi_hi = calc.box[calc.poi_index]
     floor = max(poi_lo, 0.0)
     sigma_a = _asimov_width(calc, floor, poi_hi)
-    asimov_cache = calc._conditional["asimov"]
-    observed_cache = calc._conditional["observed"]
 
     # Solve on near-linear scales: sqrt(q_A) for the band, the probit of CLs for the observed.
     # sqrt(q_A) at which an expected CLs equals the level: Phi(-(n + s)) / Phi(-n) = level
     targets = [float(-ndtri(level * ndtr(-n)) - n) for n in BAND_SIGMAS]
 
     def expected(k: int) -> Callable[[float], float]:
-        return lambda mu: float(np.sqrt(calc._statistic(mu, "asimov"))) - targets[k]
+        return lambda mu: float(np.sqrt(calc.statistic(mu, "asimov"))) - targets[k]
 
     def observed(mu: float) -> float:
-        return float(ndtri(level) - ndtri(max(calc.hypotest(mu).CLs_obs, 1e-300)))
+        cls = min(max(calc.hypotest(mu).CLs_obs, 1e-300), 1.0 - 1e-16)
+        return float(ndtri(level) - ndtri(cls))
 
-    exp = [0.0] * 5
-    for k in (2, 1, 3, 0, 4):
-        exp[k] = _root(expected(k), asimov_cache, floor + targets[k] * sigma_a, floor, xtol, rtol)
+    exp = [float("nan")] * 5
+    for k in (2, 1, 3, 0, 4) if expected else ():
+        exp[k] = _root(expected(k), calc.fitted_poi_values("asimov"), floor + targets[k] * sigma_a, floor,
+                       poi_hi, xtol, rtol)
     muhat = max(float(calc.free_fit.bestfit[calc.poi_index]), floor)
-    obs = _root(observed, observed_cache, muhat + targets[2] * sigma_a, floor, xtol, rtol)
-    values = np.array(sorted(v for v in observed_cache if v > floor))
+    obs = _root(observed, calc.fitted_poi_values("observed"), muhat + targets[2] * sigma_a, floor, poi_hi,
+                xtol, rtol)
+    values = np.array([v for v in calc.fitted_poi_values("observed") if v > floor])
     scan = cls_scan(calc, values, level=level)
     return UpperLimitResult(obs=obs, exp=tuple(exp), level=level, test_stat=calc.test_stat, scan=scan)
 
@@ -116,56 +130,51 @@ def _asimov_width(calc: AsymptoticCalculator, floor: float, poi_hi: float) -> fl
     guess = calc.free_fit.uncertainties[calc.poi_index]
     mu = floor + (guess if np.isfinite(guess) and guess > 0 else 0.1 * (poi_hi - floor))
     for _ in range(60):
-        q_a = calc._statistic(mu, "asimov")
+        q_a = calc.statistic(mu, "asimov")
         if q_a > 1e-6:
             return (mu - floor) / np.sqrt(q_a)
         mu = floor + 2.0 * (mu - floor)
     raise BayeshfError("the Asimov test statistic stays zero: the signal has no effect on the expected counts.")
 
 
-def _root(g: Callable[[float], float], cached: dict[float, Any], seed: float, floor: float,
-          xtol: float, rtol: float, maxiter: int = 60) -> float:
-    """Root of the increasing function ``g`` above ``floor`` by safeguarded secant steps.
+def _root(g: Callable[[float], float], known: Sequence[float], seed: float, floor: float, ceiling: float,
+          xtol: float, rtol: float) -> float:
+    """Root of the increasing function ``g`` in (floor, ceiling] by TOMS 748 on a bracket.
 
-    Points already in ``cached`` (POI values with fits) cost nothing and seed
-    the search; steps stay inside the tightest bracket once one is known and
-    fall back to bisection there, so convergence is guaranteed once bracketed.
+    POI values already fitted (``known``) cost nothing and tighten the
+    bracket; otherwise it grows from ``seed`` (doubling the distance to the
+    floor upwards, halving it downwards) until ``g`` changes sign.
     """
-    points: dict[float, float] = {x: g(x) for x in cached if x > floor}
+    points = {x: g(x) for x in known if floor < x <= ceiling}
     if not points:
+        seed = min(max(seed, floor + 1e-9 * max(1.0, abs(floor))), ceiling)
         points[seed] = g(seed)
-    for _ in range(maxiter):
-        xs = np.array(sorted(points))
-        gs = np.array([points[x] for x in xs])
-        if np.any(gs == 0.0):
-            return float(xs[np.flatnonzero(gs == 0.0)[0]])
-        below, above = xs[gs < 0], xs[gs > 0]
-        low = below.max() if below.size else None
-        high = above.min() if above.size else None
-        best = xs[np.argsort(np.abs(gs))[:2]]
-        if len(best) == 2 and points[best[0]] != points[best[1]]:
-            a, b = best
-            candidate = a - points[a] * (b - a) / (points[b] - points[a])
-        else:  # one point: step 5% of the distance to the floor in the downhill direction
-            a = best[0]
-            candidate = a - np.sign(points[a]) * 0.05 * max(a - floor, 1e-6)
-        if low is not None and high is not None:
-            width = high - low
-            if width <= xtol + rtol * abs(high):
-                g_low, g_high = points[low], points[high]
-                return float(low - g_low * width / (g_high - g_low))
-            if not low < candidate < high:
-                candidate = 0.5 * (low + high)
-            # keep steps away from the ends so the bracket always shrinks
-            margin = 0.25 * (xtol + rtol * abs(candidate))
-            candidate = min(max(candidate, low + margin), high - margin)
-        elif low is None and candidate <= floor:
-            candidate = floor + 0.5 * (min(xs) - floor)
-        elif high is None and candidate <= (low if low is not None else floor):
-            candidate = 2.0 * max(xs) - floor
-        if candidate in points:
-            candidate = np.nextafter(candidate, np.inf)
-        points[float(candidate)] = g(float(candidate))
-        if abs(points[float(candidate)]) < 1e-13 and low is not None and high is not None:
-            return float(candidate)
-    raise BayeshfError("the CLs upper limit did not converge: CLs does not cross the level smoothly.")
+    bracket = None
+    for _ in range(80):
+        xs = sorted(points)
+        for x in xs:
+            if points[x] == 0.0:
+                return float(x)
+        pairs = [(lo, hi) for lo, hi in zip(xs, xs[1:]) if points[lo] < 0 < points[hi]]
+        if pairs:
+            bracket = pairs[0]  # the lowest crossing
+            break
+        if points[xs[-1]] < 0:  # everything below the level: grow upwards
+            if xs[-1] >= ceiling:
+                raise BayeshfError(f"CLs stays above the level up to the POI's upper bound {ceiling:g}; "
+                                   "widen the POI bounds to find the limit.")
+            x = min(floor + 2.0 * (xs[-1] - floor), ceiling)
+        else:  # the lowest point is already beyond the root: shrink towards the floor
+            x = floor + 0.5 * (xs[0] - floor)
+            if x - floor <= 1e-12 * max(1.0, abs(floor)):
+                return float(floor)
+        points[x] = g(x)
+    if bracket is None:
+        raise BayeshfError("the CLs upper limit did not converge: CLs does not cross the level.")
+    low, high = bracket
+    cached = dict(points)
+
+    def f(x: float) -> float:
+        return cached[x] if x in cached else g(x)
+
+    return float(scipy.optimize.toms748(f, low, high, xtol=xtol, rtol=max(rtol, 4 * np.finfo(float).eps)))

@@ -11,13 +11,18 @@ quantiles n = 2, 1, 0, -1, -2.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from scipy.special import ndtr, ndtri
 
 from bayeshf.errors import BayeshfError
-from bayeshf.fit import FitResult, _resolve_bounds, _resolve_fixed, _vector, compiled_functions, default_data, minimize
+from bayeshf.fit import FitResult, _tolerance, compiled_functions, global_fit
+from bayeshf.problem import FitProblem
+from bayeshf._display import display
+
+if TYPE_CHECKING:  # annotations only: no import cycle at run time
+    from bayeshf.model import HistFactoryModel
 
 __all__ = ["TEST_STATISTICS", "AsymptoticCalculator", "HypoTestResult", "SignificanceResult",
            "hypotest", "significance"]
@@ -27,6 +32,7 @@ TEST_STATISTICS = ("qtilde", "q", "q0")
 BAND_SIGMAS = (2.0, 1.0, 0.0, -1.0, -2.0)
 
 
+@display()
 @dataclasses.dataclass(frozen=True)
 class HypoTestResult:
     """CLs and tail probabilities at one POI value.
@@ -60,6 +66,7 @@ class HypoTestResult:
         }
 
 
+@display()
 @dataclasses.dataclass(frozen=True)
 class SignificanceResult:
     """Discovery test (q0): observed and expected p0 and significance Z = Phi^-1(1 - p0).
@@ -109,50 +116,89 @@ class AsymptoticCalculator:
         self.test_stat = test_stat
         self.method = method
         self.poi_index = int(model.poi_index)
-        self.init = _vector(model, init, np.asarray(model.init, float), "init")
-        self.mask, self.fixed_values = _resolve_fixed(model, fixed, self.init)
-        if self.mask[self.poi_index]:
+        self.problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
+        if self.problem.fixed[self.poi_index]:
             raise BayeshfError(f"the parameter of interest {model.poi_name!r} is fixed; it must be free for a test.")
-        self.box = _resolve_bounds(model, bounds)
-        self.data = default_data(model) if data is None else np.asarray(data, dtype=float)
-        self.free_fit = self._fit(self.init, self.data)
+        self._problems = {"observed": self.problem}
+        self._free: dict[str, FitResult] = {}
+        self._conditional: dict[str, dict[float, FitResult]] = {"observed": {}, "asimov": {}}
+        self._free["observed"] = global_fit(self.problem, method=method, what="the free fit")
         asimov_mu = 1.0 if test_stat == "q0" else 0.0
         self.asimov_poi = asimov_mu
-        self._conditional: dict[str, dict[float, FitResult]] = {"observed": {}, "asimov": {}}
         self.asimov_fit = self.conditional_fit(asimov_mu, "observed")
         self.asimov_data = np.asarray(compiled_functions(model).asimov_data(self.asimov_fit.bestfit), dtype=float)
-        self.free_fit_asimov = self._fit(self.asimov_fit.bestfit, self.asimov_data)
+        self._problems["asimov"] = self.problem.with_data(self.asimov_data)
+        self._free["asimov"] = global_fit(self._problems["asimov"], (self.asimov_fit.bestfit,), method=method,
+                                          what="the free fit to the Asimov data")
+
+    # -- resolved settings, kept as attributes for callers of earlier versions ------------------
+    @property
+    def init(self) -> np.ndarray:
+        return self.problem.init
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.problem.fixed
+
+    @property
+    def fixed_values(self) -> np.ndarray:
+        return self.problem.values
+
+    @property
+    def box(self) -> np.ndarray:
+        return self.problem.bounds
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.problem.data
+
+    @property
+    def free_fit(self) -> FitResult:
+        """Unconditional fit to the observed data."""
+        return self._free["observed"]
+
+    @property
+    def free_fit_asimov(self) -> FitResult:
+        """Unconditional fit to the Asimov data."""
+        return self._free["asimov"]
 
     # -- fits -------------------------------------------------------------------------------
-    def _fit(self, start: np.ndarray, data: np.ndarray, poi_value: float | None = None) -> FitResult:
-        mask, values = self.mask, self.fixed_values
-        if poi_value is not None:
-            mask = mask.copy()
-            values = values.copy()
-            mask[self.poi_index] = True
-            values[self.poi_index] = poi_value
-        return minimize(self.model, start, mask, values, self.box, data, method=self.method,
-                        final_hessian=poi_value is None)
-
     def conditional_fit(self, poi_value: float, which: str = "observed") -> FitResult:
-        """Fit with the POI fixed at ``poi_value`` to the ``observed`` or ``asimov`` data (cached)."""
+        """Checked fit with the POI fixed at ``poi_value`` to the ``observed`` or ``asimov`` data (cached).
+
+        Started from the fit at the nearest POI value already known (the free
+        fit counts as the fit at mu_hat), then from the free fit and the
+        inits (:func:`bayeshf.fit.global_fit`). A conditional minimum below
+        the free one proves the free fit missed the global minimum: the free
+        fit is redone from there. Raises :class:`~bayeshf.fit.FitFailedError`
+        when no start converges.
+        """
         poi_value = float(poi_value)
         cache = self._conditional[which]
-        if poi_value not in cache:
-            if cache:
-                nearest = min(cache, key=lambda v: abs(v - poi_value))
-                start = cache[nearest].bestfit.copy()
-            else:
-                start = (self.free_fit if which == "observed" else self.free_fit_asimov).bestfit.copy()
-            start[self.poi_index] = poi_value
-            data = self.data if which == "observed" else self.asimov_data
-            cache[poi_value] = self._fit(start, data, poi_value)
-        return cache[poi_value]
+        if poi_value in cache:
+            return cache[poi_value]
+        free = self._free[which]
+        known = {**cache, float(free.bestfit[self.poi_index]): free}
+        nearest = known[min(known, key=lambda v: abs(v - poi_value))]
+        problem = self._problems[which].fixing(self.poi_index, poi_value)
+        data_name = "the Asimov data" if which == "asimov" else "the data"
+        result = global_fit(problem, (nearest.bestfit, free.bestfit), method=self.method, final_hessian=False,
+                            reference=free, what=f"the fit to {data_name} with {self.model.poi_name} fixed at {poi_value:g}")
+        if result.twice_nll < free.twice_nll - _tolerance(free.twice_nll):
+            self._free[which] = global_fit(self._problems[which], (result.bestfit, free.bestfit), method=self.method,
+                                           what=f"the free fit to {data_name}")
+        cache[poi_value] = result
+        return result
+
+    def fitted_poi_values(self, which: str = "observed") -> list[float]:
+        """POI values with a cached conditional fit (for root finding that reuses them)."""
+        return sorted(self._conditional[which])
 
     # -- test statistics ------------------------------------------------------------------
-    def _statistic(self, poi_value: float, which: str) -> float:
-        free = self.free_fit if which == "observed" else self.free_fit_asimov
+    def statistic(self, poi_value: float, which: str = "observed") -> float:
+        """The test statistic (q, q~ or q0, before the asymptotic shift) on the ``observed`` or ``asimov`` data."""
         conditional = self.conditional_fit(poi_value, which)
+        free = self._free[which]
         muhat = free.bestfit[self.poi_index]
         # the same minimisation problem when the free fit ends exactly on the tested value
         t = 0.0 if muhat == poi_value else max(conditional.twice_nll - free.twice_nll, 0.0)
@@ -164,8 +210,8 @@ class AsymptoticCalculator:
         """(shifted statistic compared with the distributions, q_obs, q_asimov) at ``poi_value``."""
         if self.test_stat == "q0" and poi_value != 0.0:
             raise BayeshfError("the q0 test statistic tests the background-only hypothesis: use poi_value 0.")
-        q = self._statistic(poi_value, "observed")
-        q_asimov = self._statistic(poi_value, "asimov")
+        q = self.statistic(poi_value, "observed")
+        q_asimov = self.statistic(poi_value, "asimov")
         sqrt_q, sqrt_qa = np.sqrt(q), np.sqrt(q_asimov)
         if self.test_stat in ("q", "q0") or sqrt_q <= sqrt_qa:
             shifted = sqrt_q - sqrt_qa
@@ -194,7 +240,7 @@ class AsymptoticCalculator:
 
     def expected_cls(self, poi_value: float) -> np.ndarray:
         """The five expected CLs values at ``poi_value`` (Asimov fits only)."""
-        sqrt_qa = np.sqrt(self._statistic(poi_value, "asimov"))
+        sqrt_qa = np.sqrt(self.statistic(poi_value, "asimov"))
         return np.array([sb / b for sb, b in (_tails(n, sqrt_qa) for n in BAND_SIGMAS)])
 
 
@@ -203,7 +249,7 @@ def _tails(shifted: float, sqrt_q_asimov: float) -> tuple[float, float]:
     return float(ndtr(-(shifted + sqrt_q_asimov))), float(ndtr(-shifted))
 
 
-def hypotest(model: Any, poi_value: float, *, test_stat: str = "qtilde", **kwargs: Any) -> HypoTestResult:
+def hypotest(model: HistFactoryModel, poi_value: float, *, test_stat: str = "qtilde", **kwargs: Any) -> HypoTestResult:
     """Asymptotic CLs test of ``poi_value`` (like ``pyhf.infer.hypotest`` with asymptotics).
 
     ``kwargs``: ``data``, ``init``, ``bounds``, ``fixed``, ``method`` as :class:`AsymptoticCalculator`.
@@ -211,7 +257,7 @@ def hypotest(model: Any, poi_value: float, *, test_stat: str = "qtilde", **kwarg
     return AsymptoticCalculator(model, test_stat=test_stat, **kwargs).hypotest(poi_value)
 
 
-def significance(model: Any, **kwargs: Any) -> SignificanceResult:
+def significance(model: HistFactoryModel, **kwargs: Any) -> SignificanceResult:
     """Discovery significance from q0 (background-only hypothesis mu = 0 against mu > 0)."""
     calc = AsymptoticCalculator(model, test_stat="q0", **kwargs)
     result = calc.hypotest(0.0)
