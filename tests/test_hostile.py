@@ -178,3 +178,30 @@ def test_signal_keeps_the_draws_and_removes_temporaries(tmp_path, signals, code)
     posterior = az.from_netcdf(out / "posterior.nc")
     assert posterior.posterior.attrs["interrupted"]
     assert 0 < posterior.posterior.sizes["draw"] < 20000
+
+
+def test_ppc_of_thousands_of_channels_draws_the_farthest_few(tmp_path):
+    """A 300-channel predictive check draws MAX_PPC_PANELS panels: the channels whose data are off, and says so."""
+    import arviz as az
+    import numpy as np
+
+    from bayeshf.plots import bayes
+
+    rng = np.random.default_rng(1)
+    names = [f"ch{i:03d}" for i in range(300)]
+    predictive = {n: rng.poisson(20.0, size=(1, 200, 2)) for n in names}
+    observed = {n: np.array([20.0, 20.0]) for n in names}
+    off = {"ch017", "ch123", "ch299"}
+    for name in off:
+        observed[name] = np.array([20.0, 60.0])
+    idata = az.from_dict(posterior={"mu": rng.normal(size=(1, 200))}, posterior_predictive=predictive,
+                         observed_data=observed)
+    chosen = bayes._farthest_channels(idata, names, bayes.MAX_PPC_PANELS)
+    assert len(chosen) == bayes.MAX_PPC_PANELS and off <= set(chosen)
+    figure = bayes.ppc(idata, out=tmp_path / "ppc.png")
+    assert (tmp_path / "ppc.png").stat().st_size > 0
+    assert len(figure.axes) == bayes.MAX_PPC_PANELS
+    assert f"{bayes.MAX_PPC_PANELS} of 300 channels" in figure._suptitle.get_text()
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)

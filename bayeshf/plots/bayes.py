@@ -140,12 +140,37 @@ def _group_draws(idata, group: str) -> dict[str, np.ndarray]:
     return out
 
 
-def ppc(idata, *, out: str | Path | None = None):
-    """Per channel: observed counts over the prior and posterior predictive 68%/95% bands."""
+#: predictive-check panels drawn at most (thousands of channels took minutes, then memory)
+MAX_PPC_PANELS = 20
+
+
+def _farthest_channels(idata, channels: list[str], keep: int) -> list[str]:
+    """The ``keep`` channels whose observed counts lie farthest from the posterior predictive median, in
+    units of its 68% half-width, in their original order."""
+    scores = []
+    for channel in channels:
+        counts = np.asarray(idata.posterior_predictive[channel].values, dtype=float)
+        counts = counts.reshape(-1, counts.shape[-1])
+        q16, q50, q84 = np.quantile(counts, [0.16, 0.5, 0.84], axis=0)
+        observed = np.asarray(idata.observed_data[channel].values, dtype=float)
+        scores.append(float(np.max(np.abs(observed - q50) / np.maximum((q84 - q16) / 2, 0.5))))
+    chosen = set(np.argsort(scores)[::-1][:keep].tolist())
+    return [c for i, c in enumerate(channels) if i in chosen]
+
+
+def ppc(idata, *, out: str | Path | None = None, max_panels: int = MAX_PPC_PANELS):
+    """Per channel: observed counts over the prior and posterior predictive 68%/95% bands.
+
+    With more than ``max_panels`` channels, the ``max_panels`` farthest from the posterior predictive
+    median are drawn and the figure says so.
+    """
     plt = _pyplot()
     if "posterior_predictive" not in idata.groups():
         raise BayeshfError("the InferenceData has no posterior_predictive group to plot.")
     channels = list(idata.posterior_predictive.data_vars)
+    total = len(channels)
+    if total > max_panels:
+        channels = _farthest_channels(idata, channels, max_panels)
     fig, axes = plt.subplots(len(channels), 1, figsize=(7, 2.8 * len(channels)), squeeze=False)
     for ax, channel in zip(axes[:, 0], channels):
         bands = [("posterior_predictive", "tab:blue", "posterior predictive")]
@@ -174,7 +199,12 @@ def ppc(idata, *, out: str | Path | None = None):
         ax.set_ylabel("events")
         ax.set_xlim(0, observed.size)
         ax.legend(fontsize=8)
-    fig.tight_layout()
+    if total > len(channels):
+        fig.suptitle(f"{len(channels)} of {total:,} channels: those farthest from the posterior predictive median",
+                     fontsize=11, y=1 - 0.15 / fig.get_figheight(), va="top")
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # room for the note
+    else:
+        fig.tight_layout()
     return _save(fig, out)
 
 
