@@ -89,8 +89,10 @@ def test_ttbar_cls_and_upper_limit_against_an_independent_profile():
     profile = _pyhf_profile(TTBAR)
     free = profile(calc.free_fit.bestfit)
     assert free >= calc.free_fit.twice_nll - 1e-6  # ours is the minimum
-    q_independent = profile(calc.free_fit.bestfit, 1.0) - free
-    assert q_independent == pytest.approx(result.q_obs, rel=1e-3, abs=1e-5)
+    conditional = profile(calc.free_fit.bestfit, 1.0)
+    # L-BFGS-B stops a little above the minimum; never below ours
+    assert 0.0 <= conditional - calc.conditional_fit(1.0).twice_nll < 2e-4
+    q_independent = conditional - free
     assert result.q_asimov > 100  # CLb = 1 to 1e-20: CLs_obs depends on q_obs only
     assert result.CLs_obs == pytest.approx(_cls_from_q(q_independent, result.q_asimov), rel=1e-3)
     assert 0.4 < result.CLs_obs < 0.5
