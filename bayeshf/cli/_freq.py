@@ -21,13 +21,7 @@ def add_common(parser: argparse.ArgumentParser, *, plot_help: str) -> None:
 
 
 def load_model(args: argparse.Namespace):
-    """The model, with jax's persistent compilation cache on so a second run skips compilation."""
-    try:
-        from bayeshf.sampling import enable_compilation_cache
-
-        enable_compilation_cache()
-    except Exception:  # pragma: no cover - the cache is an optimisation only
-        pass
+    """The model (the compilation cache is on: bayeshf.cli.main calls bayeshf.runtime.configure)."""
     return model_from_args(args)
 
 
