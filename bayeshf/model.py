@@ -426,16 +426,17 @@ class HistFactoryModel:
         """Nominal yields {sample: (nmain,) array over all main bins}, 0 where a sample is absent."""
         return {name: self.nominal[s].copy() for s, name in enumerate(self.samples)}
 
-    def with_yields(self, yields: Mapping[str, Any]) -> "HistFactoryModel":
+    def with_yields(self, yields: Mapping[str, Any], histosys: Mapping[str, Any] | None = None) -> "HistFactoryModel":
         """Same model with these samples' nominal yields (traceable; see :mod:`bayeshf.diff.yields`).
 
         Changes what the same change of the samples' ``data`` in the JSON
         would: histosys shifts against the unchanged absolute templates,
         staterror widths and shapesys tau (and its auxdata) from the new nominal.
+        ``histosys``: new absolute templates ``{modifier: {sample: (hi_data, lo_data)}}``.
         """
         from bayeshf.diff.yields import with_yields
 
-        return with_yields(self, yields)
+        return with_yields(self, yields, histosys)
 
     # -- static description ----------------------------------------------------------------
     @property

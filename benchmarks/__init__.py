@@ -12,6 +12,7 @@ Run a suite with ``python -m benchmarks SUITE`` from the repository root, or
                   (``--parts`` picks some of them; the others' rows are kept)
 - ``large``       the synthetic 10,000-bin x 1,000-systematic model (bayeshf only)
 - ``coldstart``   whole commands in fresh processes (bayeshf fit / sample, NextStat, bare JAX)
+- ``diff``        bayeshf.diff: gradient of profiled Z0 and the expected limit vs one evaluation
 - ``report``      regenerate plots and docs/benchmarks.md from recorded results
 - ``all``         every suite, then the report
 
@@ -46,6 +47,7 @@ SUITES = {
     "nbin": "nbin",
     "large": "large",
     "coldstart": "coldstart",
+    "diff": "diff",
 }
 
 #: where results are recorded unless ``--output`` says otherwise

@@ -147,11 +147,17 @@ def nominal_matrix(model: Any, yields: Mapping[str, Any] | None):
     return jnp.stack(rows)
 
 
-def with_yields(model: Any, yields: Mapping[str, Any] | None):
-    """A model of the same structure whose nominal yields are ``yields`` (see the module docstring)."""
+def with_yields(model: Any, yields: Mapping[str, Any] | None, histosys: Mapping[str, Any] | None = None):
+    """A model of the same structure whose nominal yields are ``yields`` (see the module docstring).
+
+    ``histosys``: optionally new absolute templates too, ``{modifier: {sample:
+    (hi_data, lo_data)}}`` with arrays over all main bins (traced like the
+    yields; for templates that follow a selection, e.g. a shifted variable
+    histogrammed with the same soft cut and bins).
+    """
     from bayeshf.model import HistFactoryModel
 
-    if not yields:
+    if not yields and not histosys:
         return model
     structure = yield_structure(model)
     a = model.arrays
@@ -161,7 +167,12 @@ def with_yields(model: Any, yields: Mapping[str, Any] | None):
     K = structure.histosys_mask.shape[0]
     if K:
         shift = (structure.histosys_mask * change[None]).reshape(K, -1)
-        replace["histosys_table"] = a.histosys_table - jnp.concatenate([shift, -shift])
+        table = a.histosys_table - jnp.concatenate([shift, -shift])
+        if histosys:
+            table = _replace_templates(model, structure, table, new, histosys)
+        replace["histosys_table"] = table
+    elif histosys:
+        raise BayeshfError(f"{model.label}: the model has no histosys modifier to take templates.")
     if len(structure.staterror_param):
         total = jnp.sum(structure.staterror_samples * new[:, structure.staterror_bin].T, axis=1)
         old_weight = a.normal_weight[structure.staterror_param]
@@ -175,3 +186,25 @@ def with_yields(model: Any, yields: Mapping[str, Any] | None):
         replace["poisson_factor_full"] = a.poisson_factor_full.at[structure.shapesys_param].set(tau)
         replace["auxdata"] = a.auxdata.at[structure.shapesys_aux].set(tau)
     return HistFactoryModel(a._replace(**replace), model._static, model._meta)
+
+
+def _replace_templates(model, structure, table, nominal, histosys):
+    """The histosys table with the given (modifier, sample) rows from absolute templates."""
+    K = structure.histosys_mask.shape[0]
+    S, B = nominal.shape
+    rows = {int(p): k for k, p in enumerate(model._meta["tables"].histosys_param)}
+    table = table.reshape(2, K, S, B)
+    for name, per_sample in histosys.items():
+        pset = model.parameter(name)
+        if pset is None or pset.modifier_type != "histosys":
+            raise BayeshfError(f"{model.label}: no histosys modifier named '{name}'.")
+        k = rows[pset.slice.start]
+        for sample, (hi, lo) in per_sample.items():
+            if sample not in model.samples:
+                raise BayeshfError(f"{model.label}: no sample named '{sample}'.")
+            s = model.samples.index(sample)
+            mask = structure.histosys_mask[k, s]
+            hi = jnp.asarray(hi, dtype=jnp.float64)
+            lo = jnp.asarray(lo, dtype=jnp.float64)
+            table = table.at[0, k, s].set(mask * (hi - nominal[s])).at[1, k, s].set(mask * (nominal[s] - lo))
+    return table.reshape(2 * K, S * B)
