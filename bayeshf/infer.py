@@ -13,6 +13,8 @@ finding, CLs scans), :mod:`bayeshf.scans` (profile-likelihood scans) and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from bayeshf.fit import FitFailedError, FitResult, fit
 from bayeshf.impacts import GroupedImpactsResult, ImpactsResult, grouped_impacts, impacts, prefit_constraints, ranking
 from bayeshf.problem import FitProblem
@@ -30,6 +32,9 @@ from bayeshf.teststats import hypotest as _asymptotic_hypotest
 from bayeshf.grid import GridPoint, GridResult, hypotest_grid, upper_limit_grid
 from bayeshf.toys import ToyHypoTestResult
 
+if TYPE_CHECKING:  # annotations only
+    from bayeshf.model import HistFactoryModel
+
 __all__ = [
     "TEST_STATISTICS", "AsymptoticCalculator", "CLsScanResult", "FitFailedError", "FitProblem", "FitResult",
     "GroupedImpactsResult", "MinosResult", "minos",
@@ -40,7 +45,8 @@ __all__ = [
 ]
 
 
-def hypotest(model, poi_value: float, *, test_stat: str = "qtilde", calctype: str = "asymptotics", **kwargs):
+def hypotest(model: HistFactoryModel, poi_value: float, *, test_stat: str = "qtilde", calctype: str = "asymptotics",
+             **kwargs: Any) -> HypoTestResult | ToyHypoTestResult:
     """CLs test of ``poi_value``, like ``pyhf.infer.hypotest``: ``calctype`` "asymptotics" or "toybased".
 
     Asymptotics: :func:`bayeshf.teststats.hypotest` (``kwargs``: data, init,

@@ -320,12 +320,23 @@ def test_display_decorator_gives_compact_repr_and_html():
     assert page.count("<tr>") == 1 + 1 + 4 + 132  # header of the parameter table, field rows, parameter rows
 
 
-def test_result_classes_have_compact_repr_and_html():
+def test_every_result_class_has_compact_repr_and_html():
+    import dataclasses
+
+    import bayeshf.infer as infer
     from bayeshf.toys import ToyHypoTestResult
 
-    classes = [ToyHypoTestResult]
+    classes = [infer.FitResult, infer.HypoTestResult, infer.SignificanceResult, infer.UpperLimitResult,
+               infer.CLsScanResult, infer.ScanResult, infer.Scan2DResult, infer.ImpactsResult,
+               infer.GroupedImpactsResult, ToyHypoTestResult]
     for cls in classes:
-        assert hasattr(cls, "_repr_html_") and cls.__repr__.__qualname__.startswith("display.")
+        assert dataclasses.is_dataclass(cls)
+        assert hasattr(cls, "_repr_html_") and cls.__repr__.__qualname__.startswith("display."), cls
+    model = bayeshf.load(str(data_path("thesis/2_bin_corr.json")))
+    fit = bayeshf.fit(model)
+    text = repr(fit)
+    assert text.startswith("FitResult(poi=") and "array(2, 2)" in text and "\n" not in text
+    assert "correlated_bkg_uncertainty" in fit._repr_html_()
 
 
 def test_patchset_list_output_file(tmp_path, capsys):
@@ -344,3 +355,41 @@ def test_patchset_list_output_file(tmp_path, capsys):
     assert main(["patchset", "list", str(path), "--json", "--output-file", str(out)]) == 0
     assert capsys.readouterr().out == ""
     assert "p1" in out.read_text()
+
+
+def test_public_api_is_typed():
+    import inspect
+    import typing
+
+    import bayeshf.infer as infer
+    from bayeshf.model import HistFactoryModel
+
+    names = {"HistFactoryModel": HistFactoryModel, "AsymptoticCalculator": infer.AsymptoticCalculator,
+             "FitResult": infer.FitResult}
+    functions = [bayeshf.load, infer.fit, infer.hypotest, infer.significance, infer.cls_scan, infer.upper_limit,
+                 infer.profile_scan, infer.profile_scan_2d, infer.impacts, infer.ranking, infer.grouped_impacts,
+                 infer.prefit_constraints, infer.yields]
+    for function in functions:
+        hints = typing.get_type_hints(function, localns=names)
+        assert "return" in hints and hints["return"] is not typing.Any, function.__name__
+        first = next(iter(inspect.signature(function).parameters))
+        assert HistFactoryModel in (typing.get_args(hints[first]) or (hints[first],)) or function is bayeshf.load, \
+            function.__name__
+    assert typing.get_type_hints(bayeshf.load, localns=names)["return"] is HistFactoryModel
+
+
+def test_shell_completion_completes_commands_and_choices(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("argcomplete")
+
+    def complete(line: str) -> list[str]:
+        out = tmp_path / "completions.txt"
+        env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+               "_ARGCOMPLETE_STDOUT_FILENAME": str(out), "_ARGCOMPLETE_IFS": "\n"}
+        subprocess.run([sys.executable, "-m", "bayeshf"], env=env, capture_output=True, timeout=120)
+        return out.read_text().split() if out.exists() else []
+
+    assert "datamc" in complete("bayeshf da")
+    assert set(complete("bayeshf datamc ws.json --style ")) == {"atlas", "cms", "plain"}
