@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from bayeshf.plots import freq
 
-        (freq.scan if args.par2 is None else freq.scan_2d)(result, out=args.plot)
+        if args.par2 is None:
+            freq.scan(result, out=args.plot, poi_name=model.poi_name)
+        else:
+            freq.scan_2d(result, out=args.plot)
         wrote(args.plot)
     return 0
