@@ -376,6 +376,11 @@ def test_public_api_is_typed():
         assert HistFactoryModel in (typing.get_args(hints[first]) or (hints[first],)) or function is bayeshf.load, \
             function.__name__
     assert typing.get_type_hints(bayeshf.load, localns=names)["return"] is HistFactoryModel
+    for method in ("expected_counts", "expected_rates", "logpdf", "log_likelihood", "twice_nll", "value_and_grad",
+                   "with_data", "asimov_data"):
+        hints = typing.get_type_hints(getattr(HistFactoryModel, method), localns=names)
+        assert "pars" in hints or method == "with_data", method
+        assert "return" in hints, method
 
 
 def test_shell_completion_completes_commands_and_choices(tmp_path):
