@@ -96,6 +96,16 @@ def test_degenerate_models_work_or_fail_in_one_sentence(corpus, tmp_path, monkey
             wrong = problems(case, argv, outcome)
             if wrong:
                 found.append(f"{case.name}: {wrong}: {outcome.stderr.strip()[-300:]}")
+    # legal but odd workspaces elsewhere in the corpus (a BOM, names with newlines or '/', an unknown POI): inspect
+    for case in all_cases:
+        if case.category == "degenerate" or case.expect != "no-crash":
+            continue
+        for argv in case.commands():
+            if argv[0] == "inspect" or case.name == "names-channel-slash":
+                outcome = run_in_process(argv, case.stdin, timeout=120, env=case.env)
+                wrong = problems(case, argv, outcome)
+                if wrong:
+                    found.append(f"{case.name} [{argv[0]}]: {wrong}: {outcome.stderr.strip()[-300:]}")
     assert not found, "\n".join(found)
 
 
