@@ -1,7 +1,8 @@
 """Evidence and Bayes factors (bayeshf.evidence): bridge sampling against closed forms and brute-force integrals.
 
-Oracles: a counting model whose evidence under the flat signal-strength prior
-is a difference of regularised incomplete gamma functions; Simpson's rule on
+Oracles: a counting model whose evidence has a closed form under a Gamma
+prior (conjugate terms of a binomial expansion) and under the default flat
+prior (a difference of regularised incomplete gamma functions); Simpson's rule on
 a grid over the 2- and 3-parameter thesis models; a Gaussian integral of known
 value for the estimator alone (and its error estimate over many seeds);
 scipy.integrate.quad for the prior normalisations.
@@ -115,6 +116,7 @@ def test_bridge_sampling_on_a_known_integral_and_its_error():
 def test_bridge_sampling_error_grows_with_fewer_draws():
     log_q, z, _ = _gaussian_problem(4, 3)
     many = bridge_sampling(log_q, z, seed=1)[1]
+    assert bridge_sampling(log_q, z, seed=1) == bridge_sampling(log_q, z, seed=1)  # same seed, same answer
     few = bridge_sampling(log_q, z[:, :100], seed=1)[1]
     assert few > 2 * many
 
@@ -138,13 +140,27 @@ def counting():
     return bayeshf.load(_counting())
 
 
-def test_counting_model_closed_form_and_bayes_factor(counting):
-    """n ~ Poisson(s mu + b), mu ~ Uniform(0, U): Z = [P(n+1, sU+b) - P(n+1, b)] / (U s), P the regularised
-    lower incomplete gamma; background-only (mu = 0, nothing left to integrate) is Poisson(n | b)."""
-    s, b, n, upper = 5.0, 10.0, 18.0, 10.0
-    model = counting
-    exact = math.log((special.gammainc(n + 1, s * upper + b) - special.gammainc(n + 1, b)) / (upper * s))
-    result = bayes_factor(model, draws=2000, seed=0)
+def _gamma_prior_log_evidence(s, b, n, upper, alpha, beta):
+    """n ~ Poisson(s mu + b), mu ~ Gamma(alpha, rate beta) truncated to [0, upper]: expand (s mu + b)^n and
+    integrate each power of mu against the Gamma density (regularised incomplete gamma P for the cut)."""
+    k = np.arange(n + 1)
+    terms = (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1) + (n - k) * math.log(b)
+             + k * math.log(s) + alpha * math.log(beta) - special.gammaln(alpha) + special.gammaln(alpha + k)
+             + np.log(special.gammainc(alpha + k, (beta + s) * upper)) - (alpha + k) * math.log(beta + s))
+    return float(-b - special.gammaln(n + 1) + special.logsumexp(terms)
+                 - math.log(special.gammainc(alpha, beta * upper)))
+
+
+def test_conjugate_gamma_prior_closed_form_and_bayes_factor(counting):
+    """Poisson counts with a Gamma prior on the signal strength (priors dict): the closed form above (checked
+    against quad here too); background-only (mu = 0, nothing left to integrate) is Poisson(n | b)."""
+    s, b, n, upper, alpha, beta = 5.0, 10.0, 18, 10.0, 2.0, 0.5
+    exact = _gamma_prior_log_evidence(s, b, n, upper, alpha, beta)
+    density = stats.gamma(alpha, scale=1 / beta)
+    numeric = integrate.quad(lambda mu: stats.poisson.pmf(n, s * mu + b) * density.pdf(mu), 0, upper)[0]
+    assert exact == pytest.approx(math.log(numeric / density.cdf(upper)), abs=1e-10)
+    priors = {"priors": {"mu": {"family": "gamma", "alpha": alpha, "beta": beta}}}
+    result = bayes_factor(counting, priors=priors, draws=2000, seed=0)
     ev = result.signal
     assert 0 < ev.error < 0.02
     assert abs(ev.log_evidence - exact) < SIGMAS * ev.error
@@ -152,8 +168,6 @@ def test_counting_model_closed_form_and_bayes_factor(counting):
     assert result.background.log_evidence == pytest.approx(stats.poisson.logpmf(n, b), rel=1e-12)
     assert result.log_bayes_factor == pytest.approx(exact - stats.poisson.logpmf(n, b), abs=SIGMAS * ev.error)
     assert "mu fixed at 0" in result.background_only
-    again = log_evidence(model, draws=2000, seed=0)
-    assert again.log_evidence == ev.log_evidence  # same seed, same answer
 
 
 def _grid_log_evidence(model, draws_theta, points):
@@ -213,6 +227,10 @@ def test_cli_evidence_prints_and_writes_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     document = json.loads(out.read_text())
     assert "log Z" in printed and "log B_10" in printed and "mu fixed at 0" in printed
+    # mu ~ Uniform(0, U): Z = [P(n+1, sU+b) - P(n+1, b)] / (U s), P the regularised lower incomplete gamma
+    uniform = math.log((special.gammainc(19, 5.0 * 10.0 + 10.0) - special.gammainc(19, 10.0)) / (10.0 * 5.0))
+    signal = document["signal_plus_background"]
+    assert 0 < signal["error"] < 0.03 and abs(signal["log_evidence"] - uniform) < SIGMAS * signal["error"]
     assert set(document) >= {"signal_plus_background", "background_only", "log_bayes_factor", "error"}
     assert document["background_only"]["log_evidence"] == pytest.approx(exact, rel=1e-12)
     no_signal = _counting()
