@@ -6,7 +6,8 @@ import argparse
 import math
 from typing import Any
 
-from bayeshf.cli.common import add_output_file_argument, add_workspace_arguments, model_from_args, print_json
+from bayeshf.cli.common import (add_output_file_argument, add_workspace_arguments, check_memory, model_from_args,
+                                plot_file, print_json, require_poi)
 
 
 def add_common(parser: argparse.ArgumentParser, *, plot_help: str) -> None:
@@ -14,7 +15,7 @@ def add_common(parser: argparse.ArgumentParser, *, plot_help: str) -> None:
     add_workspace_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON document instead of a table")
     add_output_file_argument(parser)
-    parser.add_argument("--plot", metavar="FILE", default=None, help=plot_help)
+    parser.add_argument("--plot", metavar="FILE", type=plot_file, default=None, help=plot_help)
     parser.add_argument("--fit-method", default="trust-krylov",
                         choices=["trust-krylov", "trust-exact", "trust-ncg", "auto"],
                         help="minimiser (default: trust-krylov)")
@@ -22,7 +23,11 @@ def add_common(parser: argparse.ArgumentParser, *, plot_help: str) -> None:
 
 def load_model(args: argparse.Namespace):
     """The model (the compilation cache is on: bayeshf.cli.main calls bayeshf.runtime.configure)."""
-    return model_from_args(args)
+    model = model_from_args(args)
+    if args.command in ("cls", "limit", "significance", "ranking"):
+        require_poi(model, f"bayeshf {args.command}")
+    check_memory(model, f"bayeshf {args.command}")
+    return model
 
 
 def emit(args: argparse.Namespace, document: dict[str, Any], text: str) -> None:

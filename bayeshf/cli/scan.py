@@ -7,6 +7,7 @@ import argparse
 import numpy as np
 
 from bayeshf.cli._freq import add_common, emit, fmt, load_model, wrote
+from bayeshf.cli.common import check_parameter, finite_float, int_range, require_poi
 
 
 def register(subparsers) -> None:
@@ -19,11 +20,11 @@ def register(subparsers) -> None:
     add_common(parser, plot_help="write the scan (or the 2D contour plot) to FILE")
     parser.add_argument("--par", default=None, metavar="NAME", help="parameter to scan (default: the POI)")
     parser.add_argument("--par2", default=None, metavar="NAME", help="second parameter: 2D scan")
-    parser.add_argument("--range", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+    parser.add_argument("--range", nargs=2, type=finite_float, default=None, metavar=("LOW", "HIGH"),
                         help="scan range of --par (default: best fit +-3 sigma within the bounds)")
-    parser.add_argument("--range2", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
+    parser.add_argument("--range2", nargs=2, type=finite_float, default=None, metavar=("LOW", "HIGH"),
                         help="scan range of --par2")
-    parser.add_argument("--points", type=int, default=21, help="grid points per parameter (default 21; 2D: 15)")
+    parser.add_argument("--points", type=int_range(2, 10_000), default=21, help="grid points per parameter (default 21; 2D: 15)")
     parser.set_defaults(func=run)
 
 
@@ -33,7 +34,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.points < 2:
         raise BayeshfError("--points must be at least 2.")
+    for option in ("range", "range2"):
+        if getattr(args, option) is not None and not args.__dict__[option][0] < args.__dict__[option][1]:
+            raise BayeshfError(f"--{option} {args.__dict__[option][0]:g} {args.__dict__[option][1]:g}: LOW must be below HIGH.")
     model = load_model(args)
+    for option in ("par", "par2"):
+        if getattr(args, option) is not None:
+            check_parameter(model, getattr(args, option), f"--{option}")
+    if args.par is None:
+        require_poi(model, "a scan without --par")
     grid = None if args.range is None else np.linspace(*args.range, args.points)
     if args.par2 is None:
         result = profile_scan(model, grid, par=args.par, npoints=args.points, method=args.fit_method)
