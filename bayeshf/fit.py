@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import jax
 import numpy as np
-import scipy.linalg
-import scipy.optimize
 
 from bayeshf.errors import BayeshfError
 from bayeshf.objective import DenseProducts, _Compiled, _from_unit, compiled_functions, fit_arguments
@@ -195,6 +193,8 @@ def solve(
     Newton polish in the original space; :func:`global_fit` adds the checks,
     retries and kink probes.
     """
+    import scipy.optimize  # here, not at import: bayeshf's other commands do not need it
+
     _check_method(method)
     model, mask, fixed_values, box, data = problem.model, problem.fixed, problem.values, problem.bounds, problem.data
     if method == "auto":
@@ -497,6 +497,8 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
     Returns the point, twice_nll, gradient and Hessian there, the pinned mask
     and the number of accepted steps.
     """
+    import scipy.linalg
+
     width = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
     value, grad = fns.value_and_grad(x, data)
     value, grad = float(value), np.asarray(grad)
