@@ -69,6 +69,6 @@ def run(args: argparse.Namespace) -> int:
         if args.par2 is None:
             freq.scan(result, out=args.plot, poi_name=model.poi_name)
         else:
-            freq.scan_2d(result, out=args.plot)
+            freq.scan_2d(result, out=args.plot, poi_name=model.poi_name)
         wrote(args.plot)
     return 0

@@ -198,6 +198,8 @@ def ppc(idata, *, out: str | Path | None = None, max_panels: int = MAX_PPC_PANEL
         ax.set_xlabel("bin")
         ax.set_ylabel("events")
         ax.set_xlim(0, observed.size)
+        if observed.size <= 30:  # integer bins, labelled at their centres
+            ax.set_xticks(centres, [str(i) for i in range(observed.size)])
         ax.legend(fontsize=8)
     if total > len(channels):
         fig.suptitle(f"{len(channels)} of {total:,} channels: those farthest from the posterior predictive median",

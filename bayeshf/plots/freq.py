@@ -165,17 +165,26 @@ def scan(scan_result: Any, *, out: str | Path | None = None, poi_name: str | Non
     return _save(fig, out)
 
 
-def scan_2d(scan_result: Any, *, out: str | Path | None = None):
-    """2D profile likelihood: filled Delta(twice_nll) with the 68% and 95% (2 d.o.f.) contours."""
+def scan_2d(scan_result: Any, *, out: str | Path | None = None, poi_name: str | None = None):
+    """2D profile likelihood: filled Delta(twice_nll) with the 68% and 95% (2 d.o.f.) contours and the best fit."""
+    from matplotlib.lines import Line2D
+
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig, ax = plt.subplots(figsize=(6, 4.8))
     xx, yy = np.meshgrid(scan_result.values_x, scan_result.values_y, indexing="ij")
     filled = ax.contourf(xx, yy, scan_result.delta_twice_nll, levels=20, cmap="viridis_r")
     ax.contour(xx, yy, scan_result.delta_twice_nll, levels=[2.2788, 5.9915], colors=["white", "black"])
     ax.plot(*scan_result.bestfit, "k+", ms=10)
     fig.colorbar(filled, ax=ax, label=r"$-2\Delta\ln L$")
-    ax.set_xlabel(scan_result.par_names[0])
-    ax.set_ylabel(scan_result.par_names[1])
+    best = scan_result.bestfit
+    ax.legend(handles=[Line2D([], [], color="white", label="68% CL (2 d.o.f.)"),
+                       Line2D([], [], color="black", label="95% CL (2 d.o.f.)"),
+                       Line2D([], [], color="black", marker="+", ls="none", ms=10,
+                              label=f"best fit ({best[0]:.3g}, {best[1]:.3g})")],
+              fontsize=8, loc="upper right", facecolor="0.85")
+    names = [n if n != poi_name else _poi_label(n) for n in scan_result.par_names]
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1])
     fig.tight_layout()
     return _save(fig, out)
 
