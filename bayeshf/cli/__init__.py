@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             argcomplete.autocomplete(parser)
         except ImportError:
             pass
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse's own errors (exit 2, usage and one line) and --help/--version (0)
+        return exit_.code if isinstance(exit_.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

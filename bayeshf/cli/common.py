@@ -199,7 +199,7 @@ def check_poi_value(model, value: float, option: str = "--poi-value") -> None:
 def check_parameter(model, name: str, option: str) -> None:
     """A parameter name given on the command line must be one of the model's."""
     if name not in model.par_names and name not in model.par_order:
-        raise BayeshfError(f"{model.label}: {option} '{name}' is not a parameter of the model.")
+        raise BayeshfError(f"{model.label}: {option}: the model has no parameter named '{name}'.")
 
 
 def available_memory() -> tuple[int, str] | None:
