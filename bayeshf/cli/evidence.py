@@ -5,21 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bayeshf.cli.common import add_workspace_arguments, model_from_args
+from bayeshf.cli.common import (SEED_MAX, add_workspace_arguments, check_memory, int_range, model_from_args,
+                                writable_file)
 from bayeshf.errors import BayeshfError
-
-
-def _positive_int(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def register(subparsers) -> None:
@@ -39,12 +27,12 @@ def register(subparsers) -> None:
     parser.add_argument("--background", default=None, metavar="WORKSPACE",
                         help="background-only workspace (e.g. without the signal patch; --priors apply when it has "
                         "the same parameters, else derived priors) instead of the POI fixed at 0; implies --bayes-factor")
-    parser.add_argument("--chains", type=_positive_int(1), default=4, help="chains (default 4)")
-    parser.add_argument("--warmup", type=_positive_int(0), default=1000, help="warm-up steps per chain (default 1000)")
-    parser.add_argument("--draws", type=_positive_int(8), default=4000,
+    parser.add_argument("--chains", type=int_range(1, 10_000), default=4, help="chains (default 4)")
+    parser.add_argument("--warmup", type=int_range(0, 10**8), default=1000, help="warm-up steps per chain (default 1000)")
+    parser.add_argument("--draws", type=int_range(8, 10**8), default=4000,
                         help="draws per chain (default 4000: the first half fits the proposal, the second enters the bridge)")
-    parser.add_argument("--seed", type=_positive_int(0), default=0, help="random seed (default 0); same seed, same answer")
-    parser.add_argument("--json", dest="json_file", default=None, metavar="FILE", help="also write the results to FILE (JSON)")
+    parser.add_argument("--seed", type=int_range(0, SEED_MAX), default=0, help="random seed (default 0); same seed, same answer")
+    parser.add_argument("--json", dest="json_file", type=writable_file, default=None, metavar="FILE", help="also write the results to FILE (JSON)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -58,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from bayeshf.evidence import bayes_factor, log_evidence
 
     model = model_from_args(args)
+    check_memory(model, "bayeshf evidence", chains=args.chains, steps=args.warmup + args.draws)
     options = dict(chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed, progress=not args.quiet)
     document: dict
     if args.bayes_factor or args.background:
