@@ -237,3 +237,38 @@ def run(options: Any, recorder: Recorder) -> None:
         measure(case, recorder, implementations=implementations,
                 seeds=[options.seed + i for i in range(n_seeds)], chains=chains, warmup=warmup, draws=draws,
                 data=options.data)
+
+
+def report_section(data: dict[str, Any], command: str, machine: str) -> list[str]:
+    """The "Samplers on bayeshf's log-density" section of docs/benchmarks.md."""
+    rows = data.get("rows", [])
+    index = {(r["case"], r["implementation"], r["metric"]): r for r in rows}
+    out = ["## Samplers on bayeshf's log-density", "",
+           f"Reproduce: {command}. Machine: {machine}.", "",
+           "NUTS of bayeshf, numpyro and nutpie on the same function (bayeshf's whitened log-density; only the "
+           "sampler differs; benchmarks/samplers.py). ESS = min over parameters of bulk and of tail ESS; median "
+           "over seeds, worst in brackets; ESS/kgrad per 1000 gradients of the kept draws.", ""]
+    header = ["case", "sampler", "chains x (warm-up + draws), seeds", "min bulk ESS", "min tail ESS",
+              "ESS/kgrad", "ESS/s", "divergences (all seeds)", "max R-hat", "P(WjetsNorm_1b < -2)"]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    seen = []
+    for case, name, metric in index:
+        if metric == "ess_per_kgrad" and (case, name) not in seen:
+            seen.append((case, name))
+    for case, name in seen:
+        def cell(metric, digits="3g"):
+            row = index.get((case, name, metric))
+            if row is None:
+                return "–"
+            worst = row.get("worst")
+            return f"{row['median']:.{digits}}" + (f" ({worst:.{digits}})" if worst is not None else "")
+
+        base = index[(case, name, "ess_per_kgrad")]
+        tail = index.get((case, name, "p_below_minus_2"))
+        divergences = index.get((case, name, "divergences"))
+        out.append("| " + " | ".join([
+            case, name, f"{base['chains']} x ({base['warmup']} + {base['steps']}), {base['seeds']}",
+            cell("min_ess_bulk", ".0f"), cell("min_ess_tail", ".0f"), cell("ess_per_kgrad"), cell("ess_per_s"),
+            "–" if divergences is None else str(int(sum(divergences.get("per_seed", [])))), cell("max_rhat", ".4f"),
+            "–" if tail is None else ", ".join(f"{v:.4f}" for v in tail.get("per_seed", []))]) + " |")
+    return out + [""]
