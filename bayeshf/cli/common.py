@@ -249,7 +249,8 @@ def memory_needed(model, *, chains: int = 0, steps: int = 0) -> int:
     npars, cells = model.npars, len(model.samples) * model.nmain
     need = 10 * 8 * npars * max(npars, cells) + 200 * 2**20
     if chains:
-        need += 3 * 8 * chains * steps * (2 * npars + model.nmain)  # positions, records, predictive counts
+        # positions, records, predictive counts and the pointwise log-likelihood
+        need += 3 * 8 * chains * steps * (2 * npars + 2 * model.nmain)
     return need
 
 
