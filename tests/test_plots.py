@@ -290,3 +290,24 @@ def test_plot_corner_marks_a_fit_document(tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", "corner", str(posterior), "--mark", str(bad)]) == 2
     assert "not a fit result" in capsys.readouterr().err
+
+
+def test_ranking_plot_warns_when_every_refit_impact_is_zero():
+    from bayeshf.impacts import ImpactsResult
+    from bayeshf.plots import freq
+
+    n = 3
+    zeros, ones = np.zeros(n), np.ones(n)
+    result = ImpactsResult(poi_name="mu", poi_bestfit=0.0, poi_uncertainty=0.5, par_names=("a", "b", "c"),
+                           bestfit=zeros, postfit_uncertainty=ones, prefit_centre=zeros, prefit_uncertainty=ones,
+                           postfit_up=zeros, postfit_down=zeros, prefit_up=zeros, prefit_down=zeros, method="refit")
+    with pytest.warns(UserWarning, match="every refit impact on mu is zero"):
+        freq.ranking(result)
+    import dataclasses
+
+    moved = dataclasses.replace(result, postfit_up=np.array([0.1, 0.0, 0.0]))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        freq.ranking(moved)

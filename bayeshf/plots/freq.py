@@ -106,6 +106,11 @@ def ranking(impacts_result: Any, *, out: str | Path | None = None, max_pars: int
     """
     plt = _pyplot()
     ranked = impacts_result.ranked()
+    if ranked.method == "refit" and not np.any(np.nan_to_num(np.concatenate([ranked.postfit_up, ranked.postfit_down]))):
+        import warnings
+
+        warnings.warn(f"every refit impact on {ranked.poi_name} is zero (its best fit sits on a bound?); "
+                      "impacts(..., method='hessian') gives the linear ones.", stacklevel=2)
     total = len(ranked.par_names)
     n = total if max_pars is None else min(max_pars, total)
     y = np.arange(n)[::-1]
