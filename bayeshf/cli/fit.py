@@ -17,6 +17,8 @@ def register(subparsers) -> None:
         "and Hessian uncertainties (a table, or JSON with --json).",
     )
     add_common(parser, plot_help="write the pulls plot to FILE (e.g. pulls.png)")
+    parser.add_argument("--value", dest="json", action="store_true",
+                        help="as --json (pyhf fit's flag for twice_nll, which the JSON always carries)")
     parser.add_argument("--correlation-plot", metavar="FILE", type=plot_file, default=None,
                         help="write the correlation matrix plot to FILE")
     parser.add_argument("--pulls-threshold", type=float, default=0.0, metavar="T",
