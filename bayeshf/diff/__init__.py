@@ -29,7 +29,7 @@ import numpy as np
 from jax.scipy.special import gammaln, ndtr, ndtri, xlogy
 
 from bayeshf.diff.soft import soft_histogram
-from bayeshf.diff.solve import FitNotConvergedWarning, argmin, box, guard, profiled, warn_unless
+from bayeshf.diff.solve import FitNotConvergedWarning, _hessian, argmin, box, guard, profiled, warn_unless
 from bayeshf.diff.yields import with_yields, yield_structure
 from bayeshf.errors import BayeshfError
 from bayeshf.model import _expected_auxdata, _expected_counts
@@ -140,7 +140,7 @@ class _Setup:
     def sigma(self, model, data, x):
         """Hessian estimate of the POI's standard deviation at ``x`` (a starting point only)."""
         theta = (model, data[0], data[1], jnp.zeros_like(self.onehot), jnp.zeros(()))
-        h = jax.hessian(_objective)(x, theta)
+        h = _hessian(_objective)(x, theta)
         held = ~self.free
         h = jnp.where(held[:, None] | held[None, :], jnp.eye(len(self.init)), h)
         cov = 2.0 * jnp.linalg.inv(h)
