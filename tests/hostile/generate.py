@@ -31,7 +31,8 @@ MAX_FILE_BYTES = 2**31
 SAMPLE_ARGS = ["--chains", "1", "--warmup", "20", "--draws", "20", "--target-ess", "0", "--no-plots", "--quiet"]
 
 #: every command that reads a workspace (a case with command "*" runs through all of them)
-WORKSPACE_COMMANDS = ("inspect", "fit", "sample", "cls", "limit", "priors", "scan", "ranking", "significance")
+WORKSPACE_COMMANDS = ("inspect", "fit", "sample", "cls", "limit", "priors", "scan", "ranking", "significance",
+                      "evidence", "datamc")
 
 
 @dataclasses.dataclass
@@ -52,7 +53,8 @@ class Case:
         out_dir = str(Path(self.argv[1]).parent / "out") if self.argv[1] != "-" else "/nonexistent/out"
         runs = []
         for command in self.only or WORKSPACE_COMMANDS:
-            extra = SAMPLE_ARGS + ["--out", out_dir] if command == "sample" else []
+            extra = {"sample": SAMPLE_ARGS + ["--out", out_dir], "datamc": ["--out", out_dir],
+                     "evidence": ["--chains", "1", "--warmup", "20", "--draws", "20"]}.get(command, [])
             runs.append([command] + self.argv[1:] + extra)
         return runs
 
