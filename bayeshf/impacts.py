@@ -123,7 +123,8 @@ def prefit_constraints(model: HistFactoryModel) -> tuple[np.ndarray, np.ndarray]
 def _global(model: Any, data: Any, init: Any, bounds: Any, fixed: Any, method: str,
             fit_result: FitResult | None) -> tuple[FitResult, FitProblem]:
     if getattr(model, "poi_index", None) is None:
-        raise BayeshfError("the model has no parameter of interest; choose one with --poi NAME (poi_name=...).")
+        raise BayeshfError(f"{getattr(model, 'label', 'the model')}: the model has no parameter of interest; "
+                           "choose one with --poi NAME (poi_name=...).")
     problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
     result = fit_result or global_fit(problem, method=method, what="the free fit")
     if not result.success:

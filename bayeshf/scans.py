@@ -135,7 +135,8 @@ def profile_scan(
     """Profile scan of ``par`` (default: the POI) over ``values`` (default: best fit +-3 sigma, 21 points)."""
     if par is None:
         if getattr(model, "poi_index", None) is None:
-            raise BayeshfError("the model has no parameter of interest; name the parameter to scan.")
+            raise BayeshfError(f"{getattr(model, 'label', 'the model')}: the model has no parameter of interest; "
+                               "name the parameter to scan.")
         par = int(model.poi_index)
     index = parameter_index(model, par)
     prof = _Profiler(model, data, init, bounds, fixed, method, global_fit)

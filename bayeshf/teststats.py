@@ -111,7 +111,8 @@ class AsymptoticCalculator:
         if test_stat not in TEST_STATISTICS:
             raise BayeshfError(f"unknown test statistic {test_stat!r}; choose one of {', '.join(TEST_STATISTICS)}.")
         if getattr(model, "poi_index", None) is None:
-            raise BayeshfError("the model has no parameter of interest; choose one with --poi NAME (poi_name=...).")
+            raise BayeshfError(f"{getattr(model, 'label', 'the model')}: the model has no parameter of interest; "
+                               "choose one with --poi NAME (poi_name=...).")
         self.model = model
         self.test_stat = test_stat
         self.method = method
