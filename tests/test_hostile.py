@@ -215,3 +215,32 @@ def test_ppc_of_thousands_of_channels_draws_the_farthest_few(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(figure)
+
+
+def test_signal_during_a_write_waits_for_the_file(tmp_path):
+    """SIGTERM while posterior.nc is written: the file is completed and moved into place, then the run stops."""
+    from bayeshf import cli, io
+
+    target = tmp_path / "posterior.nc"
+    with pytest.raises(cli.Terminated):
+        with cli._signals_handled():
+            with io.atomic_path(target) as tmp:
+                tmp.write_bytes(b"first half ")
+                os.kill(os.getpid(), signal.SIGTERM)  # handled between these two writes
+                time.sleep(0.1)
+                tmp.write_bytes(b"first half and second half")
+    assert target.read_bytes() == b"first half and second half"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posterior.nc"]
+    assert cli._interrupted("sample") == 143
+
+
+def test_error_during_a_write_leaves_no_temporary(tmp_path):
+    from bayeshf import io
+
+    (tmp_path / "posterior.nc").write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with io.atomic_path(tmp_path / "posterior.nc") as tmp:
+            tmp.write_bytes(b"half")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["posterior.nc"]
+    assert (tmp_path / "posterior.nc").read_bytes() == b"old"
