@@ -7,7 +7,7 @@ import re
 import sys
 from pathlib import Path
 
-from bayeshf.cli.common import add_workspace_arguments, model_from_args
+from bayeshf.cli.common import add_workspace_arguments, check_memory, model_from_args
 
 #: more channels than this get one summary figure (one bin per channel) unless --all-channels
 MAX_CHANNELS = 12
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
         idata = load_posterior(args.posterior)
     model = model_from_args(args)
+    if args.fit:
+        check_memory(model, "bayeshf datamc --fit")
     results = [yields(model)]
     status = 0
     if args.fit:
