@@ -311,3 +311,20 @@ def test_ranking_plot_warns_when_every_refit_impact_is_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         freq.ranking(moved)
+
+
+def test_datamc_plain_style_needs_no_mplhep(monkeypatch):
+    import sys
+
+    from bayeshf.errors import BayeshfError
+    from bayeshf.plots.datamc import data_mc
+    from bayeshf.yields import yields
+
+    model = bayeshf.load(CORR)
+    result = yields(model)
+    monkeypatch.setitem(sys.modules, "mplhep", None)  # as if the [plot] extra were not installed
+    fig = data_mc(result, "singlechannel", style="plain")
+    heights = [p for p in fig.axes[0].patches if p.get_label() in model.samples]
+    assert sorted(p.get_label() for p in heights) == sorted(model.samples)
+    with pytest.raises(BayeshfError, match=r"bayeshf\[plot\]"):
+        data_mc(result, "singlechannel", style="atlas")

@@ -62,15 +62,16 @@ def _draw(labels: Sequence[str], samples: Sequence[str], stack: np.ndarray, tota
     edges = np.arange(n + 1, dtype=float)
     order = np.argsort(stack.sum(axis=1))  # smallest on top of the stack, largest at the bottom
     with _style(style):
-        import mplhep
-
         width = (min(max(6.0, 0.35 * n + 3.0), 16.0) if categorical else 7.0) + 3.0
         fig, (ax, rax) = plt.subplots(2, 1, figsize=(width, 6.5), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 1], "hspace": 0.06})
         colors = plt.get_cmap("tab20" if len(samples) > 10 else "tab10").colors
-        mplhep.histplot([stack[i] for i in order[::-1]], edges, stack=True, histtype="fill", ax=ax,
-                        label=[samples[i] for i in order[::-1]],
-                        color=[colors[i % len(colors)] for i in order[::-1]], edgecolor="none")
+        # the stack with matplotlib's stairs (mplhep is optional): largest sample at the bottom
+        bottom = np.zeros(n)
+        for i in order[::-1]:
+            ax.stairs(bottom + stack[i], edges, baseline=bottom.copy(), fill=True, color=colors[i % len(colors)],
+                      label=samples[i], lw=0)
+            bottom = bottom + stack[i]
         ax.stairs(total, edges, color="black", lw=0.8)
         ax.stairs(band[1], edges, baseline=band[0], fill=True, facecolor="none", edgecolor="0.3", hatch="////",
                   lw=0, label=_BAND_LABEL[kind])
@@ -88,8 +89,10 @@ def _draw(labels: Sequence[str], samples: Sequence[str], stack: np.ndarray, tota
         else:
             ax.set_ylim(0, top * 1.3)
         ax.set_ylabel("events" if not categorical else "events per channel")
-        # outside the frame, on the right: it can never hide a bin
-        ax.legend(fontsize=10, ncol=2 if len(samples) > 14 else 1, loc="upper left", frameon=False,
+        # outside the frame, on the right: it can never hide a bin; samples listed top of the stack first
+        handles, names = ax.get_legend_handles_labels()
+        k = len(samples)
+        ax.legend(handles[:k][::-1] + handles[k:], names[:k][::-1] + names[k:], fontsize=10, ncol=2 if len(samples) > 14 else 1, loc="upper left", frameon=False,
                   bbox_to_anchor=(1.02, 1.0))
         _experiment_label(ax, style, f"{title} ({_KIND_LABEL[kind]})")
 
