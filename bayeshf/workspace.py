@@ -290,7 +290,7 @@ def _check_numbers(spec: Mapping[str, Any], label: str) -> None:
                         if bad:
                             fail(bad, f"{key} value {{value}} of histosys '{modifier['name']}' {in_sample}", f"{at}.{key}")
                 elif isinstance(data, list):
-                    bad = _bad_number(data, allow_negative=False)
+                    bad = _bad_number(data, allow_negative=True)  # pyhf squares or masks negative uncertainties
                     if bad:
                         fail(bad, what, at)
     for o, observation in enumerate(spec["observations"]):
