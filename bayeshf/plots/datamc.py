@@ -110,7 +110,8 @@ def _draw(labels: Sequence[str], samples: Sequence[str], stack: np.ndarray, tota
         rax.set_ylabel("data / model")
         rax.set_xlim(0, n)
         if categorical:
-            rax.set_xticks(centres, labels, rotation=90, fontsize=8)
+            upright = n > 6 or max(len(label) for label in labels) > 12
+            rax.set_xticks(centres, labels, rotation=90 if upright else 0, fontsize=10 if n <= 20 else 8)
             rax.tick_params(axis="x", which="minor", bottom=False, top=False)
         elif n <= 30:
             rax.set_xticks(centres, [str(i) for i in range(n)])
