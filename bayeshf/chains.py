@@ -134,8 +134,8 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
 
 def pack_records(stats: StepStats):
     """A chunk's records as one float64 array (steps, chains, ndim + 7): theta, then the other fields in
-    StepStats order (integers and flags are exact in float64). One device-to-host copy per chunk
-    instead of eight (each ~50 us with the chains on 2 devices)."""
+    StepStats order (integers and flags are exact in float64): one device-to-host copy per chunk
+    instead of eight."""
     others = [getattr(stats, name).astype(jnp.float64)[..., None] for name in StepStats._fields[1:]]
     return jnp.concatenate([stats.theta] + others, axis=-1)
 
@@ -232,8 +232,8 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         # per capacity serves chunks of any length: the last chunk of a run does no wasted steps.
         capacity = packed.shape[0]
         # the key of step t of a chain is fold_in(chain key, t): all of the chunk's keys in one vectorised
-        # threefry call here, not a split per step inside the loop (threefry is a small loop on CPU; a
-        # per-step split cost MH a third of its step), and independent of the chunk size
+        # threefry call here, not a split per step inside the loop (threefry is a small loop on CPU), and
+        # independent of the chunk size
         steps = first_step + jnp.arange(capacity, dtype=jnp.uint32)
         step_keys = jax.vmap(lambda t: jax.vmap(lambda k: jax.random.fold_in(k, t))(carry.keys))(steps)
 

@@ -100,8 +100,8 @@ def _code4_log_jvp(primals, tangents):
     # the derivative comes out of the same elementwise pass as the value: automatic differentiation of
     # the nested polynomial would keep every Horner stage alive for the backward pass (one kernel each).
     # Only alpha is differentiated: the up/down tables are data, and a derivative with respect to them
-    # comes out as zero (a guard that checks for symbolic-zero table tangents made the ttbar gradient
-    # 1.4x slower, so there is none; differentiating a model's arrays is not supported, docs/histfactory.md)
+    # comes out as zero (no guard for symbolic-zero table tangents: it slows the gradient, docs/histfactory.md;
+    # differentiating a model's arrays is not supported)
     value, derivative = _code4_value_and_slope(*primals)
     return value, derivative * tangents[0]
 

@@ -19,8 +19,7 @@ Why it exists: on CPU, XLA runs every operation of a while-loop body as a
 separate kernel, and blackjax's NUTS spends about 45 of them per leapfrog step
 on bookkeeping (pytree states copied through ``lax.cond``, a nested
 ``while_loop`` over U-turn checkpoints, a random key per step). For the models
-of this package the gradient itself costs about 1 us, so bookkeeping dominated:
-10 us per leapfrog step with blackjax on the 10-bin thesis model. Here one
+of this package the gradient itself is cheaper than that bookkeeping. Here one
 state is one flat array ``[z, p, grad, logdensity]`` (an edge or proposal
 update is one select), the checkpoint U-turn test is one vectorised
 expression over all checkpoints, and all of a transition's random numbers
@@ -89,7 +88,7 @@ def _words(key, n):
 
 #: up to this dimension a (d, d) matrix-vector product is written as a multiply-sum, which XLA fuses
 #: with the code around it (a dot is a library call of its own on CPU, and so is its transpose in a
-#: gradient): measured faster up to 16 (n-bin 10 NUTS 94 -> 79 ms), slower from 20
+#: gradient); faster up to 16, slower from 20 (docs/sampling.md)
 FUSED_MATVEC = 16
 
 
@@ -143,8 +142,7 @@ def checkpoint_step(ckpt, i, p_new, p_sum, imm):
 
     Even steps store a checkpoint and end no subtree (idx_min > idx_max in checkpoint_turning); odd
     steps test the subtrees ending there and store nothing (their row is the scratch row nothing
-    reads). One branch per step instead of both: n-bin 20 and 100 NUTS (one chain) 7% faster, the
-    same draws.
+    reads). One branch per step instead of both (docs/sampling.md).
     """
     return jax.lax.cond(i % 2 == 0, lambda ck: (checkpoint_update(ck, i, p_new, p_sum), jnp.asarray(False)),
                         lambda ck: (ck, checkpoint_turning(ck, i, p_new, p_sum, imm)), ckpt)
@@ -222,10 +220,8 @@ def build_mh_step(logdensity_fn: Callable) -> Callable:
 
 #: static HMC draws its step size per transition uniformly in step_size * [1 - J, 1 + J] (Neal 2011,
 #: sec. 5.4.2.2; Stan's stepsize_jitter): a fixed number of steps with one step size can span a whole
-#: period of a near-Gaussian target (2_bin_corr: 16 steps of ~0.4 ~ 2 pi) and return where it
-#: started; with J = 0.5 the min bulk ESS of 2_bin_corr (1000 + 5000 x 2 chains, seeds 1-6) went
-#: from 312-2693 (median 916) to 4448-5468 (median 4804). Each step size keeps the target invariant,
-#: so the mixture does too.
+#: period of a near-Gaussian target and return where it started (docs/sampling.md). Each step size
+#: keeps the target invariant, so the mixture does too.
 HMC_JITTER = 0.5
 
 

@@ -102,9 +102,8 @@ def _safe_log(values: np.ndarray) -> np.ndarray:
 
 #: the normsys log-factors are summed per (sample, channel) by a product with a one-hot (E, S*C) matrix
 #: instead of a segment sum (a serial scatter on a CPU, plus the zeros it scatters into) from this many
-#: entries, while the matrix stays this small; ATLAS ttbar (716 entries, 18 (sample, channel)): value +
-#: gradient in a compiled loop -10 to -16%, per call -4 to -11%, a sampler's step (static HMC, 2 chains) -9%;
-#: sbottom (42 entries) +4% in a loop, so small tables keep the segment sum. Only with finite hi/lo
+#: entries, while the matrix stays this small (smaller tables are faster with the segment sum;
+#: docs/histfactory.md has the measurements). Only with finite hi/lo
 #: logarithms: 0 x inf in the product would make every channel NaN, where the segment sum keeps an
 #: infinite entry to its own channel.
 _NORMSYS_PRODUCT = (128, 1 << 16)
@@ -290,7 +289,7 @@ def _host_value_and_grad(model: "HistFactoryModel", *, own_data: bool):
     """The jitted ``pars[, observed, auxdata] -> [logpdf, gradient...]`` of ``model``, its arrays as constants.
 
     ``own_data``: the model's observed and auxiliary data are constants too
-    (one argument per call instead of three: about 2.5 us less on a small model).
+    (one argument per call instead of three: less dispatch per call, docs/architecture.md).
     """
     arrays, static = model.arrays, model._static
     if any(isinstance(leaf, jax.core.Tracer) for leaf in arrays):
@@ -318,8 +317,8 @@ def _one_buffer(a: ModelArrays) -> ModelArrays:
     XLA gives every constant of a program its own buffer and every kernel one
     argument per buffer it reads; read from one buffer (kept whole by an
     optimization barrier, else XLA splits it again) the host program's call
-    is 5-8% shorter (sbottom RegionA 8%, ttbar 5%). Only for the host program: in
-    a compiled loop (a sampler's) the barrier costs 8-16% per evaluation.
+    is shorter. Only for the host program: in a compiled loop (a sampler's) the
+    barrier costs more than it saves (docs/architecture.md has the measurements).
     """
     leaves = [getattr(a, name) for name in _ONE_BUFFER]
     flat = jax.lax.optimization_barrier(jnp.concatenate([jnp.ravel(leaf) for leaf in leaves]))
