@@ -23,7 +23,7 @@ from bayeshf.batchfit import batch_minimize, fit_setup
 from bayeshf.errors import BayeshfError
 from bayeshf._display import display
 
-__all__ = ["ToyHypoTestResult", "hypotest", "sample_toys", "TOY_TEST_STATISTICS"]
+__all__ = ["ToyHypoTestResult", "ToyUpperLimitResult", "hypotest", "upper_limit", "sample_toys", "TOY_TEST_STATISTICS"]
 
 TOY_TEST_STATISTICS = ("qtilde", "q")
 #: percentiles of the b-only p-values for the expected band (-2 ... +2 sigma of a normal), pyhf's
@@ -188,4 +188,62 @@ def hypotest(model: Any, poi_value: float, *, test_stat: str = "qtilde", ntoys: 
         CLs_exp=tuple(float(v) for v in band[:, 2]), CLsb_exp=tuple(float(v) for v in band[:, 0]),
         CLb_exp=tuple(float(v) for v in band[:, 1]), q_obs=q_obs, ntoys=ntoys, seed=int(seed),
         n_failed=int(np.sum(~ok_sb) + np.sum(~ok_b)), q_sb=q_sb, q_b=q_b,
+    )
+
+
+@display()
+@dataclasses.dataclass(frozen=True)
+class ToyUpperLimitResult:
+    """Toy-based upper limits: CLs at each scanned POI value, interpolated to the level (as pyhf's scan)."""
+
+    obs: float
+    exp: tuple[float, ...]
+    level: float
+    poi_values: np.ndarray
+    CLs_obs: np.ndarray
+    CLs_exp: np.ndarray
+    ntoys: int
+    seed: int
+    n_failed: int
+    calctype: str = "toybased"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"obs": self.obs, "exp": list(self.exp), "level": self.level, "calctype": self.calctype,
+                "ntoys": self.ntoys, "seed": self.seed, "failed_toys": self.n_failed,
+                "scan": {"poi_values": self.poi_values.tolist(), "CLs_obs": self.CLs_obs.tolist(),
+                         "CLs_exp": self.CLs_exp.tolist()}}
+
+
+def upper_limit(model: Any, *, level: float = 0.05, ntoys: int = 2000, seed: int = 0, scan: Any = None,
+                test_stat: str = "qtilde", progress: bool = False) -> ToyUpperLimitResult:
+    """Upper limits from toy CLs on a scan of POI values (pyhf's ``upper_limit`` with a scan and toys).
+
+    Each scanned value gets its own toys (the same ``seed`` at every value, so
+    the CLs curve is smooth in mu); the limit is the linear interpolation of
+    CLs at ``level``, observed and for each expected quantile. ``scan``
+    defaults to 12 values up to 1.5 times the asymptotic +2 sigma expected limit.
+    """
+    _check(ntoys, test_stat)
+    if not 0.0 < level < 1.0:
+        raise BayeshfError(f"the CLs level must lie in (0, 1), got {level}.")
+    if scan is None:
+        from bayeshf.limits import upper_limit as asymptotic_limit
+
+        top = 1.5 * max(asymptotic_limit(model, level=level, test_stat=test_stat).exp[4], 1e-3)
+        scan = np.linspace(top / 12, top, 12)
+    values = np.asarray(scan, dtype=float)
+    if values.ndim != 1 or values.size < 2 or np.any(np.diff(values) <= 0):
+        raise BayeshfError("the toy limit scan needs at least two increasing POI values.")
+    results = [hypotest(model, v, test_stat=test_stat, ntoys=ntoys, seed=seed, progress=progress) for v in values]
+    cls_obs = np.array([r.CLs_obs for r in results])
+    cls_exp = np.array([r.CLs_exp for r in results])  # (n, 5)
+
+    def crossing(cls):
+        # as pyhf: interpolate the POI value at which CLs (falling with mu) reaches the level
+        return float(np.interp(level, cls[::-1], values[::-1]))
+
+    return ToyUpperLimitResult(
+        obs=crossing(cls_obs), exp=tuple(crossing(cls_exp[:, k]) for k in range(5)), level=level,
+        poi_values=values, CLs_obs=cls_obs, CLs_exp=cls_exp, ntoys=int(ntoys), seed=int(seed),
+        n_failed=int(sum(r.n_failed for r in results)),
     )

@@ -13,6 +13,8 @@ Run a suite with ``python -m benchmarks SUITE`` from the repository root, or
 - ``large``       the synthetic 10,000-bin x 1,000-systematic model (bayeshf only)
 - ``coldstart``   whole commands in fresh processes (bayeshf fit / sample, NextStat, bare JAX)
 - ``diff``        bayeshf.diff: gradient of profiled Z0 and the expected limit vs one evaluation
+- ``toys``        toy-based CLs (10,000 toys, fits batched) against pyhf's ToyCalculator
+- ``grid``        CLs and upper limits for a 125-point signal grid against a pyhf loop
 - ``report``      regenerate plots and docs/benchmarks.md from recorded results
 - ``all``         every suite, then the report
 
@@ -48,6 +50,8 @@ SUITES = {
     "large": "large",
     "coldstart": "coldstart",
     "diff": "diff",
+    "toys": "toys",
+    "grid": "grid",
 }
 
 #: where results are recorded unless ``--output`` says otherwise

@@ -179,3 +179,18 @@ def test_cli_toybased_and_its_bad_input():
         done = _cli("cls", ws, "--calctype", "toybased", *bad)
         assert done.returncode == 2
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_toy_upper_limit_is_where_toy_cls_crosses_the_level():
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    result = toys.upper_limit(model, ntoys=400, seed=1, scan=np.linspace(0.2, 3.0, 8))
+    assert list(result.exp) == sorted(result.exp) and result.n_failed == 0
+    # fresh toys (another seed) at the observed limit: CLs there is the level within Monte Carlo error
+    check = toys.hypotest(model, result.obs, ntoys=1500, seed=99)
+    assert abs(check.CLs_obs - 0.05) < 4 * np.sqrt(0.05 * 0.95 / 400) + 0.02  # toy noise of the scan + linear interpolation
+    from bayeshf.infer import upper_limit as asymptotic_limit
+
+    asym = asymptotic_limit(model)
+    assert abs(result.exp[2] - asym.exp[2]) < 0.25 * asym.exp[2]  # moderate counts: toys near the asymptotic answer
+    with pytest.raises(BayeshfError):
+        toys.upper_limit(model, ntoys=10, scan=[1.0])

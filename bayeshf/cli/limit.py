@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     from bayeshf.cli.patchset import add_grid_arguments
 
     add_grid_arguments(parser)
+    from bayeshf.cli.patchset import add_toy_arguments
+
+    add_toy_arguments(parser, with_seed=False)
     parser.set_defaults(func=run)
 
 
@@ -65,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
             raise BayeshfError("--patchset grids give CLs limits; --method bayesian runs one point at a time (--patch).")
         return run_grid(args, "limit")
     model = load_model(args)
+    if args.calctype == "toybased":
+        from bayeshf.cli.patchset import run_toy_limit
+
+        return run_toy_limit(args, model)
     calc = AsymptoticCalculator(model, test_stat=args.test_stat, method=args.fit_method)
     result = upper_limit(calc, level=args.level)
     document = result.to_dict()

@@ -140,8 +140,7 @@ def run_grid(args: argparse.Namespace, kind: str) -> int:
     if plot:
         from bayeshf.plots.contour import contour
 
-        contour(document, out=plot, labels=result.labels, kind=kind_name,
-                title=f"{len(result.points)} points of {args.patchset}")
+        contour(document, out=plot, labels=result.labels, kind=kind_name)
         print(f"wrote {plot}", file=sys.stderr)
     return 1 if failed else 0
 
@@ -156,3 +155,19 @@ def run_toys(args: argparse.Namespace, model, value: float) -> dict:
         print(f"bayeshf cls: warning: {result.n_failed} of {2 * result.ntoys} toys had a fit that did not converge; "
               "they are left out of the distributions.", file=sys.stderr)
     return result.to_dict()
+
+
+def run_toy_limit(args: argparse.Namespace, model) -> int:
+    """``bayeshf limit --calctype toybased``: toy CLs on a scan of the POI, interpolated to the level."""
+    from bayeshf.cli.common import print_json
+    from bayeshf.toys import upper_limit
+
+    if getattr(args, "method", "cls") != "cls" or getattr(args, "plot", None):
+        raise BayeshfError("--calctype toybased gives the CLs limits only (no --method bayesian or --plot with it).")
+    result = upper_limit(model, level=args.level, ntoys=args.ntoys, seed=args.seed, test_stat=args.test_stat,
+                         progress=sys.stderr.isatty())
+    if result.n_failed:
+        print(f"bayeshf limit: warning: {result.n_failed} toys had a fit that did not converge; "
+              "they are left out of the distributions.", file=sys.stderr)
+    print_json(result.to_dict(), args)
+    return 0
