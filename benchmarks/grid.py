@@ -69,6 +69,7 @@ def run(options: Any, recorder: Recorder) -> None:
             pyhf.set_backend(backend, **({"precision": "64b"} if backend == "jax" else {}))
             ws = pyhf.Workspace(spec)
             times = {"CLs": 0.0, "limits": 0.0}
+            cpu_start = _cpu()
             for k, point in enumerate(peer_points):
                 pdf = ws.model(patches=[point["patch"]])
                 data = pyhf.tensorlib.astensor(ws.data(pdf))
@@ -91,10 +92,14 @@ def run(options: Any, recorder: Recorder) -> None:
                 pyhf.set_backend("numpy")
             except ImportError:
                 pass
+        cpu_total = _cpu() - cpu_start
+        wall_total = sum(times.values())
         for what, seconds in times.items():
             per_point = seconds / len(peer_points)
+            # CPU split between CLs and limits in proportion to their wall times
+            cpu = cpu_total * seconds / wall_total / len(peer_points) * n if wall_total else None
             recorder.add_value(case=case, implementation=name, metric=what, unit="s", value=per_point * n,
-                               extrapolated_from_points=len(peer_points), per_point_s=per_point, **tags)
+                               cpu_s=cpu, extrapolated_from_points=len(peer_points), per_point_s=per_point, **tags)
 
 
 def report_section(data: dict[str, Any], command: str, machine: str) -> list[str]:

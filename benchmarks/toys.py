@@ -59,9 +59,9 @@ def run(options: Any, recorder: Recorder) -> None:
             calc = pyhf.infer.calculators.ToyCalculator(data, pdf, ntoys=1, track_progress=False)
             calc.distributions(1.0)  # first call: backend set-up and any compilation, not timed
             calc = pyhf.infer.calculators.ToyCalculator(data, pdf, ntoys=peer_toys, track_progress=False)
-            wall = time.perf_counter()
+            wall, cpu = time.perf_counter(), _cpu()
             calc.distributions(1.0)
-            wall = time.perf_counter() - wall
+            wall, cpu = time.perf_counter() - wall, _cpu() - cpu
         except (Unavailable, ImportError) as error:
             recorder.skip(implementation=name, case=CASE, reason=str(error))
             continue
@@ -74,7 +74,8 @@ def run(options: Any, recorder: Recorder) -> None:
                 pass
         per_toy = wall / (2 * peer_toys)
         recorder.add_value(case=CASE, implementation=name, metric="warm: wall", unit="s", value=per_toy * 2 * ntoys,
-                           extrapolated_from_toys=peer_toys, per_toy_s=per_toy, **tags)
+                           cpu_s=cpu / (2 * peer_toys) * 2 * ntoys, extrapolated_from_toys=peer_toys,
+                           per_toy_s=per_toy, **tags)
 
 
 def report_section(data: dict[str, Any], command: str, machine: str) -> list[str]:
@@ -98,10 +99,14 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
                    f"{per * 1e3:.2f} ms | {note} |")
         if row["implementation"] == "bayeshf" and row["metric"].startswith("warm"):
             bayeshf_warm = row["median"]
+    warm = next((r for r in rows if r["implementation"] == "bayeshf" and r["metric"].startswith("warm")), None)
     for row in rows:
         if row["implementation"].startswith("pyhf") and bayeshf_warm:
             out.append("")
-            out.append(f"{row['implementation']} / bayeshf (warm): {row['median'] / bayeshf_warm:.0f}x")
+            ratio = f"{row['implementation']} / bayeshf (warm): wall {row['median'] / bayeshf_warm:.1f}x"
+            if warm and warm.get("cpu_s") and row.get("cpu_s"):
+                ratio += f", CPU {row['cpu_s'] / warm['cpu_s']:.1f}x"
+            out.append(ratio)
     for skip in data.get("skips", []):
         out.append(f"\nNot run: {skip['implementation']}: {skip['reason']}.")
     return out + [""]
