@@ -34,8 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--chains", type=int_range(1, 10_000), default=4, help="number of chains (default 4)")
     parser.add_argument("--warmup", type=int_range(0, 10**8), default=1000, help="warm-up steps per chain (default 1000)")
     parser.add_argument("--draws", type=int_range(1, 10**8), default=None,
-                        help="kept draws per chain, at least (default 1000; 2000 above 100 free parameters mostly "
-                        "normsys/histosys, see docs/sampling.md); --target-ess may add more")
+                        help="kept draws per chain, at least (default 1000); --target-ess may add more")
     parser.add_argument("--sampler", choices=SAMPLERS, default="nuts",
                         help="sampler (default nuts; nuts, hmc and mh are bayeshf's kernels, blackjax-* "
                              "blackjax's kernels of the same algorithms, slower on CPU)")
