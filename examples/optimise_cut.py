@@ -164,7 +164,8 @@ def main(argv=None):
     events = tuple(tuple(jnp.asarray(a) for a in sample) for sample in generate(args.seed))
     model = bayeshf.load(spec())
     z0, limit = objectives(model, events)
-    start = {"cut": jnp.asarray(-1.0), "logits": jnp.zeros(BINS)}
+    # explicit dtypes: a weakly typed start would change type after one step and compile everything twice
+    start = {"cut": jnp.asarray(-1.0, dtype=jnp.float64), "logits": jnp.zeros(BINS, dtype=jnp.float64)}
     histories, finals = {}, {}
     histories["Z0"], finals["Z0"] = adam(z0, start, args.steps, args.rate, +1.0, "Z0   ")
     histories["limit"], finals["limit"] = adam(limit, start, args.steps, args.rate, -1.0, "limit")
