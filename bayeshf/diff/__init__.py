@@ -105,7 +105,8 @@ class _Setup:
             raise BayeshfError(f"{model.label}: the model has no parameter of interest (load it with poi_name=...).")
         self.poi = int(model.poi_index)
         if not free[self.poi]:
-            raise BayeshfError(f"{model.label}: the parameter of interest {model.poi_name!r} is fixed; it must be free.")
+            raise BayeshfError(f"{model.label}: the parameter of interest {model.poi_name!r} is fixed; "
+                               "it must be free.")
         if poi_floor:  # q~: the POI estimate is bounded below by zero
             lo = lo.copy()
             lo[self.poi] = max(lo[self.poi], 0.0)
