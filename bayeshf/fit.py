@@ -186,6 +186,7 @@ def solve(
     maxiter: int = 1000,
     final_hessian: bool = True,
     polish_budget: int = 200,
+    newton_first: bool = False,
 ) -> FitResult:
     """One local minimisation of ``problem`` from ``start`` (default ``problem.init``), unchecked.
 
@@ -207,10 +208,22 @@ def solve(
     data_arr = jax.device_put(np.asarray(data, dtype=np.float64))
     args = (data_arr, *fit_arguments(mask, fixed_values, lo, hi, kind))
 
+    # 0. from a warm start next to the answer (a neighbouring POI value), exact Newton steps may suffice:
+    # the trust region started there can crawl where the bound map saturates
+    early = None
+    if newton_first and not np.all(mask):
+        early = _polish(fns, x0, data_arr, mask, lo, hi, final_hessian=final_hessian, budget=30)
+        ex, evalue, egrad, ehess, ebound, _ = early
+        if not (np.isfinite(evalue) and _edm(egrad, ehess, ~(mask | ebound)) < 1e-8
+                and _kkt_ok(egrad, ex, lo, hi, ebound)):
+            early = None
+
     # 1. trust-region Newton in the unconstrained space
     z0 = _from_unit(x0, lo, hi, kind)
     iterations, status, message = 0, 0, "no free parameters"
-    if not np.all(mask):
+    if early is not None:
+        message = "converged by Newton steps from the warm start"
+    elif not np.all(mask):
         def fun(z):
             value, grad = fns.value_and_grad_z(z, *args)
             value = float(value)
@@ -234,7 +247,7 @@ def solve(
         iterations, status, message = int(result.nit), int(result.status), str(result.message)
     else:
         z = z0
-    x = fns.x_of(z, *args[1:])
+    x = fns.x_of(z, *args[1:]) if early is None else x0
     if iterations and status != 0:
         # the trust region gave up: polish from the start instead if that is lower (a start on bounds,
         # which the unconstrained map moves inside, can be the minimum itself)
@@ -244,8 +257,11 @@ def solve(
 
     # 2. active-set Newton polish in the original space (pins parameters on bounds)
     # damped steps may be many where the curvature is negative (a retry allows more); undamped ones converge in a few
-    x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi, final_hessian=final_hessian,
-                                                       budget=polish_budget)
+    if early is not None:
+        x, value, grad, hess, at_bound, polished = early
+    else:
+        x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi,
+                                                           final_hessian=final_hessian, budget=polish_budget)
     free = ~(mask | at_bound)
     edm = _edm(grad, hess, free)
 
@@ -374,16 +390,18 @@ def global_fit(
     ``raise_on_failure=False``, returns the lowest failed attempt).
     """
     candidates: list[np.ndarray] = []
-    for start in (*starts, problem.init, np.asarray(problem.model.init, float)):
+    n_warm = 0  # the caller's warm starts come first and try exact Newton steps before the trust region
+    for k, start in enumerate((*starts, problem.init, np.asarray(problem.model.init, float))):
         x = problem.start(start)
         if not any(np.array_equal(x, c) for c in candidates):
             candidates.append(x)
+            n_warm += k < len(starts)
     options = dict(method=method, gtol=gtol, maxiter=maxiter, final_hessian=final_hessian)
     expected = None if reference is None else _quadratic_excess(problem, reference)
     converged: list[FitResult] = []
     failed: list[FitResult] = []
-    for x in candidates:
-        result = solve(problem, x, **options)
+    for k, x in enumerate(candidates):
+        result = solve(problem, x, newton_first=k < n_warm, **options)
         (converged if result.success else failed).append(result)
         if result.success:
             plausible = (reference is None or expected is None
@@ -542,6 +560,7 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
             with np.errstate(divide="ignore", invalid="ignore"):
                 room = np.where(step < 0, (lo - x) / step, np.where(step > 0, (hi - x) / step, np.inf))
             scale = min(1.0, float(np.min(room)))
+            pinned = at_lo, at_hi
             if scale < 1.0:  # the step runs into a bound: pin the parameters that block it
                 hit = free & (room <= scale * (1 + 1e-12) + 1e-300)
                 at_lo, at_hi = at_lo | (hit & (step < 0)), at_hi | (hit & (step > 0))
@@ -556,6 +575,7 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
             t_value = float(t_value)
             if not np.isfinite(t_value) or t_value > value + 1e-13 * max(1.0, abs(value)):
                 decrement = 0.5 * float(-step[free] @ grad[free])
+                at_lo, at_hi = pinned  # a rejected step pins nothing
                 if not damp and decrement < 1e-10 * max(1.0, abs(value)):
                     break  # a Newton step this small that does not descend: round-off, converged
                 damp = max(4.0 * damp, 1e-4 * size)  # shorten and turn the step towards the gradient
@@ -572,7 +592,7 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
         at_lo, at_hi = at_lo & ~release, at_hi & ~release
     if not fresh and accepted and final_hessian:
         hess = np.asarray(fns.hessian(x, data))
-    return x, value, grad, hess, at_lo | at_hi, accepted
+    return x, value, grad, hess, (at_lo & (x == lo)) | (at_hi & (x == hi)), accepted
 
 
 def _edm(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> float:

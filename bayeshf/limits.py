@@ -142,7 +142,7 @@ def _root(g: Callable[[float], float], known: Sequence[float], seed: float, floo
     """Root of the increasing function ``g`` in (floor, ceiling] by TOMS 748 on a bracket.
 
     POI values already fitted (``known``) cost nothing and tighten the
-    bracket; otherwise it grows from ``seed`` (doubling the distance to the
+    bracket; otherwise it grows from ``seed`` (x1.5 the distance to the
     floor upwards, halving it downwards) until ``g`` changes sign.
     """
     points = {x: g(x) for x in known if floor < x <= ceiling}
@@ -163,7 +163,7 @@ def _root(g: Callable[[float], float], known: Sequence[float], seed: float, floo
             if xs[-1] >= ceiling:
                 raise BayeshfError(f"CLs stays above the level up to the POI's upper bound {ceiling:g}; "
                                    "widen the POI bounds to find the limit.")
-            x = min(floor + 2.0 * (xs[-1] - floor), ceiling)
+            x = min(floor + 1.5 * (xs[-1] - floor), ceiling)
         else:  # the lowest point is already beyond the root: shrink towards the floor
             x = floor + 0.5 * (xs[0] - floor)
             if x - floor <= 1e-12 * max(1.0, abs(floor)):
