@@ -69,6 +69,7 @@ def run(options: Any, recorder: Recorder) -> None:
             pyhf.set_backend(backend, **({"precision": "64b"} if backend == "jax" else {}))
             ws = pyhf.Workspace(spec)
             times = {"CLs": 0.0, "limits": 0.0}
+            failures: list[str] = []
             cpu_start = _cpu()
             for k, point in enumerate(peer_points):
                 pdf = ws.model(patches=[point["patch"]])
@@ -77,7 +78,10 @@ def run(options: Any, recorder: Recorder) -> None:
                 pyhf.infer.hypotest(1.0, data, pdf, test_stat="qtilde", return_expected_set=True)
                 times["CLs"] += time.perf_counter() - start
                 start = time.perf_counter()
-                pyhf.infer.intervals.upper_limits.upper_limit(data, pdf, level=0.05)
+                try:
+                    pyhf.infer.intervals.upper_limits.upper_limit(data, pdf, level=0.05)
+                except Exception as error:  # pyhf's root finding can fail on a point: time the CLs all the same
+                    failures.append(f"{point['metadata']['name']}: {str(error).splitlines()[0][:120]}")
                 times["limits"] += time.perf_counter() - start
         except (Unavailable, ImportError) as error:
             recorder.skip(implementation=name, case=case, reason=str(error))
@@ -99,7 +103,8 @@ def run(options: Any, recorder: Recorder) -> None:
             # CPU split between CLs and limits in proportion to their wall times
             cpu = cpu_total * seconds / wall_total / len(peer_points) * n if wall_total else None
             recorder.add_value(case=case, implementation=name, metric=what, unit="s", value=per_point * n,
-                               cpu_s=cpu, extrapolated_from_points=len(peer_points), per_point_s=per_point, **tags)
+                               cpu_s=cpu, extrapolated_from_points=len(peer_points), per_point_s=per_point,
+                               failures=failures if what == "limits" else [], **tags)
 
 
 def report_section(data: dict[str, Any], command: str, machine: str) -> list[str]:
