@@ -12,24 +12,26 @@ batch, so the output is the same as in-process.
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from bayeshf.errors import BayeshfError
 
 __all__ = ["run_batches", "evaluate_batch"]
 
 
-def evaluate_batch(spec: Mapping[str, Any], points: Sequence[Any], settings: Mapping[str, Any]) -> list[dict]:
-    """The task a worker runs (bayeshf.grid.evaluate_points); ``settings["_kill_marker"]`` is for tests only."""
+def evaluate_batch(evaluate: Callable[..., list[dict]], spec: Mapping[str, Any], points: Sequence[Any],
+                   settings: Mapping[str, Any]) -> list[dict]:
+    """The task a worker runs: ``evaluate`` (bayeshf.grid.evaluate_points, pickled by reference).
+
+    ``settings["_kill_marker"]`` is for tests only.
+    """
     marker = settings.get("_kill_marker")
     if marker and not os.path.exists(marker):
         # test hook: the first task to get here kills its worker process (then Dask must rerun it elsewhere)
         with open(marker, "w") as handle:
             handle.write(str(os.getpid()))
         os._exit(1)
-    from bayeshf.grid import evaluate_points
-
-    return evaluate_points(spec, points, settings)
+    return evaluate(spec, points, settings)
 
 
 def _client(scheduler: Any):
@@ -46,15 +48,15 @@ def _client(scheduler: Any):
         raise BayeshfError(f"cannot reach the Dask scheduler at {scheduler} ({error}).") from None
 
 
-def run_batches(scheduler: Any, spec: Mapping[str, Any], batches: Sequence[Sequence[Any]],
-                settings: Mapping[str, Any]) -> Iterator[list[dict]]:
+def run_batches(scheduler: Any, evaluate: Callable[..., list[dict]], spec: Mapping[str, Any],
+                batches: Sequence[Sequence[Any]], settings: Mapping[str, Any]) -> Iterator[list[dict]]:
     """Answers of each batch as it completes (any order; bayeshf.grid sorts them)."""
     from distributed import as_completed
 
     client, close = _client(scheduler)
     try:
         spec_future = client.scatter(dict(spec), broadcast=True, hash=False)
-        futures = [client.submit(evaluate_batch, spec_future, list(batch), dict(settings), pure=False)
+        futures = [client.submit(evaluate_batch, evaluate, spec_future, list(batch), dict(settings), pure=False)
                    for batch in batches]
         try:
             for future in as_completed(futures):

@@ -404,7 +404,7 @@ def _run(workspace, patchset, patches, settings, *, scheduler=None, batch_size=N
         else:
             from bayeshf.distributed import run_batches
 
-            stream = run_batches(scheduler, spec, batches, settings)
+            stream = run_batches(scheduler, evaluate_points, spec, batches, settings)
         for answers in stream:
             new = [_to_point(a) for a in answers]
             done.extend(new)
