@@ -18,6 +18,7 @@ without the group floating).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -161,6 +162,10 @@ def impacts(
 
         iterator = tqdm(iterator, desc="impacts", unit="parameter", file=__import__("sys").stderr)
     mu_hat = result.bestfit[poi]
+    if method == "refit" and result.at_bound[poi]:
+        # refits cannot move a POI pinned on its bound: every refit impact reads 0 there
+        warnings.warn(f"the best fit of {model.par_names[poi]} sits on its bound ({mu_hat:g}), where refit impacts "
+                      "all read 0; use method='hessian' for the Hessian impacts.", stacklevel=2)
     for k, i in iterator:
         widths = {"postfit": post[i], "prefit": prefit[i]}
         for kind, width in widths.items():

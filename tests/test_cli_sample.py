@@ -38,6 +38,27 @@ def test_sample_writes_posterior_summary_and_plots(sampled, capsys):
     assert summary["settings"]["seed"] == 3 and summary["chains"] == 2 and summary["draws"] == 40
 
 
+def test_the_corner_plot_marks_the_maximum_of_the_posterior(sampled):
+    import bayeshf
+    from bayeshf.sampling import posterior_for
+
+    idata = az.from_netcdf(str(sampled / "posterior.nc"))
+    stored = np.asarray(idata.posterior.attrs["map"], dtype=float)
+    names = [str(n) for n in np.atleast_1d(idata.posterior.attrs["par_names"])]
+    posterior = posterior_for(bayeshf.load(WORKSPACE))
+    assert len(stored) == len(names) == posterior.model.npars
+    best = float(posterior.log_posterior(stored))
+    # a maximum: no draw and no small step away from it has a higher log posterior
+    draws = np.stack([idata.posterior[n.split("[")[0]].values.reshape(-1, 2)[:, int(n[-2])] if "[" in n
+                      else idata.posterior[n].values.reshape(-1) for n in names], axis=1)
+    assert max(float(posterior.log_posterior(theta)) for theta in draws[:50]) <= best + 1e-9
+    for k in range(len(stored)):
+        for step in (-1e-3, 1e-3):
+            moved = stored.copy()
+            moved[k] += step
+            assert float(posterior.log_posterior(moved)) <= best + 1e-9
+
+
 def test_same_seed_reproduces_the_file(sampled, tmp_path):
     out = tmp_path / "again"
     assert main(["sample", WORKSPACE, "--chains", "2", "--warmup", "60", "--draws", "40", "--seed", "3",

@@ -250,6 +250,25 @@ def test_ranking_falls_back_to_hessian_impacts_at_a_bound(tmp_path, capsys):
     assert out.stat().st_size > 1000
 
 
+def test_refit_impacts_at_a_bound_warn_in_the_library(tmp_path):
+    import warnings
+
+    import bayeshf.infer
+
+    spec = json.loads(Path(CORR).read_text())
+    spec["observations"][0]["data"] = [45.0, 47.0]  # below the background: mu_hat = 0, on its bound
+    model = bayeshf.load(spec)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = bayeshf.infer.impacts(model, method="refit")
+    assert any("sits on its bound" in str(w.message) for w in caught)
+    assert np.allclose(np.nan_to_num(result.postfit_up), 0.0)  # what the warning is about
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bayeshf.infer.impacts(bayeshf.load(CORR), method="refit")
+    assert not any("sits on its bound" in str(w.message) for w in caught)
+
+
 def test_corner_marks_the_map_and_titles_fit(tmp_path):
     import arviz as az
 

@@ -128,9 +128,33 @@ def run(args: argparse.Namespace) -> int:
         if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             continue
         print(f"bayeshf sample: warning: {warning.message}", file=sys.stderr)
+    if args.backend != "bat" and not args.no_plots:
+        _store_map(idata, model, args)
     summary = write_outputs(idata, out, corner_vars=args.corner_vars, plots=not args.no_plots)
     # --strict: a run whose diagnostics warn (R-hat, ESS short of the target, divergences) is not a result
     return 1 if args.strict and summary.warnings else 0
+
+
+#: the corner plot marks the MAP up to this many parameters (a search of about a second there; ttbar's 132 take tens)
+MAP_MARKER_MAX_PARS = 100
+
+
+def _store_map(idata, model, args: argparse.Namespace) -> None:
+    """The posterior's maximum (bayeshf.posterior.find_map) as the ``map`` attribute the corner plot marks."""
+    if model.npars > MAP_MARKER_MAX_PARS:
+        return
+    import numpy as np
+
+    from bayeshf.posterior import find_map
+    from bayeshf.sampling import posterior_for
+
+    try:
+        theta = find_map(posterior_for(model, args.priors, shapesys=args.shapesys))
+    except Exception as error:  # a marker is a courtesy: never lose a finished run over it
+        print(f"bayeshf sample: warning: no MAP marker on the corner plot ({error}).", file=sys.stderr)
+        return
+    if np.all(np.isfinite(theta)):
+        idata.posterior.attrs["map"] = [float(v) for v in theta]
 
 
 def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True):
@@ -143,7 +167,7 @@ def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True):
         idata.to_netcdf(str(tmp), engine="h5netcdf")
     summary = summarize(idata)
     document = summary.to_dict()
-    document["settings"] = {k: v for k, v in idata.posterior.attrs.items() if k != "par_names"}
+    document["settings"] = {k: v for k, v in idata.posterior.attrs.items() if k not in ("par_names", "map")}
     write_json(out / "summary.json", document)
     print(format_table(summary, max_rows=60))
     for message in summary.warnings:
