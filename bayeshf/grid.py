@@ -25,11 +25,10 @@ from scipy.special import ndtr, ndtri
 
 from bayeshf.batchfit import batch_minimize, fit_setup, stack_models, structure_key
 from bayeshf.errors import BayeshfError
+from bayeshf.teststats import BAND_SIGMAS
 
 __all__ = ["GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "evaluate_points"]
 
-#: quantiles of the b-only distribution for the expected band, pyhf's order (as bayeshf.teststats)
-BAND_SIGMAS = (2.0, 1.0, 0.0, -1.0, -2.0)
 GRID_TEST_STATISTICS = ("qtilde", "q")
 #: points per batch (per Dask task): results reach the output file and the progress bar batch by batch
 DEFAULT_BATCH = 32

@@ -32,15 +32,14 @@ TEST_STATISTICS = ("qtilde", "q", "q0")
 BAND_SIGMAS = (2.0, 1.0, 0.0, -1.0, -2.0)
 
 
-@display()
 @dataclasses.dataclass(frozen=True)
-class HypoTestResult:
-    """CLs and tail probabilities at one POI value.
+class CLsValues:
+    """CLs and tail probabilities at one POI value, whatever computed them (asymptotics or toys).
 
     ``CLs_exp`` (and ``CLsb_exp``, ``CLb_exp``) hold five values at the
     background-only quantiles +2, +1, 0, -1, -2 sigma of the test statistic,
-    pyhf's order (so ``CLs_exp[2]`` is the median). ``q_obs`` and ``q_asimov``
-    are the test statistic on the observed and the Asimov data.
+    pyhf's order (so ``CLs_exp[2]`` is the median); ``q_obs`` is the test
+    statistic on the observed data.
     """
 
     poi_value: float
@@ -52,7 +51,6 @@ class HypoTestResult:
     CLsb_exp: tuple[float, ...]
     CLb_exp: tuple[float, ...]
     q_obs: float
-    q_asimov: float
 
     def to_dict(self) -> dict[str, Any]:
         """pyhf-shaped summary: ``{"CLs_obs": x, "CLs_exp": [5 values]}`` plus tail probabilities."""
@@ -64,6 +62,14 @@ class HypoTestResult:
             "CLsb_obs": self.CLsb_obs,
             "CLb_obs": self.CLb_obs,
         }
+
+
+@display()
+@dataclasses.dataclass(frozen=True)
+class HypoTestResult(CLsValues):
+    """Asymptotic CLs at one POI value (:class:`CLsValues`); ``q_asimov`` is the test statistic on the Asimov data."""
+
+    q_asimov: float
 
 
 @display()

@@ -18,34 +18,27 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr
 
 from bayeshf.batchfit import batch_minimize, fit_setup
 from bayeshf.errors import BayeshfError
+from bayeshf.teststats import BAND_SIGMAS, CLsValues
 from bayeshf._display import display
 
 __all__ = ["ToyHypoTestResult", "ToyUpperLimitResult", "hypotest", "upper_limit", "sample_toys", "TOY_TEST_STATISTICS"]
 
 TOY_TEST_STATISTICS = ("qtilde", "q")
 #: percentiles of the b-only p-values for the expected band (-2 ... +2 sigma of a normal), pyhf's
-BAND_PERCENTILES = (2.27501319, 15.86552539, 50.0, 84.13447461, 97.72498681)
+BAND_PERCENTILES = tuple(100.0 * float(ndtr(-n)) for n in BAND_SIGMAS)
 #: fits per compiled call: large enough to amortise dispatch, small enough for a lively progress bar
 CHUNK = 2048
 
 
 @display()
 @dataclasses.dataclass(frozen=True)
-class ToyHypoTestResult:
+class ToyHypoTestResult(CLsValues):
     """CLs from toys at one POI value; ``q_sb`` / ``q_b`` hold the test statistic of every toy (NaN: failed fit)."""
 
-    poi_value: float
-    test_stat: str
-    CLs_obs: float
-    CLsb_obs: float
-    CLb_obs: float
-    CLs_exp: tuple[float, ...]
-    CLsb_exp: tuple[float, ...]
-    CLb_exp: tuple[float, ...]
-    q_obs: float
     ntoys: int
     seed: int
     n_failed: int
@@ -54,12 +47,9 @@ class ToyHypoTestResult:
     calctype: str = "toybased"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "poi_value": self.poi_value, "test_stat": self.test_stat, "calctype": self.calctype,
-            "CLs_obs": self.CLs_obs, "CLs_exp": list(self.CLs_exp),
-            "CLsb_obs": self.CLsb_obs, "CLb_obs": self.CLb_obs,
-            "ntoys": self.ntoys, "seed": self.seed, "failed_toys": self.n_failed,
-        }
+        values = super().to_dict()
+        return {"poi_value": values["poi_value"], "test_stat": values["test_stat"], "calctype": self.calctype,
+                **values, "ntoys": self.ntoys, "seed": self.seed, "failed_toys": self.n_failed}
 
 
 def _check(ntoys: Any, test_stat: str) -> int:

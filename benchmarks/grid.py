@@ -15,12 +15,11 @@ cluster, is quoted in the report (another machine, not measured here).
 from __future__ import annotations
 
 import json
-import resource
 import time
 from typing import Any
 
 from benchmarks.cases import REPO
-from benchmarks.harness import Recorder
+from benchmarks.harness import Recorder, cpu_seconds as _cpu
 from benchmarks.peers import Unavailable, require
 
 REGION = REPO / "tests" / "data" / "sbottom" / "RegionA"
@@ -28,11 +27,6 @@ TEMPLATE = REGION / "patch.sbottom_1300_205_60.json"
 #: pyhf + funcX, 125 RegionA points (Feickert et al., "Distributed statistical inference with pyhf enabled
 #: through funcX", vCHEP 2021, arXiv:2103.02182): another machine, quoted not measured
 PUBLISHED = "pyhf + funcX: the 125 RegionA points in under 3 minutes on an HPC cluster (arXiv:2103.02182)"
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(options: Any, recorder: Recorder) -> None:

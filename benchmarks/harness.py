@@ -83,6 +83,12 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (comparable across moments where wall time is not)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MB (Linux ru_maxrss is in kB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -10,22 +10,16 @@ and its time per toy is extrapolated to the same count; the table says so.
 
 from __future__ import annotations
 
-import resource
 import time
 from typing import Any
 
 from benchmarks.cases import REPO
-from benchmarks.harness import Recorder
+from benchmarks.harness import Recorder, cpu_seconds as _cpu
 from benchmarks.peers import Unavailable, require
 
 CASE = "sbottom_RegionA_1300_205_60"
 REGION = REPO / "tests" / "data" / "sbottom" / "RegionA"
 PATCH = REGION / "patch.sbottom_1300_205_60.json"
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(options: Any, recorder: Recorder) -> None:
