@@ -25,7 +25,7 @@ import numpy as np
 
 from bayeshf.chains import SAMPLERS, StepFlags, StepStats, _program, _schedule, algorithm, replicate, unpack_records
 from bayeshf.runtime import chain_devices, enable_compilation_cache
-from bayeshf.errors import BayeshfError
+from bayeshf.errors import BayeshfError, interrupt_behind
 from bayeshf.posterior import Posterior, find_mode_unconstrained
 from bayeshf.priors import build_priors
 
@@ -278,6 +278,11 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                 bar.total += extra
                 bar.set_postfix_str("more draws (target ESS)", refresh=True)
             run_steps(done_steps[0], done_steps[0] + extra, lambda first: no_adaptation)
+    except Exception as error:
+        if interrupt_behind(error) is None:
+            raise
+        interrupted = True
+        stop = "interrupted"
     except KeyboardInterrupt:
         interrupted = True
         stop = "interrupted"

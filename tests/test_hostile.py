@@ -244,3 +244,18 @@ def test_error_during_a_write_leaves_no_temporary(tmp_path):
             raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["posterior.nc"]
     assert (tmp_path / "posterior.nc").read_bytes() == b"old"
+
+
+def test_an_interrupt_wrapped_by_a_library_callback_is_still_an_interrupt():
+    from bayeshf.errors import interrupt_behind
+
+    def wrapped():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise ValueError("exception raised while checking equality of metadata fields") from interrupt
+
+    with pytest.raises(ValueError) as caught:
+        wrapped()
+    assert isinstance(interrupt_behind(caught.value), KeyboardInterrupt)
+    assert interrupt_behind(ValueError("plain")) is None

@@ -19,7 +19,7 @@ import sys
 import threading
 import warnings
 
-from bayeshf.errors import BayeshfError
+from bayeshf.errors import BayeshfError, interrupt_behind
 
 #: command modules, in the order ``bayeshf --help`` lists them
 COMMANDS = [
@@ -184,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         return _interrupted(args.command)
     except BrokenPipeError:
         return 0
+    except Exception as error:
+        if interrupt_behind(error) is None:
+            raise
+        return _interrupted(args.command)
 
 
 if __name__ == "__main__":  # pragma: no cover
