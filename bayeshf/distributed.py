@@ -1,6 +1,6 @@
 """Grids on a Dask cluster (dask.distributed): one task per batch of points.
 
-The background-only workspace is scattered once to every worker (broadcast);
+The background-only workspace is sent once, as a task the batches depend on (recomputed, not lost, if its worker dies);
 a task carries only its points' patches and the settings. Each worker process
 keeps JAX's compiled programs between tasks, so the fit program of a model
 structure compiles once per worker, not per point or per task. A worker that
@@ -48,6 +48,11 @@ def _client(scheduler: Any):
         raise BayeshfError(f"cannot reach the Dask scheduler at {scheduler} ({error}).") from None
 
 
+def _workspace(spec: dict) -> dict:
+    """The workspace as a task result the batches depend on (sent to the scheduler once)."""
+    return spec
+
+
 def run_batches(scheduler: Any, evaluate: Callable[..., list[dict]], spec: Mapping[str, Any],
                 batches: Sequence[Sequence[Any]], settings: Mapping[str, Any]) -> Iterator[list[dict]]:
     """Answers of each batch as it completes (any order; bayeshf.grid sorts them)."""
@@ -55,7 +60,9 @@ def run_batches(scheduler: Any, evaluate: Callable[..., list[dict]], spec: Mappi
 
     client, close = _client(scheduler)
     try:
-        spec_future = client.scatter(dict(spec), broadcast=True, hash=False)
+        # a task, not scattered data: if the worker holding it dies, the scheduler recomputes it instead of
+        # cancelling every batch that depends on it ("already forgotten")
+        spec_future = client.submit(_workspace, dict(spec), pure=False)
         futures = [client.submit(evaluate_batch, evaluate, spec_future, list(batch), dict(settings), pure=False)
                    for batch in batches]
         try:
