@@ -42,6 +42,9 @@ MAX_DEVICES = 16
 CACHE_MAX_BYTES = 1 << 30
 
 _FALSE = ("0", "off", "no", "false")
+#: subdirectory of the compilation cache holding stamps of validated workspaces (bayeshf.workspace.validate)
+VALIDATED_SUBDIRECTORY = "bayeshf-validated"
+_validation_cache: Path | None = None
 
 
 class Settings(NamedTuple):
@@ -136,7 +139,7 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     """
     current = jax.config.jax_compilation_cache_dir
     if path is None and current:
-        return Path(current)
+        return _keep_validation_stamps(Path(current))
     directory = Path(path).expanduser() if path is not None else cache_directory()
     if directory is None:
         return None
@@ -152,7 +155,25 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     prune_cache(directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_compilation_cache_dir", str(directory))
+    return _keep_validation_stamps(directory)
+
+
+def _keep_validation_stamps(directory: Path) -> Path:
+    global _validation_cache
+    stamps = directory / VALIDATED_SUBDIRECTORY
+    try:
+        stamps.mkdir(exist_ok=True)
+        _validation_cache = stamps
+    except OSError:
+        _validation_cache = None
     return directory
+
+
+def validation_cache() -> Path | None:
+    """Where workspaces that passed validation are stamped (by content digest), so that a second run
+    skips the schema checks; set when :func:`enable_compilation_cache` turns the persistent cache on,
+    None otherwise (a library user's validation is never skipped unless they turned it on)."""
+    return _validation_cache
 
 
 def prune_cache(directory: str | Path, max_bytes: int = CACHE_MAX_BYTES) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import json
 import math
 import os
@@ -133,24 +134,35 @@ def read_json(source: Source, what: str = "workspace") -> tuple[Any, str]:
 
 
 @functools.lru_cache(maxsize=1)
+def _schema_directory() -> Path | None:
+    """pyhf's installed schema files (version 1.0.0), found without importing pyhf; None if absent."""
+    import importlib.util
+
+    found = importlib.util.find_spec("pyhf")
+    if found is None or not found.submodule_search_locations:
+        return None
+    return Path(list(found.submodule_search_locations)[0]) / "schemas" / "1.0.0"
+
+
+@functools.lru_cache(maxsize=1)
 def _workspace_validator():
     """jsonschema validator for pyhf's workspace schema 1.0.0, read from pyhf's installed schema files.
 
     Reading the files directly (the same schemas pyhf.schema.validate uses) saves importing pyhf,
     close to a second of every CLI call. None if the files cannot be found (then pyhf validates).
     """
-    import importlib.util
-
     import jsonschema
     import referencing
+    from jsonschema import validators
 
-    found = importlib.util.find_spec("pyhf")
-    if found is None or not found.submodule_search_locations:
+    directory = _schema_directory()
+    if directory is None:
         return None
-    directory = Path(list(found.submodule_search_locations)[0]) / "schemas" / "1.0.0"
     schemas = {}
     for path in directory.glob("*.json"):
         schema = json.loads(path.read_text())
+        # all draft-06; without the marker the referenced schemas keep this validator class (its anyOf)
+        schema.pop("$schema", None)
         schemas[schema.get("$id", path.name)] = schema
     uri = "https://scikit-hep.org/pyhf/schemas/1.0.0/workspace.json"
     if uri not in schemas:
@@ -158,14 +170,69 @@ def _workspace_validator():
     registry = referencing.Registry().with_resources(
         (uri, referencing.Resource.from_contents(schema, default_specification=referencing.jsonschema.DRAFT6))
         for uri, schema in schemas.items())
+    modifiers = schemas.get("https://scikit-hep.org/pyhf/schemas/1.0.0/defs.json", {}).get(
+        "definitions", {}).get("modifier", {})
+    kinds = {f"#/definitions/modifier/{name}": entry.get("properties", {}).get("type", {}).get("const")
+             for name, entry in modifiers.items() if isinstance(entry, dict)}
+    any_of = jsonschema.Draft6Validator.VALIDATORS["anyOf"]
+
+    def any_of_by_kind(validator, branches, instance, schema):
+        """anyOf trying first the branch whose ``type`` constant the instance names (a modifier: 1 of 7).
+
+        Same verdict as jsonschema's anyOf, and on failure its very error (it then runs in full).
+        """
+        kind = instance.get("type") if isinstance(instance, dict) else None
+        for branch in branches:
+            if kind is not None and kinds.get(branch.get("$ref")) == kind:
+                if validator.evolve(schema=branch).is_valid(instance):
+                    return
+                break
+        yield from any_of(validator, branches, instance, schema)
+
+    checker = validators.extend(jsonschema.Draft6Validator, {"anyOf": any_of_by_kind})
     # enter through a reference, so relative references inside resolve against the schema's own URI
-    return jsonschema.Draft6Validator({"$ref": uri}, registry=registry)
+    return checker({"$ref": uri}, registry=registry)
+
+
+@functools.lru_cache(maxsize=1)
+def _validation_fingerprint() -> bytes:
+    """Digest of what :func:`validate` applies: this module's code and pyhf's schema files."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    directory = _schema_directory()
+    for path in sorted(directory.glob("*.json")) if directory is not None else ():
+        digest.update(path.read_bytes())
+    return digest.digest()
+
+
+def _validated_stamp(spec: dict) -> Path | None:
+    """The file that marks ``spec`` as having passed :func:`validate` (None: no persistent cache, or not plain JSON).
+
+    The stamps live in the persistent cache the command line turns on (``bayeshf.runtime.validation_cache``).
+    """
+    from bayeshf.runtime import validation_cache
+
+    directory = validation_cache()
+    if directory is None:
+        return None
+    try:
+        text = json.dumps(spec, separators=(",", ":"), allow_nan=True)
+    except (TypeError, ValueError):  # e.g. NumPy numbers in a spec built in memory: validated every time
+        return None
+    digest = hashlib.sha256(_validation_fingerprint())
+    digest.update(text.encode("utf-8", "surrogatepass"))
+    return directory / digest.hexdigest()
 
 
 def validate(spec: Any, label: str) -> None:
-    """Validate against pyhf's workspace schema 1.0.0 and check the numbers."""
+    """Validate against pyhf's workspace schema 1.0.0 and check the numbers.
+
+    With the persistent cache on (the command line), contents that passed once are not checked again.
+    """
     if not isinstance(spec, dict):
         raise BayeshfError(f"{label}: a workspace must be a JSON object, got {type(spec).__name__}.")
+    stamp = _validated_stamp(spec)
+    if stamp is not None and stamp.exists():
+        return
     validator = _workspace_validator()
     if validator is not None:
         import jsonschema
@@ -183,6 +250,11 @@ def validate(spec: Any, label: str) -> None:
             _schema_violation(error.parent, label)
     _check_names(spec, label)
     _check_numbers(spec, label)
+    if stamp is not None:
+        try:
+            stamp.touch()
+        except OSError:  # a cache that cannot be written only costs the next run the checks
+            pass
 
 
 def _schema_violation(error: Any, label: str) -> None:

@@ -90,6 +90,7 @@ def fresh_cache_setting(monkeypatch):
     jax.config.update("jax_compilation_cache_dir", None)
     for name in ("BAYESHF_JAX_CACHE", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(runtime, "_validation_cache", None)
     yield jax
     for name, value in saved.items():
         jax.config.update(name, value)
@@ -118,7 +119,44 @@ def test_cache_is_enabled_bounded_and_skipped_with_a_warning_when_not_writable(f
     assert runtime.enable_compilation_cache(tmp_path / "cache") == tmp_path / "cache"
     assert jax.config.values["jax_compilation_cache_dir"] == str(tmp_path / "cache")
     assert jax.config.values["jax_persistent_cache_min_compile_time_secs"] == 0.0
-    assert not list((tmp_path / "cache").iterdir())  # the write test leaves nothing behind
+    # the write test leaves nothing behind but the (empty) directory of validation stamps
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [runtime.VALIDATED_SUBDIRECTORY]
+
+
+def test_validation_is_skipped_for_contents_that_passed_once(fresh_cache_setting, monkeypatch, tmp_path):
+    """With the persistent cache on, a workspace validates once; other contents and failures are not stamped."""
+    import copy
+
+    from bayeshf import workspace
+    from bayeshf.errors import BayeshfError
+
+    spec = json.loads(data_path("thesis/2_bin_corr.json").read_text())
+    runs = []
+    real = workspace._workspace_validator()
+
+    class Counting:
+        def validate(self, document):
+            runs.append(1)
+            real.validate(document)
+
+    monkeypatch.setattr(workspace, "_workspace_validator", lambda: Counting())
+    workspace.validate(spec, "ws")  # no cache yet: checked, nothing stamped
+    assert runtime.validation_cache() is None and len(runs) == 1
+    runtime.enable_compilation_cache(tmp_path / "cache")
+    stamps = runtime.validation_cache()
+    for _ in range(2):
+        workspace.validate(spec, "ws")
+    assert len(runs) == 2 and len(list(stamps.iterdir())) == 1
+    other = copy.deepcopy(spec)
+    other["observations"][0]["data"][0] += 1
+    workspace.validate(other, "ws")
+    assert len(runs) == 3 and len(list(stamps.iterdir())) == 2
+    bad = copy.deepcopy(spec)
+    bad["observations"][0]["data"][0] = -1.0
+    for _ in range(2):  # a failure is checked (and fails) every time
+        with pytest.raises(BayeshfError, match="observed count"):
+            workspace.validate(bad, "ws")
+    assert len(runs) == 5 and len(list(stamps.iterdir())) == 2
 
 
 def test_prune_cache_deletes_the_oldest_entries_down_to_the_bound(tmp_path):
