@@ -36,7 +36,11 @@ DEFAULT_BATCH = 32
 
 @dataclasses.dataclass(frozen=True)
 class GridPoint:
-    """One point: ``CLs_obs``/``CLs_exp`` (kind "cls") or ``obs``/``exp`` (kind "limit"), or an ``error``."""
+    """One point: ``CLs_obs``/``CLs_exp`` (kind "cls") or ``obs``/``exp`` (kind "limit"), or an ``error``.
+
+    A limit point whose error is that some limits lie above the POI's upper bound keeps the limits found
+    (None for the others) and ``poi_bound``, the bound they lie above.
+    """
 
     patch: str
     values: tuple[float, ...]
@@ -45,11 +49,14 @@ class GridPoint:
     obs: float | None = None
     exp: tuple[float, ...] | None = None
     error: str | None = None
+    poi_bound: float | None = None
 
     def to_dict(self, kind: str) -> dict[str, Any]:
         out: dict[str, Any] = {"patch": self.patch, "values": list(self.values)}
         if self.error is not None:
             out["error"] = self.error
+            if self.poi_bound is not None:
+                out.update({"obs": self.obs, "exp": list(self.exp), "poi_bound": self.poi_bound})
         elif kind == "cls":
             out.update({"CLs_obs": self.CLs_obs, "CLs_exp": list(self.CLs_exp)})
         else:
@@ -237,6 +244,7 @@ def _group_limits(models, test_stat, level=0.05, maxiter=40, rtol=1e-9):
     muhat = np.maximum(tester.free.bestfit[:, g.poi], floor)
     seeds = np.concatenate([floor + np.outer(targets, sigma), (muhat + targets[2] * sigma)[None, :]])  # (6, n)
     seeds = np.where(np.isfinite(seeds), seeds, floor + 1.0)
+    seeds = np.clip(seeds, floor + 1e-9 * max(1.0, abs(floor)), hi_bound)
 
     def evaluate(x):  # x (6, n): expected roots 0..4, observed root 5; all fits of a step in one call
         jobs = [(tester.free_asimov.bestfit, tester.asimov, x[k]) for k in range(6)]
@@ -250,39 +258,73 @@ def _group_limits(models, test_stat, level=0.05, maxiter=40, rtol=1e-9):
         out[5] = ndtri(level) - ndtri(np.maximum(cls_obs, 1e-300))
         return out, _failures([(f"fit of the limit search", f) for f in fits], None)
 
-    roots, failed = _solve(evaluate, seeds, sigma, floor, maxiter, rtol)
+    roots, beyond, failed = _solve(evaluate, seeds, sigma, floor, hi_bound, maxiter, rtol)
     errors = _merge(errors, failed)
     out = []
     for i in range(n):
-        if errors[i] is None and not np.all(np.isfinite(roots[:, i])):
-            errors[i] = "the CLs upper limit did not converge: CLs does not cross the level smoothly."
-        out.append(dict(obs=float(roots[5, i]), exp=tuple(float(v) for v in roots[:5, i]), error=errors[i]))
+        partial = None
+        if errors[i] is None and np.any(beyond[:, i]):
+            errors[i] = _above_bound_sentence(beyond[:, i], level, hi_bound, g.model.poi_name)
+            partial = hi_bound  # the limits found are kept, the others lie above the bound
+        elif errors[i] is None and not np.all(np.isfinite(roots[:, i])):
+            errors[i] = f"the CLs upper limit search did not converge in {maxiter} steps."
+        out.append(dict(obs=_number(roots[5, i]), exp=tuple(_number(v) for v in roots[:5, i]), error=errors[i],
+                        poi_bound=partial))
     return out
 
 
-def _solve(evaluate, x, sigma, floor, maxiter, rtol):
-    """Roots of increasing functions, all at once: secant steps kept inside the bracket, else bisection."""
+def _number(value) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _above_bound_sentence(beyond, level, bound, poi_name) -> str:
+    """Which limits (observed; expected at -2 ... +2 sigma) lie above the POI's upper bound, in one sentence."""
+    parts = ["the observed limit"] if beyond[5] else []
+    sigmas = [("0" if k == 2 else f"{k - 2:+d}") for k in range(5) if beyond[k]]
+    if sigmas:
+        listed = sigmas[0] if len(sigmas) == 1 else ", ".join(sigmas[:-1]) + " and " + sigmas[-1]
+        parts.append(f"the expected limit{'s' if len(sigmas) > 1 else ''} at {listed} sigma")
+    return (f"CLs stays above {level:g} up to mu = {bound:g} (the POI's upper bound) for {' and '.join(parts)}; "
+            f"raise the POI bound (the measurement's \"bounds\" of {poi_name}) to find "
+            f"{'it' if sum(beyond) == 1 else 'them'}.")
+
+
+def _solve(evaluate, x, sigma, floor, ceiling, maxiter, rtol, ftol=1e-10):
+    """Roots of increasing functions in (floor, ceiling], all at once: secant steps inside the bracket, else bisection.
+
+    A root is found when the bracket is narrower than ``rtol`` (relative) or ``|g| <= ftol``: g is sqrt(q) or
+    a probit, whose noise from fits converged to 1e-10 in twice_nll is about 1e-11.
+
+    Returns (roots, beyond, failures): ``beyond`` marks functions still below 0 at the ceiling (no root, NaN).
+    """
     lo_x = np.full(x.shape, -np.inf)
     hi_x = np.full(x.shape, np.inf)
     lo_g = np.full(x.shape, np.nan)
     hi_g = np.full(x.shape, np.nan)
     prev_x = prev_g = None
     done = np.zeros(x.shape, dtype=bool)
+    beyond = np.zeros(x.shape, dtype=bool)
+    slow = np.zeros(x.shape, dtype=int)  # bracketed steps in a row that did not halve the bracket
+    width = np.full(x.shape, np.inf)
     result = np.full(x.shape, np.nan)
     failures = [None] * x.shape[1]
+    at_floor = 1e-12 * max(1.0, abs(floor))
     for _ in range(maxiter):
         g, bad = evaluate(x)
         failures = _merge(failures, bad)
         below, above = g < 0, g > 0
         lo_x, lo_g = np.where(below & (x > lo_x), x, lo_x), np.where(below & (x > lo_x), g, lo_g)
         hi_x, hi_g = np.where(above & (x < hi_x), x, hi_x), np.where(above & (x < hi_x), g, hi_g)
-        exact = g == 0.0
+        exact = np.abs(g) <= ftol
         bracketed = np.isfinite(lo_x) & np.isfinite(hi_x)
         narrow = bracketed & (hi_x - lo_x <= rtol * np.maximum(np.abs(hi_x), 1e-12))
         interpolated = np.where(bracketed, lo_x - lo_g * (hi_x - lo_x) / (hi_g - lo_g), x)
-        newly = ~done & (exact | narrow)
-        result = np.where(newly, np.where(exact, x, interpolated), result)
-        done |= newly
+        top = ~done & below & (x >= ceiling)  # no root below the POI's upper bound
+        bottom = ~done & above & (x - floor <= at_floor)  # the root is the floor (as bayeshf.limits)
+        newly = ~done & (exact | narrow | bottom)
+        result = np.where(newly, np.where(narrow & ~exact, interpolated, x), result)
+        beyond |= top
+        done |= newly | top
         if np.all(done):
             break
         if prev_x is None:  # first step: slope 1/sigma_A (sqrt(q_A) ~ mu / sigma_A)
@@ -291,18 +333,24 @@ def _solve(evaluate, x, sigma, floor, maxiter, rtol):
             with np.errstate(divide="ignore", invalid="ignore"):
                 slope = (g - prev_g) / (x - prev_x)
                 step = np.where(np.isfinite(slope) & (slope > 0), x - g / slope, x - g * sigma[None, :])
-        # inside a known bracket (bisect if the secant leaves it); beyond: at most doubling the distance
+        # inside a known bracket (bisect if the secant leaves it or stops halving it); beyond: at most doubling
         with np.errstate(invalid="ignore"):  # inf - inf where a side of the bracket is unknown yet
-            mid = 0.5 * (lo_x + hi_x)
-            margin = 0.01 * (hi_x - lo_x)
-            inside = (step > lo_x + margin) & (step < hi_x - margin)
-        step = np.where(bracketed, np.where(inside, step, mid), step)
+            new_width = hi_x - lo_x
+            slow = np.where(bracketed & (new_width > 0.5 * width), slow + 1, 0)
+            width = new_width
+            inside = (step > lo_x) & (step < hi_x) & (slow < 3)
+        step = np.where(bracketed, np.where(inside, step, 0.5 * (lo_x + hi_x)), step)
         step = np.where(~np.isfinite(hi_x) & (step <= np.where(np.isfinite(lo_x), lo_x, floor)),
                         np.where(np.isfinite(lo_x), 2.0 * lo_x - floor + 1e-3, x), step)
         step = np.where(~np.isfinite(lo_x) & (step <= floor), floor + 0.5 * (x - floor), step)
+        # a step below the noise of g (fits converge to ~1e-10 in twice_nll) stalls: step at least half the
+        # tolerance towards the root, so that the next value closes a bracket narrower than the tolerance
+        tiny = 0.5 * rtol * np.maximum(np.abs(x), 1e-12)
+        step = np.where(np.abs(step - x) < tiny, x + np.where(below, tiny, -tiny), step)
+        step = np.minimum(step, ceiling)
         prev_x, prev_g = x, g
         x = np.where(done, x, step)
-    return result, failures
+    return result, beyond, failures
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,6 +415,9 @@ def evaluate_points(spec: Mapping[str, Any], points, settings: Mapping[str, Any]
 
 def _to_point(answer: Mapping[str, Any]) -> GridPoint:
     if answer.get("error"):
+        if answer.get("poi_bound") is not None:
+            return GridPoint(answer["patch"], tuple(answer["values"]), obs=answer["obs"], exp=answer["exp"],
+                             error=answer["error"], poi_bound=answer["poi_bound"])
         return GridPoint(answer["patch"], tuple(answer["values"]), error=answer["error"])
     return GridPoint(answer["patch"], tuple(answer["values"]), CLs_obs=answer.get("CLs_obs"),
                      CLs_exp=answer.get("CLs_exp"), obs=answer.get("obs"), exp=answer.get("exp"))

@@ -186,3 +186,56 @@ def test_contour_plot(tmp_path):
     assert ax.get_xlabel() == "m1 [GeV]" and ax.get_ylabel() == "m2 [GeV]"
     with pytest.raises(BayeshfError):
         contour(points[:2], out=tmp_path / "d.png")
+
+
+def _counting_patchset(strengths):
+    """A two-bin counting workspace (background + shapesys) and one signal point per strength."""
+    import pyhf
+
+    spec = {"channels": [{"name": "SR", "samples": [
+                {"name": "background", "data": [50.0, 60.0],
+                 "modifiers": [{"name": "bkg_unc", "type": "shapesys", "data": [5.0, 8.0]}]}]}],
+            "observations": [{"name": "SR", "data": [52.0, 61.0]}],
+            "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}], "version": "1.0.0"}
+    patches = [{"metadata": {"name": f"s{int(10 * s)}", "values": [s, 0.7 * s]},
+                "patch": [{"op": "add", "path": "/channels/0/samples/0", "value": {
+                    "name": "signal", "data": [s, 0.7 * s],
+                    "modifiers": [{"name": "mu", "type": "normfactor", "data": None}]}}]} for s in strengths]
+    return spec, {"metadata": {"name": "counting", "description": "test grid", "labels": ["s1", "s2"],
+                               "digests": {"sha256": pyhf.utils.digest(spec, algorithm="sha256")},
+                               "references": {"hepdata": "ins1234567"}}, "patches": patches, "version": "1.0.0"}
+
+
+def test_limits_above_the_poi_bound_say_so_and_keep_the_others():
+    spec, patchset = _counting_patchset([1.5, 2.5, 30.0])
+    result = grid.upper_limit_grid(spec, patchset, batch_size=3)
+    wide = copy.deepcopy(spec)
+    wide["measurements"][0]["config"]["parameters"] = [{"name": "mu", "bounds": [[0.0, 1000.0]]}]
+    for point, ops in zip(result.points, [p["patch"] for p in patchset["patches"]]):
+        single = upper_limit(bayeshf.load(wide, patches=[ops]))  # the oracle: no bound in the way
+        limits = [point.obs, *point.exp]
+        for mine, theirs in zip(limits, [single.obs, *single.exp]):
+            if theirs < 10.0:
+                assert mine == pytest.approx(theirs, rel=1e-6)
+            else:
+                assert mine is None
+        if any(v is None for v in limits):
+            assert point.error.startswith("CLs stays above 0.05 up to mu = 10 ") and "raise the POI bound" in point.error
+            assert point.to_dict("limit")["poi_bound"] == 10.0
+        else:
+            assert point.error is None
+    assert result.points[0].obs is None and result.points[1].exp[4] is None and result.points[2].error is None
+
+
+def test_root_search_steps_out_of_a_noise_floor():
+    # just below each root the function sits on a tiny negative plateau, as sqrt(q) from fits converged to
+    # 1e-10 can: the secant's steps shrink to nothing there unless the search steps out of it
+    roots = np.array([[1.2254184128317616, 3.0, 0.02], [2.5, 40.0, 7.0]])
+    for plateau in (-2e-16, -1e-9):
+        def evaluate(x):
+            d = x - roots
+            return np.where((d > -1e-8) & (d < 1e-12), plateau, d), [None] * x.shape[1]
+
+        found, beyond, _ = grid._solve(evaluate, roots - 0.01, np.ones(3), 0.0, 10.0, 40, 1e-9)
+        assert beyond.tolist() == [[False] * 3, [False, True, False]]  # 40 lies above the bound 10
+        np.testing.assert_allclose(found[~beyond], roots[~beyond], rtol=1e-7)
