@@ -26,7 +26,8 @@ import numpy as np
 from bayeshf.chains import SAMPLERS, StepFlags, StepStats, _program, _schedule, algorithm, replicate, unpack_records
 from bayeshf.runtime import chain_devices, enable_compilation_cache
 from bayeshf.errors import BayeshfError, interrupt_behind
-from bayeshf.posterior import Posterior, find_mode_unconstrained
+from bayeshf.laplace import find_mode_unconstrained
+from bayeshf.posterior import Posterior
 from bayeshf.priors import build_priors
 
 METRICS = ("diagonal", "dense")

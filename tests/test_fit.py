@@ -202,7 +202,8 @@ def test_bad_arguments_raise_one_sentence():
 
 def test_mle_equals_bayesian_map():
     """With the default flat reference priors the posterior mode is the MLE."""
-    from bayeshf.posterior import Posterior, find_map
+    from bayeshf.laplace import find_map
+    from bayeshf.posterior import Posterior
 
     model = _load(("thesis/4_bin.json", None))
     result = bayeshf.fit(model)

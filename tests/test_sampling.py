@@ -20,7 +20,8 @@ import scipy.stats as st
 import bayeshf
 from bayeshf import sampling
 from bayeshf.generators import nbin_workspace
-from bayeshf.posterior import Posterior, find_map
+from bayeshf.laplace import find_map
+from bayeshf.posterior import Posterior
 from bayeshf.priors import build_priors
 from tests.conftest import data_path, pyhf_model
 
@@ -269,11 +270,11 @@ def test_same_seed_same_draws_other_seed_other_draws():
 
 
 def test_mode_and_whitening_are_computed_once_per_posterior_and_give_the_same_draws(monkeypatch):
-    from bayeshf import posterior as posterior_module
+    from bayeshf import laplace
 
     model = bayeshf.load(data_path("thesis/2_bin_corr.json"))
     calls = []
-    search = posterior_module.find_mode_unconstrained
+    search = laplace.find_mode_unconstrained
     monkeypatch.setattr(sampling, "find_mode_unconstrained", lambda post: calls.append(1) or search(post))
     fresh = Posterior(model)
     first = sampling.run_chains(fresh, chains=2, warmup=60, draws=40, seed=5, progress=False).stats.theta
@@ -429,7 +430,7 @@ def test_low_rank_whitening_is_chosen_from_low_rank_from_only_where_it_is_comple
 
 
 def test_newton_direction_is_bounded_along_near_flat_directions():
-    from bayeshf.posterior import _newton_direction
+    from bayeshf.laplace import _newton_direction
 
     grad = np.array([1.0, 1.0])
     np.testing.assert_allclose(_newton_direction(np.diag([2.0, 4.0]), grad), [0.5, 0.25])  # Cholesky
@@ -440,13 +441,13 @@ def test_newton_direction_is_bounded_along_near_flat_directions():
 
 
 def test_mode_search_with_an_lbfgs_start_finds_the_newton_mode(monkeypatch):
-    from bayeshf import posterior as posterior_module
+    from bayeshf import laplace
     from bayeshf.generators import nbin_workspace
 
     post = sampling.posterior_for(bayeshf.load(nbin_workspace(12)))
-    newton_only = posterior_module.find_mode_unconstrained(post)
-    monkeypatch.setattr(posterior_module, "NEWTON_ONLY", 5)  # 13 parameters: L-BFGS first
-    with_lbfgs = posterior_module.find_mode_unconstrained(post)
+    newton_only = laplace.find_mode_unconstrained(post)
+    monkeypatch.setattr(laplace, "NEWTON_ONLY", 5)  # 13 parameters: L-BFGS first
+    with_lbfgs = laplace.find_mode_unconstrained(post)
     np.testing.assert_allclose(with_lbfgs[0], newton_only[0], atol=1e-7)
     np.testing.assert_allclose(with_lbfgs[1], newton_only[1], rtol=1e-5, atol=1e-9)
 

@@ -140,12 +140,12 @@ MAP_MARKER_MAX_PARS = 100
 
 
 def _store_map(idata, model, args: argparse.Namespace) -> None:
-    """The posterior's maximum (bayeshf.posterior.find_map) as the ``map`` attribute the corner plot marks."""
+    """The posterior's maximum (bayeshf.laplace.find_map) as the ``map`` attribute the corner plot marks."""
     if model.npars > MAP_MARKER_MAX_PARS:
         return
     import numpy as np
 
-    from bayeshf.posterior import find_map
+    from bayeshf.laplace import find_map
     from bayeshf.sampling import posterior_for
 
     try:

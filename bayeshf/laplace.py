@@ -1,0 +1,203 @@
+"""The Laplace approximation of a posterior: its mode, the Hessian there, and the MAP point.
+
+:func:`find_mode_unconstrained` is where chains start and what whitens them
+(the mode of ``logdensity_fn`` in the unconstrained coordinates and the
+inverse negative Hessian there); :func:`find_map` is the maximum of the
+posterior in the parameters themselves (no Jacobian), marked on corner
+plots. The log-density is :mod:`bayeshf.posterior`'s; the programs here
+take its :class:`~bayeshf.posterior.Structure` as a static argument, so
+posteriors differing only in data share them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bayeshf.posterior import Posterior, Structure
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _z_value_and_grad(structure: Structure, model, z):
+    return jax.value_and_grad(structure.bind(model).logdensity_fn)(z)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _z_hessian_fd(structure: Structure, model, z):
+    """Hessian of logdensity_fn by central differences of the gradient, all 2d gradients in one vmapped call.
+
+    Compiles like one gradient program (jax.hessian's forward-over-reverse one compiles longer).
+    """
+    grad = jax.grad(structure.bind(model).logdensity_fn)
+    h = 1e-5
+    steps = h * jnp.eye(z.shape[0], dtype=z.dtype)
+    difference = jax.vmap(lambda s: grad(z + s) - grad(z - s))(steps) / (2 * h)
+    return 0.5 * (difference + difference.T)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _theta_value_and_grad(structure: Structure, model, theta):
+    return jax.value_and_grad(structure.bind(model).log_posterior)(theta)
+
+
+def hessian_fd(value_and_grad, x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+    """Hessian by central differences of an (already compiled) gradient: 2 d gradient calls, no new compile."""
+    x = np.asarray(x, dtype=float)
+    d = x.size
+    h = 1e-5 * (np.ones(d) if scale is None else np.asarray(scale, dtype=float))
+    hessian = np.empty((d, d))
+    for i in range(d):
+        step = np.zeros(d)
+        step[i] = h[i]
+        g_plus = np.asarray(value_and_grad(x + step)[1])
+        g_minus = np.asarray(value_and_grad(x - step)[1])
+        hessian[:, i] = (g_plus - g_minus) / (2 * h[i])
+    return 0.5 * (hessian + hessian.T)
+
+
+def _newton_direction(curvature: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """``curvature^-1 grad``: a Cholesky solve where the curvature is positive definite and its pivots
+    span less than 1e8 (the usual case near a mode, and several times cheaper), else through the
+    eigendecomposition with the eigenvalues floored at 1e-8 x the largest, so that the step still
+    ascends and stays bounded along near-flat directions."""
+    import scipy.linalg
+
+    try:
+        factor = scipy.linalg.cho_factor(curvature)
+        pivots = np.diag(factor[0]) ** 2
+        if pivots.min() >= 1e-8 * pivots.max():  # well enough conditioned for an unlimited step
+            return scipy.linalg.cho_solve(factor, grad)
+    except (np.linalg.LinAlgError, ValueError):
+        pass
+    eigenvalues, vectors = np.linalg.eigh(curvature)
+    eigenvalues = np.maximum(eigenvalues, 1e-8 * max(1.0, eigenvalues.max()))
+    return vectors @ ((vectors.T @ grad) / eigenvalues)
+
+
+def _newton(value_and_grad, x: np.ndarray, *, lower=None, upper=None, iterations: int = 30,
+            gtol: float = 1e-9, hessian_fn=None) -> np.ndarray:
+    """Maximise with damped Newton steps (FD Hessian, backtracking), keeping x inside [lower, upper].
+
+    Coordinates within 1e-9 of a bound with the gradient pushing outwards are held there.
+    """
+    x = np.array(x, dtype=float)
+    lower = np.full(x.size, -np.inf) if lower is None else np.asarray(lower, dtype=float)
+    upper = np.full(x.size, np.inf) if upper is None else np.asarray(upper, dtype=float)
+    value, grad = (np.asarray(v, dtype=float) for v in value_and_grad(x))
+    for _ in range(iterations):
+        width = np.where(np.isfinite(upper - lower), upper - lower, 1.0)
+        at_lower = (x - lower <= 1e-9 * width) & (grad < 0)
+        at_upper = (upper - x <= 1e-9 * width) & (grad > 0)
+        active = ~(at_lower | at_upper)
+        if not active.any() or np.max(np.abs(grad[active])) < gtol:
+            break
+        full_hessian = hessian_fn(x) if hessian_fn is not None else hessian_fd(value_and_grad, x)
+        hessian = full_hessian[np.ix_(active, active)]
+        direction = np.zeros_like(x)
+        direction[active] = _newton_direction(-hessian, grad[active])
+        improved = False
+        for step in 0.5 ** np.arange(30):
+            trial = np.clip(x + step * direction, lower, upper)
+            trial_value, trial_grad = (np.asarray(v, dtype=float) for v in value_and_grad(trial))
+            if np.isfinite(trial_value) and trial_value >= value - 1e-12 * abs(value):
+                improved = trial_value > value or step == 1.0
+                x, value, grad = trial, trial_value, trial_grad
+                break
+        if not improved:
+            break
+    return x
+
+
+def _minimisation_objective(value_and_grad):
+    """``x -> (-value, -gradient)`` for scipy's minimisers, with a huge finite value where the density is not finite."""
+
+    def objective(x):
+        value, grad = value_and_grad(x)
+        return (-value, -grad) if np.isfinite(value) else (1e300, np.zeros_like(x))
+
+    return objective
+
+
+def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: bool = True) -> np.ndarray:
+    """Maximum a posteriori point on the constrained space (bounds respected).
+
+    L-BFGS-B on -log_posterior(theta) over the free parameters, then damped
+    Newton steps (finite-difference Hessian) to polish; with the flat
+    reference priors this is the maximum-likelihood estimate.
+    """
+    from scipy.optimize import minimize
+
+    free = posterior.free_index
+    theta = np.array(posterior.theta_init if theta0 is None else theta0, dtype=float)
+    theta = posterior.clip_inside(theta, 0.0)
+    ps = posterior.prior_set
+
+    def value_and_grad(x):
+        full = theta.copy()
+        full[free] = x
+        value, grad = _theta_value_and_grad(posterior.structure, posterior.model, jnp.asarray(full))
+        return float(value), np.asarray(grad)[free]
+
+    objective = _minimisation_objective(value_and_grad)
+
+    lower, upper = ps.lower[free], ps.upper[free]
+    bounds = [(None if not np.isfinite(a) else a, None if not np.isfinite(b) else b) for a, b in zip(lower, upper)]
+    result = minimize(objective, theta[free], jac=True, method="L-BFGS-B", bounds=bounds,
+                      options=dict(maxiter=maxiter, ftol=1e-15, gtol=1e-10, maxcor=30))
+    x = result.x
+    if polish and x.size <= 1000:
+        x = _newton(value_and_grad, x, lower=lower, upper=upper)
+    theta[free] = x
+    return theta
+
+
+#: up to this many free parameters the mode search is Newton's method alone (an L-BFGS start costs
+#: more than it saves there); above, L-BFGS brings it close first
+NEWTON_ONLY = 100
+
+
+def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mode of ``logdensity_fn`` in z and the Laplace covariance there (None if not positive definite).
+
+    Used to start chains and to seed the mass matrix: the Jacobian keeps the
+    mode away from the bounds, so it is always an interior point. Up to 1000
+    free parameters: damped Newton with a finite-difference Hessian (scale-free,
+    so a few iterations even when widths differ by orders of magnitude), from an
+    L-BFGS start above NEWTON_ONLY parameters; beyond 1000, L-BFGS and no
+    covariance.
+    """
+    z = np.asarray(posterior.initial_position if z0 is None else z0, dtype=float)
+    z = np.where(np.isfinite(z), z, 0.0)
+
+    def value_and_grad(x):
+        # NumPy straight into the jitted function and NumPy before float: both skip an eager JAX dispatch
+        value, grad = _z_value_and_grad(posterior.structure, posterior.model, np.asarray(x, dtype=np.float64))
+        return float(np.asarray(value)), np.asarray(grad)
+
+    objective = _minimisation_objective(value_and_grad)
+
+    if posterior.ndim > NEWTON_ONLY:  # scipy.optimize only where it runs (an import of a few tenths of a second)
+        from scipy.optimize import minimize
+    if posterior.ndim > 1000:
+        result = minimize(objective, z, jac=True, method="L-BFGS-B", options=dict(maxiter=maxiter, maxcor=30))
+        return result.x, None
+    if posterior.ndim > NEWTON_ONLY:
+        # a cheap approach first: each Newton step costs a finite-difference Hessian (d gradients) and a
+        # solve; from the L-BFGS point one or a few remain (docs/sampling.md)
+        z = minimize(objective, z, jac=True, method="L-BFGS-B", options=dict(maxiter=200, maxcor=30)).x
+
+    def hessian_fn(x):
+        return np.asarray(_z_hessian_fd(posterior.structure, posterior.model, np.asarray(x, dtype=np.float64)))
+
+    z = _newton(value_and_grad, z, iterations=50, gtol=1e-8, hessian_fn=hessian_fn)
+    hessian = hessian_fn(z)
+    try:
+        covariance = np.linalg.inv(-hessian)
+        covariance = 0.5 * (covariance + covariance.T)
+        np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:
+        covariance = None
+    return z, covariance
