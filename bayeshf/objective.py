@@ -11,6 +11,7 @@ recompile.
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import Any
 
 import jax
@@ -162,15 +163,17 @@ class _Compiled:
         return _asimov(self.model, x)
 
 
+#: the compiled functions in use, by model: an entry lives while its functions are in use (they hold
+#: their model), so the cache itself keeps no model alive; JAX's own cache keeps the compiled programs
+_IN_USE: "weakref.WeakValueDictionary[int, _Compiled]" = weakref.WeakValueDictionary()
+
+
 def compiled_functions(model: Any) -> _Compiled:
     """The jitted functions of ``model`` (compiled on first use, cached by JAX per model structure)."""
-    cached = getattr(model, "_bayeshf_fit_functions", None)
-    if cached is None:
+    cached = _IN_USE.get(id(model))
+    if cached is None or cached.model is not model:
         cached = _Compiled(model)
-        try:
-            object.__setattr__(model, "_bayeshf_fit_functions", cached)
-        except (AttributeError, TypeError):  # pragma: no cover - slotted models
-            pass
+        _IN_USE[id(model)] = cached
     return cached
 
 

@@ -212,8 +212,19 @@ def test_mle_equals_bayesian_map():
 
 
 def test_compiled_functions_are_cached_per_model():
+    import gc
+    import weakref
+
     model = _load(("thesis/2_bin_uncorr.json", None))
+    attributes = set(vars(model))
     assert compiled_functions(model) is compiled_functions(model)
+    assert set(vars(model)) == attributes  # the cache is the fit's, not written into the model
+    functions = compiled_functions(model)
+    assert bayeshf.fit(model).success and compiled_functions(model) is functions
+    gone = weakref.ref(model)
+    del model, functions
+    gc.collect()
+    assert gone() is None  # the cache keeps no model alive
 
 
 def test_a_fit_compiles_one_gradient_and_one_hessian_program():
