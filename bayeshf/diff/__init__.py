@@ -29,7 +29,8 @@ import numpy as np
 from jax.scipy.special import gammaln, ndtr, ndtri, xlogy
 
 from bayeshf.diff.soft import soft_histogram
-from bayeshf.diff.solve import FitNotConvergedWarning, _hessian, argmin, box, guard, profiled, warn_unless
+from bayeshf.diff.solve import (FitNotConvergedWarning, _hessian, argmin, at_minimum, box, converged, guard, implicit,
+                                profiled, warn_unless)
 from bayeshf.diff.yields import with_yields, yield_structure
 from bayeshf.errors import BayeshfError
 from bayeshf.model import _expected_auxdata, _expected_counts
@@ -39,7 +40,7 @@ __all__ = [
     "upper_limit", "with_yields",
 ]
 
-_ROOT_MAXITER = 60
+_ROOT_MAXITER = 61  # evaluations, the start included
 
 
 # -- objective and fits (traced) ------------------------------------------------------------
@@ -115,23 +116,34 @@ class _Setup:
         self.onehot[self.poi] = 1.0
         self.cond_free = free & (self.onehot == 0)
 
-    def fit(self, model, data, mu=None, x0=None, what="free fit"):
-        """(twice_nll at the minimum (envelope derivative), parameters, converged)."""
+    def fit(self, model, data, mu=None, x0=None, what="free fit", solved=False):
+        """(twice_nll at the minimum (envelope derivative), parameters, converged).
+
+        ``solved``: ``x0`` is already the minimum (from the forward pass): checked, not fitted again.
+        """
         observed, auxdata = data
         x0 = self.init if x0 is None else x0
+        minimum = at_minimum if solved else profiled
         if mu is None:
             theta = (model, observed, auxdata, jnp.zeros_like(self.onehot), jnp.zeros(()))
-            return profiled(_objective, x0, theta, self.free, self.lo, self.hi, what)
+            return minimum(_objective, x0, theta, self.free, self.lo, self.hi, what)
         mu = jnp.asarray(mu, dtype=jnp.float64)
         theta = (model, observed, auxdata, jnp.asarray(self.onehot), mu)
-        value, x, ok = profiled(_objective, x0, theta, self.cond_free, self.lo, self.hi, what)
+        value, x, ok = minimum(_objective, x0, theta, self.cond_free, self.lo, self.hi, what)
         return value, x + self.onehot * (mu - x), ok
 
-    def asimov(self, model, data, mu, x0=None):
-        """Asimov data (main, aux) at the conditional fit of ``mu`` to ``data``, differentiable (IFT)."""
+    def asimov(self, model, data, mu, x0=None, solved=False):
+        """Asimov data (main, aux) at the conditional fit of ``mu`` to ``data``, differentiable (IFT).
+
+        ``solved``: ``x0`` is already that fit's minimum (checked, not fitted again).
+        """
         theta = (model, data[0], data[1], jnp.asarray(self.onehot), jnp.asarray(mu, dtype=jnp.float64))
         x0 = self.init if x0 is None else x0
-        x, ok = argmin(_objective, x0, theta, self.cond_free, self.lo, self.hi)
+        if solved:
+            ok = converged(_objective, x0, theta, self.cond_free, self.lo, self.hi)
+            x = implicit(_objective, x0, ok, theta, self.cond_free, self.lo, self.hi)
+        else:
+            x, ok = argmin(_objective, x0, theta, self.cond_free, self.lo, self.hi)
         warn_unless(ok, "Asimov fit")
         x = x + self.onehot * (mu - x)
         counts = _expected_counts(model.arrays, model._static, x)
@@ -171,11 +183,12 @@ def _one_sided(setup, model, data, mu, kind, free_fit=None):
     return jnp.where(clipped, 0.0, t), x_free
 
 
-def _asimov_q(setup, model, data_a, x_a, mu, x0=None):
+def _asimov_q(setup, model, data_a, x_a, mu, x0=None, solved=False):
     """q_mu on Asimov data generated at x_a (whose POI is 0): the free fit is x_a itself."""
     theta = (model, data_a[0], data_a[1], jnp.zeros_like(setup.onehot), jnp.zeros(()))
     v_free = _objective(x_a, theta)
-    v_mu, x_mu, _ = setup.fit(model, data_a, mu, x0=x_a if x0 is None else x0, what="Asimov conditional fit")
+    v_mu, x_mu, _ = setup.fit(model, data_a, mu, x0=x_a if x0 is None else x0, what="Asimov conditional fit",
+                              solved=solved)
     return jnp.maximum(v_mu - v_free, 0.0), x_mu
 
 
@@ -241,13 +254,14 @@ def _qmu_jit(model, yields, poi_value, data, tilde):
     return q
 
 
-def _cls_parts(setup, m, d, data_a, x_a, mu, free_fit, warm=(None, None)):
+def _cls_parts(setup, m, d, data_a, x_a, mu, free_fit, warm=(None, None), solved=False):
     """(CLs_obs, CLs_exp median, q_obs, q_A, warm starts) at ``mu`` (q~ statistic)."""
     v_free, x_free, _ = free_fit
-    v_mu, x_mu, _ = setup.fit(m, d, mu, x0=x_free if warm[0] is None else warm[0], what="conditional fit")
+    v_mu, x_mu, _ = setup.fit(m, d, mu, x0=x_free if warm[0] is None else warm[0], what="conditional fit",
+                              solved=solved)
     muhat = x_free[setup.poi]
     q = jnp.where(muhat >= mu, 0.0, jnp.maximum(v_mu - v_free, 0.0))
-    q_a, x_mu_a = _asimov_q(setup, m, data_a, x_a, mu, warm[1])
+    q_a, x_mu_a = _asimov_q(setup, m, data_a, x_a, mu, warm[1], solved)
     sqrt_q, sqrt_qa = _safe_sqrt(q), _safe_sqrt(q_a)
     beyond = sqrt_q > sqrt_qa
     shifted = jnp.where(beyond, (q - q_a) / (2.0 * jnp.where(beyond, sqrt_qa, 1.0)), sqrt_q - sqrt_qa)
@@ -295,18 +309,19 @@ def _limit_jit(model, yields, data, expected, level):
     return _limit(expected, level, m, d)
 
 
-def _limit_h(expected, level, setup, m, d, mu, warm, asimov=None):
+def _limit_h(expected, level, setup, m, d, mu, warm, asimov=None, solved=False):
     """The increasing function of mu whose root is the limit; differentiable in (m, d) when ``asimov`` is None.
 
-    ``warm``: starting points (conditional fit, Asimov conditional fit, free fit, Asimov fit).
+    ``warm``: starting points (conditional fit, Asimov conditional fit, free fit, Asimov fit);
+    ``solved``: they are the fits' minima at ``mu`` (the backward pass: derivatives without fitting again).
     """
-    data_a, x_a, _ = asimov if asimov is not None else setup.asimov(m, d, 0.0, x0=warm[3])
+    data_a, x_a, _ = asimov if asimov is not None else setup.asimov(m, d, 0.0, x0=warm[3], solved=solved)
     if expected:
-        q_a, x_mu_a = _asimov_q(setup, m, data_a, x_a, mu, warm[1])
+        q_a, x_mu_a = _asimov_q(setup, m, data_a, x_a, mu, warm[1], solved)
         target = -ndtri(level * 0.5)
         return _safe_sqrt(q_a) - target, (warm[0], x_mu_a)
-    free_fit = setup.fit(m, d, x0=warm[2])
-    cls_obs, _, _, _, new_warm = _cls_parts(setup, m, d, data_a, x_a, mu, free_fit, warm[:2])
+    free_fit = setup.fit(m, d, x0=warm[2], solved=solved)
+    cls_obs, _, _, _, new_warm = _cls_parts(setup, m, d, data_a, x_a, mu, free_fit, warm[:2], solved)
     return ndtri(level) - ndtri(jnp.maximum(cls_obs, 1e-300)), new_warm
 
 
@@ -332,26 +347,25 @@ def _root(expected, level, m, d):
         (value, new_warm), slope = jax.value_and_grad(h, has_aux=True)(mu)
         return value, slope, new_warm
 
-    warm0 = (x_free, x_a)
-    h0, s0, warm0 = h_and_slope(start, warm0)
-
     def cond(state):
-        mu, lo_b, hi_b, h, s, warm, it, done = state
-        return (~done) & (it < _ROOT_MAXITER)
+        return (~state[-1]) & (state[-2] < _ROOT_MAXITER)
 
+    # evaluate the candidate, then propose the next one (the fits appear once in the program: each copy compiles)
     def body(state):
-        mu, lo_b, hi_b, h, s, warm, it, done = state
+        candidate, mu, h, lo_b, hi_b, warm, it, done = state
+        h_new, s_new, warm = h_and_slope(candidate, warm)
+        done = (jnp.abs(h_new) < 1e-12) | (jnp.abs(candidate - mu) < 1e-13 * (1.0 + jnp.abs(mu)))
+        mu, h = candidate, h_new
         lo_b = jnp.where(h < 0, mu, lo_b)
         hi_b = jnp.where(h >= 0, mu, hi_b)
-        newton = mu - h / s
-        inside = (s > 0) & (newton > lo_b) & (newton < hi_b) & jnp.isfinite(newton)
-        mu_new = jnp.where(inside, newton, 0.5 * (lo_b + hi_b))
-        h_new, s_new, warm_new = h_and_slope(mu_new, warm)
-        done = (jnp.abs(h_new) < 1e-12) | (jnp.abs(mu_new - mu) < 1e-13 * (1.0 + jnp.abs(mu)))
-        return mu_new, lo_b, hi_b, h_new, s_new, warm_new, it + 1, done
+        newton = mu - h / s_new
+        inside = (s_new > 0) & (newton > lo_b) & (newton < hi_b) & jnp.isfinite(newton)
+        candidate = jnp.where(inside, newton, 0.5 * (lo_b + hi_b))
+        return candidate, mu, h, lo_b, hi_b, warm, it + 1, done
 
-    state = (start, jnp.asarray(floor), jnp.asarray(ceil), h0, s0, warm0, 0, jnp.abs(h0) < 1e-12)
-    mu, _, _, h, s, warm, _, _ = jax.lax.while_loop(cond, body, state)
+    nan = jnp.asarray(jnp.nan)
+    state = (start, nan, nan, jnp.asarray(floor), jnp.asarray(ceil), (x_free, x_a), 0, False)
+    _, mu, h, _, _, warm, _, _ = jax.lax.while_loop(cond, body, state)
     ok = (jnp.abs(h) < 1e-8) & (mu < ceil)
     return mu, ok, (*warm, x_free, x_a)
 
@@ -373,8 +387,8 @@ def _limit_bwd(expected, level, residuals, ct):
     mu, ok, warm, m, d = residuals
     setup = _Setup(m, poi_floor=True)
 
-    def h(mu_, m_, d_):
-        return _limit_h(expected, level, setup, m_, d_, mu_, warm)[0]
+    def h(mu_, m_, d_):  # at the forward pass's minima: envelope and implicit derivatives, no refits
+        return _limit_h(expected, level, setup, m_, d_, mu_, warm, solved=True)[0]
 
     _, pullback = jax.vjp(h, mu, m, d)
     dh_dmu, m_bar, d_bar = pullback(jnp.ones(()))
