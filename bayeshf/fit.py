@@ -21,7 +21,8 @@ import jax
 import numpy as np
 
 from bayeshf.errors import BayeshfError
-from bayeshf.objective import DenseProducts, _Compiled, _from_unit, compiled_functions, fit_arguments
+from bayeshf.objective import DenseProducts, _Compiled, compiled_functions, fit_arguments
+from bayeshf.transforms import codes, unconstrain_host
 from bayeshf.problem import FitProblem, default_data
 from bayeshf._display import display
 
@@ -204,7 +205,7 @@ def solve(
     x0 = problem.start(start)
     fns = compiled_functions(model)
     lo, hi = box[:, 0], box[:, 1]
-    kind = np.where(np.isfinite(lo) & np.isfinite(hi), 0, np.where(np.isfinite(lo), 1, np.where(np.isfinite(hi), 2, 3)))
+    kind = codes(lo, hi)
     data_arr = jax.device_put(np.asarray(data, dtype=np.float64))
     args = (data_arr, *fit_arguments(mask, fixed_values, lo, hi, kind))
 
@@ -219,7 +220,7 @@ def solve(
             early = None
 
     # 1. trust-region Newton in the unconstrained space
-    z0 = _from_unit(x0, lo, hi, kind)
+    z0 = unconstrain_host(x0, lo, hi, kind)
     iterations, status, message = 0, 0, "no free parameters"
     if early is not None:
         message = "converged by Newton steps from the warm start"

@@ -1,7 +1,8 @@
 """The compiled objective of the fit: twice_nll on an unconstrained space, with derivatives.
 
-Bounds are removed by smooth maps (scaled logistic for a box, ``exp`` for a
-half line); fixed parameters enter as a traced mask and values. The model, a
+Bounds are removed by the smooth maps of :mod:`bayeshf.transforms` (scaled
+logistic for a box, ``exp`` for a half line), whose codes are traced
+arguments; fixed parameters enter as a traced mask and values. The model, a
 JAX pytree, is an argument of module-level jitted functions, so its arrays are
 not baked into the programs and JAX caches one compiled program per model
 structure: conditional fits at any POI value, Asimov fits and refits never
@@ -17,7 +18,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.special
+
+from bayeshf import transforms
 
 __all__ = ["compiled_functions", "fit_arguments", "DenseProducts"]
 
@@ -27,37 +29,8 @@ _DENSE_HVP_MAX_PARS = 1000
 _HESSIAN_BUDGET = 50_000_000
 
 
-def _to_unit(z: jax.Array, lo: jax.Array, hi: jax.Array, kind: jax.Array, xp=jnp) -> jax.Array:
-    """Map unconstrained ``z`` into the bounds; ``kind`` 0 box, 1 [lo, inf), 2 (-inf, hi], 3 free.
-
-    ``xp=np`` evaluates the same map on the host (see :func:`to_unit_host`).
-    """
-    sigmoid = jax.nn.sigmoid if xp is jnp else scipy.special.expit
-    lo0 = xp.where(xp.isfinite(lo), lo, 0.0)
-    hi0 = xp.where(xp.isfinite(hi), hi, 1.0)
-    box = lo0 + (hi0 - lo0) * sigmoid(z)
-    zc = xp.where((kind == 1) | (kind == 2), z, 0.0)  # keep exp finite where unused
-    lower = lo0 + xp.exp(zc)
-    upper = hi0 - xp.exp(-zc)
-    return xp.where(kind == 0, box, xp.where(kind == 1, lower, xp.where(kind == 2, upper, z)))
-
-
-def _from_unit(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_to_unit` on the host; points on a bound move slightly inside."""
-    z = np.array(x, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        box = kind == 0
-        s = np.clip((x[box] - lo[box]) / (hi[box] - lo[box]), 1e-4, 1 - 1e-4)
-        z[box] = np.log(s) - np.log1p(-s)
-        one = kind == 1
-        z[one] = np.log(np.maximum(x[one] - lo[one], 1e-4 * np.maximum(1.0, np.abs(lo[one]))))
-        two = kind == 2
-        z[two] = -np.log(np.maximum(hi[two] - x[two], 1e-4 * np.maximum(1.0, np.abs(hi[two]))))
-    return np.where(np.isfinite(z), z, 0.0)  # a box of zero width (a held parameter): any z maps to its value
-
-
 def _x_of(z, fixed_mask, fixed_values, lo, hi, kind):
-    return jnp.where(fixed_mask, fixed_values, _to_unit(z, lo, hi, kind))
+    return jnp.where(fixed_mask, fixed_values, transforms.constrain_traced(z, lo, hi, kind))
 
 
 def _objective_z(model, z, data, fixed_mask, fixed_values, lo, hi, kind):
@@ -109,12 +82,6 @@ def fit_arguments(mask, fixed_values, lo, hi, kind) -> tuple[jax.Array, ...]:
                            np.asarray(kind, dtype=np.int64)))
 
 
-def to_unit_host(z: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """:func:`_to_unit` in NumPy (no compiled program for a map applied once per fit)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return _to_unit(np.asarray(z, dtype=float), lo, hi, kind, xp=np)
-
-
 class _Compiled:
     """The jitted objective, gradient, Hessian-vector product and Hessian bound to one model.
 
@@ -122,14 +89,15 @@ class _Compiled:
     baked into the compiled programs and JAX's cache (keyed on the model's
     static structure) serves every fit of the model and of ``with_data`` copies.
     Functions of the original parameters reuse the unconstrained-space programs
-    with the identity map (kind 3), so a model compiles three programs in all.
+    with the identity map (code IDENTITY), so a model compiles three programs in all.
     """
 
     def __init__(self, model: Any) -> None:
         self.model = model
         n = int(model.npars)
         # the same dtypes (and no weak types) as the arguments minimize() passes, or jit compiles twice
-        self._identity = fit_arguments(np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n), np.ones(n), np.full(n, 3))
+        self._identity = fit_arguments(np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n), np.ones(n),
+                                       np.full(n, transforms.IDENTITY))
         # a dense Hessian carries one tangent per parameter through the model: bound its memory
         elements = model.array_size
         self.batch = int(max(1, min(n, _HESSIAN_BUDGET // max(elements, 1))))
@@ -148,7 +116,7 @@ class _Compiled:
 
     def x_of(self, z, fixed_mask, fixed_values, lo, hi, kind) -> np.ndarray:
         """The original parameters of ``z`` (on the host)."""
-        unit = to_unit_host(z, np.asarray(lo), np.asarray(hi), np.asarray(kind))
+        unit = transforms.constrain_host(z, np.asarray(lo), np.asarray(hi), np.asarray(kind))
         return np.where(np.asarray(fixed_mask), np.asarray(fixed_values), unit)
 
     def value_and_grad(self, x, data):

@@ -5,18 +5,9 @@
 
     logdensity_fn(z) = log L_main(theta(z)) + log prior(theta(z)) + log |d theta / d z|
 
-where ``z`` holds the free (not fixed) parameters mapped to the real line:
-
-==================  ===============================  ==========================
-support             theta(z)                         log |d theta / d z|
-==================  ===============================  ==========================
-(-inf, inf)         z                                0
-[lower, inf)        lower + exp(z)                   z
-(-inf, upper]       upper - exp(z)                   z
-[lower, upper]      lower + (upper-lower) sigmoid z  log(upper-lower) + log sigmoid(z) + log sigmoid(-z)
-[lower, upper],     lower + (upper-lower) Phi(z)     log(upper-lower) - z^2 / 2 - log(2 pi) / 2
-flat prior
-==================  ===============================  ==========================
+where ``z`` holds the free (not fixed) parameters mapped to the real line by
+the maps of :mod:`bayeshf.transforms` (identity, ``exp`` for a half line,
+logistic or probit for a box).
 
 A box with a flat (or uniform) prior, the normfactors and shapefactors,
 maps through the normal CDF Phi (probit) rather than the logistic: a
@@ -24,11 +15,13 @@ parameter whose posterior keeps a finite density at a bound (a signal
 strength at 0 when the data show no signal) then has a Gaussian tail in z
 (the Jacobian is the standard normal density) instead of the exponential tail
 e^z of the logit, which NUTS explores in longer, slower steps. With no data
-the flat prior is exactly N(0, 1) in z. Measured (docs/sampling.md): the min
-bulk ESS of the n-bin models, where it is the signal strength's, rose by
-about half at the same number of draws; boxes with a Normal or Gamma prior
-keep the logit (the probit's erfc costs more per gradient and did not pay
-on sbottom's normsys parameters).
+the flat prior is exactly N(0, 1) in z. Boxes with a Normal or Gamma prior
+keep the logit (the probit's erfc costs more per gradient). docs/sampling.md
+has the measurements behind both choices.
+
+Normsys parameters with a strong effect on a well-measured yield are sampled
+as that yield factor instead (:class:`YieldMap`). The mode search and the
+Laplace approximation are :mod:`bayeshf.laplace`.
 """
 
 from __future__ import annotations
@@ -40,36 +33,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayeshf import transforms
 from bayeshf.priors import PriorSet, build_priors
 
-_IDENTITY, _LOWER, _UPPER, _INTERVAL, _PROBIT = 0, 1, 2, 3, 4
 #: prior families whose boxes map through the probit (see the module docstring)
 PROBIT_FAMILIES = ("flat", "uniform")
-_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
-
-
-#: the probit boxes are computed on static slices up to this many runs of consecutive parameters
-PROBIT_MAX_BLOCKS = 4
-
-
-def _runs(index: np.ndarray) -> list[tuple[int, int]]:
-    """Sorted integer positions as [start, stop) runs of consecutive values."""
-    runs: list[tuple[int, int]] = []
-    for i in index.tolist():
-        if runs and runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], i + 1)
-        else:
-            runs.append((i, i + 1))
-    return runs
-
-
-def _ndtri(u, xp):
-    """The standard normal quantile of ``u`` in [0, 1] (+-inf at the ends), NumPy or jax."""
-    if xp is np:
-        import scipy.special
-
-        return scipy.special.ndtri(u)
-    return jax.scipy.special.ndtri(u)
 
 
 #: normsys parameters are sampled as their yield factor y = f(alpha) (see :func:`yield_map`) when the
@@ -231,18 +199,12 @@ class Posterior:
         self.ndim = int(self.free_index.size)
         self.free_names = [ps.names[i] for i in self.free_index]
         lo, hi = ps.lower[self.free_index], ps.upper[self.free_index]
-        has_lo, has_hi = np.isfinite(lo), np.isfinite(hi)
         flat = np.array([ps.entries[i].family in PROBIT_FAMILIES for i in self.free_index], dtype=bool)
-        box = np.where(flat, _PROBIT, _INTERVAL)
-        self._kind = np.where(has_lo & has_hi, box, np.where(has_lo, _LOWER, np.where(has_hi, _UPPER, _IDENTITY)))
+        kind = transforms.codes(lo, hi, probit=flat)
         self.yields = yield_map(model, ps, self.free_index)
         if self.yields is not None:  # their z is the yield factor itself: no other transform
-            self._kind[self.yields.index] = _IDENTITY
-        self._lo = np.where(has_lo, lo, 0.0)
-        self._hi = np.where(has_hi, hi, 0.0)
-        self._width = np.where(has_lo & has_hi, hi - lo, 1.0)
-        self._log_width = np.log(self._width)
-        self._present = frozenset(int(k) for k in np.unique(self._kind))  # kinds present: trace only those
+            kind[self.yields.index] = transforms.IDENTITY
+        self.bounds = transforms.Bounds(lo, hi, kind)
         #: full parameter vector with the fixed values in place and zeros elsewhere
         self.fixed_base = np.where(ps.fixed, ps.fixed_values, 0.0)
         init = np.asarray(model.init, dtype=float)
@@ -253,40 +215,10 @@ class Posterior:
     # -- transforms ---------------------------------------------------------
     def constrain_free(self, z):
         """Free parameters on their support from ``z`` (..., ndim)."""
-        kind, present = self._kind, self._present
-        out = z
-        if _INTERVAL in present:
-            out = jnp.where(kind == _INTERVAL, self._lo + self._width * jax.nn.sigmoid(z), out)
-        if _PROBIT in present:
-            out = self._probit_constrain(z, out)
-        if present & {_LOWER, _UPPER}:
-            one_sided = (jnp.where(kind == _LOWER, self._lo, self._hi) + jnp.where(kind == _LOWER, 1.0, -1.0)
-                         * jnp.exp(jnp.where((kind == _LOWER) | (kind == _UPPER), z, 0.0)))
-            out = jnp.where((kind == _LOWER) | (kind == _UPPER), one_sided, out)
+        out = self.bounds.constrain(z)
         if self.yields is not None:
             out = out.at[..., self.yields.index].set(self.yields.alpha(z[..., self.yields.index]))
         return out
-
-    def _probit_constrain(self, z, out):
-        """``out`` with the probit boxes set to lower + width Phi(z).
-
-        Phi(z) is one erfc (jax's ndtr evaluates erf and erfc), evaluated on the probit parameters
-        only: over static slices when they form at most PROBIT_MAX_BLOCKS runs (an erfc and its
-        gradient over all of sbottom's 64 parameters cost 1.4 us per gradient, on its one
-        normfactor nothing measurable), else over all parameters and selected.
-        """
-        def phi(x):
-            return 0.5 * jax.lax.erfc(-x * np.sqrt(0.5))
-
-        blocks = _runs(np.flatnonzero(self._kind == _PROBIT))
-        if len(blocks) > PROBIT_MAX_BLOCKS:
-            return jnp.where(self._kind == _PROBIT, self._lo + self._width * phi(z), out)
-        pieces, previous = [], 0
-        for start, stop in blocks:
-            pieces += [out[..., previous:start],
-                       self._lo[start:stop] + self._width[start:stop] * phi(z[..., start:stop])]
-            previous = stop
-        return jnp.concatenate(pieces + [out[..., previous:]], axis=-1)
 
     def constrain(self, z):
         """Full parameter vector (..., npars) from ``z`` (..., ndim); fixed ones at their value."""
@@ -303,15 +235,7 @@ class Posterior:
         """
         xp = np if isinstance(theta, (np.ndarray, list, tuple, float)) else jnp
         x = xp.asarray(theta)[..., self.free_index]
-        kind = self._kind
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = xp.clip((x - self._lo) / self._width, 0.0, 1.0)
-            interval = xp.log(u) - xp.log1p(-u)
-            probit = _ndtri(u, xp)
-            lower = xp.log(xp.where(kind == _LOWER, x - self._lo, 1.0))
-            upper = xp.log(xp.where(kind == _UPPER, self._hi - x, 1.0))
-        z = xp.where(kind == _INTERVAL, interval, xp.where(kind == _PROBIT, probit,
-                     xp.where(kind == _LOWER, lower, xp.where(kind == _UPPER, upper, x))))
+        z = self.bounds.unconstrain(x, xp)
         if self.yields is not None:
             index = self.yields.index
             if xp is np:
@@ -327,16 +251,7 @@ class Posterior:
 
     def log_jacobian(self, z):
         """log |d theta / d z| summed over the free parameters."""
-        kind, present = self._kind, self._present
-        terms = jnp.where(kind == _IDENTITY, 0.0, z) if present & {_LOWER, _UPPER} else jnp.zeros_like(z)
-        if _INTERVAL in present:
-            # log sigmoid(z) + log sigmoid(-z) = -|z| - 2 log1p(exp(-|z|)): one exp and one log1p (two
-            # log_sigmoid calls take two of each); its derivative -tanh(z / 2) is right at z = 0 too
-            a = jnp.abs(z)
-            terms = jnp.where(kind == _INTERVAL, self._log_width - a - 2.0 * jnp.log1p(jnp.exp(-a)), terms)
-        if _PROBIT in present:  # log of (upper - lower) times the standard normal density
-            terms = jnp.where(kind == _PROBIT, self._log_width - 0.5 * z * z - _LOG_SQRT_2PI, terms)
-        total = jnp.sum(terms, axis=-1)
+        total = self.bounds.log_jacobian(z)
         if self.yields is not None:
             total = total + self.yields.log_jacobian(z[..., self.yields.index])
         return total

@@ -76,7 +76,7 @@ def test_constrain_unconstrain_and_exact_log_jacobian():
 def test_flat_prior_boxes_map_through_the_normal_cdf_and_others_through_the_logistic():
     import scipy.special
 
-    from bayeshf import posterior as posterior_module
+    from bayeshf import transforms
 
     # the n-bin model puts its normfactor (flat prior) first: one static slice
     for model in (bayeshf.load(data_path("sbottom/RegionA/BkgOnly.json"),
@@ -110,8 +110,8 @@ def test_flat_prior_boxes_map_through_the_normal_cdf_and_others_through_the_logi
         families = [posterior.prior_set[name].family for name in posterior.free_names]
         flat = np.array([family in ("flat", "uniform") for family in families])
         assert set(chosen) <= {n for n, f in zip(posterior.free_names, flat) if f}
-        runs = posterior_module._runs(np.flatnonzero(flat))
-        assert (len(runs) <= posterior_module.PROBIT_MAX_BLOCKS) == (count == 3) and len(runs) > 1
+        runs = transforms._runs(np.flatnonzero(flat))
+        assert (len(runs) <= transforms.PROBIT_MAX_BLOCKS) == (count == 3) and len(runs) > 1
         z = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (3, posterior.ndim)))
         lo, hi = posterior.prior_set.lower[posterior.free_index], posterior.prior_set.upper[posterior.free_index]
         expected = lo + (hi - lo) * np.where(flat, st.norm.cdf(z), scipy.special.expit(z))
