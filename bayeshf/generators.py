@@ -310,7 +310,7 @@ def mass_plane_patchset(
         for r in ratios:
             m2 = float(round(r * (m1 - 100.0)))
             scale = float(np.exp(-(m1 - reference_mass) / falloff) * (1.2 - r))
-            point = f"{name}_{m1:g}_{m2:g}"
+            point = f"{name}_{m1:g}_{m2:g}".replace(".", "p")  # patch names allow [a-zA-Z0-9_] only
             operations = copy.deepcopy(template)
             for op in operations:
                 sample = op.get("value")

@@ -27,9 +27,16 @@ from bayeshf.batchfit import batch_minimize, fit_setup, stack_models, structure_
 from bayeshf.errors import BayeshfError
 from bayeshf.teststats import BAND_SIGMAS
 
-__all__ = ["GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "evaluate_points"]
+__all__ = ["GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "credible_limit_grid", "evaluate_points"]
 
 GRID_TEST_STATISTICS = ("qtilde", "q")
+#: Bayesian grids: short chains per point (the program compiles once per model structure), extended towards
+#: BAYES_TARGET_ESS (every parameter, R-hat < 1.01) within BAYES_MAX_TIME seconds per point
+BAYES_CHAINS, BAYES_WARMUP, BAYES_DRAWS, BAYES_TARGET_ESS, BAYES_MAX_TIME = 4, 500, 500, 400, 120.0
+#: a point's credible limit counts as converged with the POI's R-hat at most this and its tail ESS at least BAYES_MIN_ESS
+BAYES_RHAT, BAYES_MIN_ESS = 1.01, 400
+BAYES_KEYS = ("upper_limit", "mcse", "credibility", "rhat", "rhat_max", "ess_bulk", "ess_tail", "draws", "converged",
+              "warning")
 #: points per batch (per Dask task): results reach the output file and the progress bar batch by batch
 DEFAULT_BATCH = 32
 
@@ -50,10 +57,13 @@ class GridPoint:
     exp: tuple[float, ...] | None = None
     error: str | None = None
     poi_bound: float | None = None
+    bayes: Mapping[str, Any] | None = None  # kind "bayesian": upper_limit, mcse, credibility, R-hat, ESS, converged
 
     def to_dict(self, kind: str) -> dict[str, Any]:
         out: dict[str, Any] = {"patch": self.patch, "values": list(self.values)}
-        if self.error is not None:
+        if self.error is None and kind == "bayesian":
+            out.update(self.bayes)
+        elif self.error is not None:
             out["error"] = self.error
             if self.poi_bound is not None:
                 out.update({"obs": self.obs, "exp": list(self.exp), "poi_bound": self.poi_bound})
@@ -66,7 +76,10 @@ class GridPoint:
 
 @dataclasses.dataclass(frozen=True)
 class GridResult:
-    """All points of a grid; ``to_list()`` is the JSON the CLI writes, ``table()`` a pandas-free column dict."""
+    """All points of a grid; ``to_list()`` is the JSON the CLI writes, ``table()`` a pandas-free column dict.
+
+    ``kind``: "cls", "limit" (CLs upper limits) or "bayesian" (credible upper limits).
+    """
 
     kind: str
     labels: tuple[str, ...]
@@ -82,6 +95,11 @@ class GridResult:
         columns: dict[str, list] = {"patch": [p.patch for p in self.points]}
         for i, label in enumerate(self.labels):
             columns[label] = [p.values[i] if i < len(p.values) else None for p in self.points]
+        if self.kind == "bayesian":
+            for key in BAYES_KEYS:
+                columns[key] = [None if p.bayes is None else p.bayes.get(key) for p in self.points]
+            columns["error"] = [p.error for p in self.points]
+            return columns
         head, band = ("CLs_obs", "CLs_exp") if self.kind == "cls" else ("obs", "exp")
         columns[head] = [getattr(p, head) for p in self.points]
         for j, tag in enumerate(("m2", "m1", "0", "p1", "p2")):  # the band in pyhf's order
@@ -392,6 +410,8 @@ def evaluate_points(spec: Mapping[str, Any], points, settings: Mapping[str, Any]
                           poi_name=settings.get("poi_name"))
     answers: list[dict[str, Any] | None] = [None] * len(points)
     groups: dict[tuple, list[int]] = {}
+    if settings["kind"] == "bayesian":
+        settings = dict(settings, pad_to=1)  # sampled one point at a time: no padding
     for i, model in enumerate(models):
         if isinstance(model, str):
             answers[i] = {"error": model}
@@ -404,7 +424,9 @@ def evaluate_points(spec: Mapping[str, Any], points, settings: Mapping[str, Any]
         group = [models[i] for i in members]
         # ghost copies of the last point fill the group to a multiple of pad_to: one compiled shape per batch size
         group = group + [group[-1]] * (-len(group) % pad_to)
-        if settings["kind"] == "cls":
+        if settings["kind"] == "bayesian":
+            results = [_credible_limit(m, settings, _TEMPLATES) for m in group]
+        elif settings["kind"] == "cls":
             results = _group_cls(group, settings.get("poi_value", 1.0), settings.get("test_stat", "qtilde"))
         else:
             results = _group_limits(group, settings.get("test_stat", "qtilde"), settings.get("level", 0.05))
@@ -413,7 +435,65 @@ def evaluate_points(spec: Mapping[str, Any], points, settings: Mapping[str, Any]
     return [dict(patch=p.name, values=tuple(p.values), **a) for p, a in zip(points, answers)]
 
 
+#: posteriors whose compiled chain programs later points of equal priors reuse (per process: a Dask worker
+#: keeps them between tasks); the last few only, as each holds a model
+_TEMPLATES: list = []
+_MAX_TEMPLATES = 8
+
+
+def _posterior(model, templates: list):
+    """The model's posterior; one sharing a template's prior set (and so its compiled programs) when the priors
+    are equal: the program takes the model as an argument but holds the prior parameters as constants."""
+    from bayeshf.priors import build_priors
+    from bayeshf.sampling import posterior_for
+
+    priors = build_priors(model)
+    for template in templates:
+        if template.prior_set.entries == priors.entries and structure_key(template.model) == structure_key(model):
+            # the model's arrays under the template's pytree metadata (held by identity in the program's key):
+            # the log density reads the arrays and the static code only, as with_data's copies do
+            shared = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(template.model),
+                                                  jax.tree_util.tree_leaves(model))
+            return template.with_model(shared)
+    posterior = posterior_for(model)
+    templates.append(posterior)
+    del templates[:-_MAX_TEMPLATES]
+    return posterior
+
+
+def _credible_limit(model, settings: Mapping[str, Any], templates: list) -> dict[str, Any]:
+    """One point's one-sided credible upper limit on the POI from short NUTS chains (bayeshf.sampling)."""
+    from bayeshf.diagnostics import convergence_table, credible_upper_limit
+    from bayeshf.sampling import run_chains
+
+    posterior = _posterior(model, templates)
+    free = list(np.asarray(posterior.free_index))
+    if model.poi_index not in free:
+        return {"error": f"{model.label}: the POI {model.poi_name} is fixed; there is nothing to sample."}
+    raw = run_chains(posterior, chains=BAYES_CHAINS, warmup=BAYES_WARMUP, draws=BAYES_DRAWS,
+                     seed=int(settings.get("seed", 0)), progress=False, target_ess=BAYES_TARGET_ESS,
+                     max_time=BAYES_MAX_TIME)
+    if raw.interrupted:  # a point with cut-short chains is not a result: stop the grid, keep the points done
+        raise KeyboardInterrupt
+    theta = np.asarray(raw.stats.theta)  # (chains, draws, free parameters)
+    credibility = 1.0 - float(settings.get("level", 0.05))
+    limit, mcse = credible_upper_limit(theta[..., free.index(model.poi_index)], credibility)
+    bulk, tail, rhat = convergence_table(theta)
+    j = free.index(model.poi_index)
+    converged = bool(rhat[j] <= BAYES_RHAT and min(bulk[j], tail[j]) >= BAYES_MIN_ESS)
+    bayes = {"upper_limit": limit, "mcse": mcse, "credibility": credibility, "rhat": float(rhat[j]),
+             "rhat_max": float(np.nanmax(rhat)), "ess_bulk": float(bulk[j]), "ess_tail": float(tail[j]),
+             "draws": int(theta.shape[0] * theta.shape[1]), "converged": converged}
+    if not converged:
+        bayes["warning"] = (f"the chains of {model.poi_name} did not converge (R-hat {rhat[j]:.3f}, bulk/tail ESS "
+                            f"{bulk[j]:.0f}/{tail[j]:.0f}; wanted R-hat <= {BAYES_RHAT}, ESS >= {BAYES_MIN_ESS}): "
+                            "run this point alone with bayeshf sample --patch and more draws.")
+    return {"bayes": bayes}
+
+
 def _to_point(answer: Mapping[str, Any]) -> GridPoint:
+    if answer.get("bayes") is not None and not answer.get("error"):
+        return GridPoint(answer["patch"], tuple(answer["values"]), bayes=answer["bayes"])
     if answer.get("error"):
         if answer.get("poi_bound") is not None:
             return GridPoint(answer["patch"], tuple(answer["values"]), obs=answer["obs"], exp=answer["exp"],
@@ -497,4 +577,24 @@ def upper_limit_grid(workspace: Any, patchset: Any, patches: Sequence[str] | Non
     settings = dict(kind="limit", level=float(level), test_stat=test_stat, measurement=measurement, codes=codes,
                     poi_name=poi_name)
     return _run(workspace, patchset, patches, settings, scheduler=scheduler, batch_size=batch_size,
+                progress=progress, on_points=on_points, verify=verify)
+
+
+def credible_limit_grid(workspace: Any, patchset: Any, patches: Sequence[str] | None = None, *, level: float = 0.05,
+                        seed: int = 0, measurement: str | None = None, codes: Mapping[str, str] | None = None,
+                        poi_name: str | None = None, scheduler: Any = None, batch_size: int | None = None,
+                        progress: bool = False, on_points=None, verify: bool = True) -> GridResult:
+    """The one-sided ``1 - level`` credible upper limit on the POI for every point (Bayesian; kind "bayesian").
+
+    Each point: NUTS with bayeshf's derived priors (flat on the POI's bounds), BAYES_CHAINS chains of
+    BAYES_WARMUP + BAYES_DRAWS steps, extended towards BAYES_TARGET_ESS; points of one model structure reuse
+    one compiled program. Every point reports the limit, its Monte Carlo error, the POI's R-hat and ESS
+    and ``converged`` (with a ``warning`` sentence when False). Same ``seed``: same draws, in-process or on Dask.
+    """
+    if not 0.0 < level < 1.0:
+        raise BayeshfError(f"the credibility level must lie in (0, 1), got {level}.")
+    settings = dict(kind="bayesian", level=float(level), seed=int(seed), measurement=measurement, codes=codes,
+                    poi_name=poi_name)
+    # a point takes seconds: one per batch, so the output file and the progress bar move with every point
+    return _run(workspace, patchset, patches, settings, scheduler=scheduler, batch_size=batch_size or 1,
                 progress=progress, on_points=on_points, verify=verify)

@@ -29,7 +29,7 @@ from bayeshf.teststats import (
     significance,
 )
 from bayeshf.teststats import hypotest as _asymptotic_hypotest
-from bayeshf.grid import GridPoint, GridResult, hypotest_grid, upper_limit_grid
+from bayeshf.grid import GridPoint, GridResult, credible_limit_grid, hypotest_grid, upper_limit_grid
 from bayeshf.toys import ToyHypoTestResult
 
 if TYPE_CHECKING:  # annotations only
@@ -41,7 +41,7 @@ __all__ = [
     "HypoTestResult", "ImpactsResult", "Scan2DResult", "ScanResult", "SignificanceResult", "UpperLimitResult",
     "cls_scan", "fit", "grouped_impacts", "hypotest", "impacts", "prefit_constraints", "profile_scan",
     "profile_scan_2d", "ranking", "significance", "upper_limit", "YieldsResult", "posterior_yields", "yields",
-    "GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "ToyHypoTestResult",
+    "GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "credible_limit_grid", "ToyHypoTestResult",
 ]
 
 

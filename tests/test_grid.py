@@ -159,7 +159,7 @@ def test_cli_patchset_list(shipped):
 def test_generated_mass_plane_patchset_is_valid_and_falls_with_mass():
     spec = json.loads((SBOTTOM / "BkgOnly.json").read_text())
     template = json.loads((SBOTTOM / "patch.sbottom_1300_205_60.json").read_text())
-    doc = mass_plane_patchset(spec, template, n_mass=4, n_ratio=3)
+    doc = mass_plane_patchset(spec, template, n_mass=4, n_ratio=3, mass_range=(400.0, 1500.0))  # 766.67: still a valid name
     ps = read_patchset(doc)
     ps.verify(spec, "RegionA")
     assert len(ps.points) == 12 and ps.labels == ("m1", "m2")
@@ -186,15 +186,48 @@ def test_contour_plot(tmp_path):
     assert ax.get_xlabel() == "m1 [GeV]" and ax.get_ylabel() == "m2 [GeV]"
     with pytest.raises(BayeshfError):
         contour(points[:2], out=tmp_path / "d.png")
+    # no labels: named axes, not "values[0]"; the band's edges are the -1/+1 sigma curves on one triangulation,
+    # so every vertex of the expected line lies between them
+    import matplotlib.tri as mtri
+
+    from bayeshf.plots.contour import _triangulation, grid_arrays
+
+    fig = contour(points, out=tmp_path / "e.png")
+    assert "values" not in fig.axes[0].get_xlabel() and fig.axes[0].get_xlabel()
+    values, q, ok, _ = grid_arrays(points)
+    tri = _triangulation(values[ok, 0], values[ok, 1])
+    minus, plus = (mtri.LinearTriInterpolator(tri, np.log(q[ok, k] / 0.05)) for k in (2, 4))
+    expected = [c for c in fig.axes[0].collections if getattr(c, "get_linestyle", None) and c.get_paths()
+                and c.get_linestyle()[0][1] is not None]
+    vertices = np.concatenate([path.vertices for c in expected for path in c.get_paths()])
+    assert len(vertices) > 3
+    assert np.all(minus(vertices[:, 0], vertices[:, 1]) <= 1e-9) and np.all(plus(vertices[:, 0], vertices[:, 1]) >= -1e-9)
 
 
-def _counting_patchset(strengths):
-    """A two-bin counting workspace (background + shapesys) and one signal point per strength."""
+def test_contour_reads_limits_above_the_bound_and_bayesian_grids(tmp_path):
+    from bayeshf.plots.contour import contour, grid_arrays
+
+    points = [{"patch": f"p{i}_{j}", "values": [float(i), float(j)], "obs": 0.2 * (1 + i + j),
+               "exp": [0.1 * (1 + i + j) * f for f in (0.5, 0.7, 1.0, 1.4, 2.0)]} for i in range(5) for j in range(4)]
+    points[-1] = {"patch": "far", "values": [4.0, 3.0], "obs": 1.6, "exp": [0.4, 0.56, 0.8, None, None],
+                  "poi_bound": 1.2, "error": "CLs stays above 0.05 up to mu = 1.2 ..."}
+    _, q, ok, kind = grid_arrays(points)
+    assert kind == "limit" and ok.all() and q[-1].tolist() == [1.6, 0.4, 0.56, 0.8, 1.2, 1.2]
+    bayes = [{"patch": p["patch"], "values": p["values"], "upper_limit": 0.3 * (1 + sum(p["values"])), "mcse": 0.01,
+              "rhat": 1.0, "converged": True} for p in points]
+    _, q, ok, kind = grid_arrays(bayes)
+    assert kind == "bayesian" and ok.all()
+    fig = contour(bayes, out=tmp_path / "b.png", labels=["m1", "m2"])
+    assert "credible" in fig.axes[0].get_title()
+
+
+def _counting_patchset(strengths, shapesys=True):
+    """A two-bin counting workspace (background, with a shapesys or none) and one signal point per strength."""
     import pyhf
 
+    modifiers = [{"name": "bkg_unc", "type": "shapesys", "data": [5.0, 8.0]}] if shapesys else []
     spec = {"channels": [{"name": "SR", "samples": [
-                {"name": "background", "data": [50.0, 60.0],
-                 "modifiers": [{"name": "bkg_unc", "type": "shapesys", "data": [5.0, 8.0]}]}]}],
+                {"name": "background", "data": [50.0, 60.0], "modifiers": modifiers}]}],
             "observations": [{"name": "SR", "data": [52.0, 61.0]}],
             "measurements": [{"name": "m", "config": {"poi": "mu", "parameters": []}}], "version": "1.0.0"}
     patches = [{"metadata": {"name": f"s{int(10 * s)}", "values": [s, 0.7 * s]},
@@ -239,3 +272,33 @@ def test_root_search_steps_out_of_a_noise_floor():
         found, beyond, _ = grid._solve(evaluate, roots - 0.01, np.ones(3), 0.0, 10.0, 40, 1e-9)
         assert beyond.tolist() == [[False] * 3, [False, True, False]]  # 40 lies above the bound 10
         np.testing.assert_allclose(found[~beyond], roots[~beyond], rtol=1e-7)
+
+
+def test_bayesian_grid_equals_the_posterior_quantile_by_quadrature():
+    from scipy import integrate, optimize, stats
+
+    from bayeshf.diagnostics import credible_upper_limit
+    from bayeshf.sampling import sample
+
+    # no nuisance parameter: the posterior of mu (flat prior on its bounds [0, 10]) is one-dimensional
+    spec, patchset = _counting_patchset([2.0, 6.0, 20.0], shapesys=False)
+    result = bayeshf.infer.credible_limit_grid(spec, patchset, seed=1)
+    n, b = np.array([52.0, 61.0]), np.array([50.0, 60.0])
+    for point, patch in zip(result.points, patchset["patches"]):
+        s = np.array(patch["patch"][0]["value"]["data"])
+
+        def density(mu):
+            return np.exp(np.sum(stats.poisson.logpmf(n, mu * s + b) - stats.poisson.logpmf(n, b)))
+
+        norm = integrate.quad(density, 0.0, 10.0, limit=200)[0]
+        exact = optimize.brentq(lambda u: integrate.quad(density, 0.0, u, limit=200)[0] / norm - 0.95, 1e-6, 10.0)
+        row = point.to_dict("bayesian")
+        assert point.error is None and row["converged"] and row["rhat"] < 1.01 and row["ess_tail"] >= 400
+        assert abs(row["upper_limit"] - exact) < 4.0 * row["mcse"], (row, exact)
+    # the single-point path (bayeshf limit --method bayesian: bayeshf.sampling.sample) agrees within MC error
+    model = bayeshf.load(spec, patches=[patchset["patches"][1]["patch"]])
+    idata = sample(model, seed=2, progress=False, prior_draws=0)
+    single, single_mcse = credible_upper_limit(idata.posterior["mu"].values, 0.95)
+    mine = result.points[1].bayes
+    assert abs(mine["upper_limit"] - single) < 4.0 * np.hypot(mine["mcse"], single_mcse)
+    assert result.table()["upper_limit"][1] == mine["upper_limit"] and result.kind == "bayesian"

@@ -62,11 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.patchset:
         from bayeshf.cli.patchset import run_grid
-        from bayeshf.errors import BayeshfError
 
-        if args.method != "cls":
-            raise BayeshfError("--patchset grids give CLs limits; --method bayesian runs one point at a time (--patch).")
-        return run_grid(args, "limit")
+        return run_grid(args, "limit" if args.method == "cls" else "bayesian")
     model = load_model(args)
     if args.calctype == "toybased":
         from bayeshf.cli.patchset import run_toy_limit

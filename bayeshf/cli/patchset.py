@@ -103,7 +103,7 @@ def _check_grid_args(args: argparse.Namespace) -> None:
 
 
 def run_grid(args: argparse.Namespace, kind: str) -> int:
-    """``cls``/``limit`` with --patchset: every point, JSON list, partial output kept on Ctrl-C."""
+    """``cls``/``limit`` with --patchset (kind "cls", "limit" or "bayesian"): every point, JSON list, partial output kept on Ctrl-C."""
     from bayeshf import grid
     from bayeshf.cli.common import parse_interpcodes, print_json
     from bayeshf.io import write_json
@@ -112,7 +112,8 @@ def run_grid(args: argparse.Namespace, kind: str) -> int:
     _check_grid_args(args)
     codes = check_modifier_settings(parse_interpcodes(args.interpcode))
     output = getattr(args, "output_file", None)
-    kind_name = "cls" if kind == "cls" else "limit"
+    kind_name = kind
+    command = "cls" if kind == "cls" else "limit"
 
     def save(points):
         if output:
@@ -125,17 +126,24 @@ def run_grid(args: argparse.Namespace, kind: str) -> int:
         if kind == "cls":
             value = 1.0 if args.poi_value is None else args.poi_value
             result = grid.hypotest_grid(args.workspace, args.patchset, args.patches, poi_value=value, **common)
+        elif kind == "bayesian":
+            del common["test_stat"]
+            result = grid.credible_limit_grid(args.workspace, args.patchset, args.patches, level=args.level,
+                                              seed=args.seed, **common)
         else:
             result = grid.upper_limit_grid(args.workspace, args.patchset, args.patches, level=args.level, **common)
     except KeyboardInterrupt:
         where = f"; the points computed so far are in {output}" if output else ""
-        print(f"bayeshf {kind_name}: interrupted{where}.", file=sys.stderr)
+        print(f"bayeshf {command}: interrupted{where}.", file=sys.stderr)
         return 130
     document = result.to_list()
     print_json(document, args)
     failed = [p for p in result.points if p.error]
     for p in failed:
-        print(f"bayeshf {kind_name}: {p.patch}: {p.error}", file=sys.stderr)
+        print(f"bayeshf {command}: {p.patch}: {p.error}", file=sys.stderr)
+    for p in result.points:
+        if p.bayes is not None and p.bayes.get("warning"):
+            print(f"bayeshf {command}: warning: {p.patch}: {p.bayes['warning']}", file=sys.stderr)
     plot = getattr(args, "plot", None)
     if plot:
         from bayeshf.plots.contour import contour
