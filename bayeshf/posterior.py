@@ -296,13 +296,15 @@ class Structure:
 
     Compiled functions take ``(structure, model, x)``: the model is a traced
     pytree argument, so posteriors that share a prior set and differ only in
-    data (``model.with_data``) reuse one compiled program.
+    data (``model.with_data``) reuse one compiled program. The template holds
+    no model (nor what was derived from one), so caches keyed on structures
+    keep no model's arrays alive.
     """
 
     __slots__ = ("template",)
 
     def __init__(self, posterior: Posterior):
-        self.template = posterior
+        self.template = posterior.with_model(None)
 
     def __hash__(self) -> int:
         return hash(id(self.template.prior_set))

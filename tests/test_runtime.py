@@ -244,3 +244,20 @@ def test_no_import_circles_between_core_modules():
     for module in graph:
         walk(module, module, [module])
     assert circles <= {("bayeshf.distributed", "bayeshf.grid")}, sorted(circles)  # that one: issue of the grid code
+
+
+def test_compiled_chain_programs_keep_no_model_alive():
+    """The chain programs are cached by posterior structure; the cache holds no model (its device arrays)."""
+    import gc
+    import weakref
+
+    from bayeshf.sampling import run_chains
+    from bayeshf.posterior import Posterior
+
+    model = bayeshf.load(data_path("thesis/2_bin_corr.json"))
+    posterior = Posterior(model)
+    run_chains(posterior, chains=1, warmup=10, draws=10, seed=0, progress=False)
+    gone, posterior_gone = weakref.ref(model), weakref.ref(posterior)
+    del model, posterior
+    gc.collect()
+    assert gone() is None and posterior_gone() is None
