@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayeshf.algorithms import ALGORITHMS, SAMPLERS, algorithm  # noqa: F401  (chains' names, as before)
+
 
 class StepFlags(NamedTuple):
     """Per-step schedule fed to the scan (all scalars, same for every chain)."""
@@ -58,16 +60,6 @@ class StepStats(NamedTuple):
 
 
 # --------------------------------------------------------------------------- kernels
-
-
-#: the algorithms; each runs on bayeshf's kernel (bayeshf.kernels) or, as "blackjax-<name>", on blackjax's
-ALGORITHMS = ("nuts", "hmc", "mh")
-SAMPLERS = ALGORITHMS + tuple(f"blackjax-{name}" for name in ALGORITHMS)
-
-
-def algorithm(sampler: str) -> str:
-    """The algorithm a sampler name runs ("blackjax-nuts" -> "nuts")."""
-    return sampler.removeprefix("blackjax-")
 
 
 def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,

@@ -28,13 +28,17 @@ cache on by itself; ``compilation_cache=False`` leaves it as it is.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import jax
+# JAX is imported where it is used: the command line parses its arguments (and answers --help, --version
+# and mistakes) before JAX's import, about a second
 
 #: never create more CPU devices than this, whatever the core count
 MAX_DEVICES = 16
@@ -56,8 +60,34 @@ class Settings(NamedTuple):
 
 
 def enable_float64() -> None:
-    """float64 arrays by default (``import bayeshf`` calls this: pyhf parity needs it)."""
-    jax.config.update("jax_enable_x64", True)
+    """float64 arrays by default (``import bayeshf`` calls this: pyhf parity needs it).
+
+    If JAX is not imported yet, the setting is made right after its import (whoever imports it), so
+    that ``import bayeshf`` alone does not cost JAX's import.
+    """
+    if "jax" in sys.modules:
+        sys.modules["jax"].config.update("jax_enable_x64", True)
+    elif not any(isinstance(finder, _Float64AtJaxImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _Float64AtJaxImport())
+
+
+class _Float64AtJaxImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: wraps the loader of ``jax`` so that float64 is on once ``jax`` has run."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "jax":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("jax")
+        if spec is not None and spec.loader is not None:
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                module.config.update("jax_enable_x64", True)
+
+            spec.loader.exec_module = exec_module  # this spec's own loader: no other module is affected
+        return spec
 
 
 def available_cores() -> int:
@@ -72,6 +102,8 @@ def backend_started() -> bool:
 
     The one private JAX call of bayeshf (no public equivalent); tests/test_runtime.py checks it.
     """
+    if "jax" not in sys.modules:
+        return False
     from jax._src import xla_bridge
 
     return bool(xla_bridge.backends_are_initialized())
@@ -92,6 +124,8 @@ def configure(*, cpu_devices: int | None = None, synchronous_dispatch: bool | No
     then, and nothing fails). compilation_cache: True (the default location, see
     :func:`cache_directory`), a directory, or False.
     """
+    import jax
+
     devices, synchronous = 0, None
     if not backend_started():
         synchronous = not _env_flag("BAYESHF_CPU_ASYNC") if synchronous_dispatch is None else bool(synchronous_dispatch)
@@ -104,6 +138,8 @@ def configure(*, cpu_devices: int | None = None, synchronous_dispatch: bool | No
 
 
 def _configure_devices(count: int | None) -> int:
+    import jax
+
     if jax.config.jax_num_cpu_devices not in (-1, None):
         return 0
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
@@ -137,6 +173,8 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     kept. A directory that cannot be written is skipped with a warning. Returns the directory in
     use, or None.
     """
+    import jax
+
     current = jax.config.jax_compilation_cache_dir
     if path is None and current:
         return _keep_validation_stamps(Path(current))
@@ -207,6 +245,8 @@ def prune_cache(directory: str | Path, max_bytes: int = CACHE_MAX_BYTES) -> int:
 
 def chain_devices(chains: int) -> list:
     """The CPU devices to split ``chains`` over: as many as divide ``chains`` evenly (1 device = no split)."""
+    import jax
+
     if jax.default_backend() != "cpu":  # pragma: no cover - an accelerator runs all chains
         return jax.local_devices()[:1]
     devices = jax.local_devices(backend="cpu")

@@ -261,3 +261,17 @@ def test_compiled_chain_programs_keep_no_model_alive():
     del model, posterior
     gc.collect()
     assert gone() is None and posterior_gone() is None
+
+
+def test_the_command_line_answers_mistakes_and_help_without_importing_jax():
+    script = ("import sys, contextlib, io\n"
+              "from bayeshf.cli import main\n"
+              "with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):\n"
+              "    codes = [main(['sample', '--bogus']), main(['--help']), main(['fit'])]\n"
+              "print(codes, 'jax' in sys.modules)\n")
+    assert _python(script) == "[2, 0, 2] False"
+    # bayeshf.fit stays the function when the submodule is imported later; JAX then starts in float64
+    after = _python("import bayeshf, jax.numpy as jnp, importlib; fit = importlib.import_module('bayeshf.fit'); "
+                    "from bayeshf.fit import FitResult; print(callable(bayeshf.fit), bayeshf.fit is fit.fit, "
+                    "jnp.ones(1).dtype)")
+    assert after == "True True float64"

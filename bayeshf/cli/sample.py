@@ -7,7 +7,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from bayeshf.chains import SAMPLERS, algorithm
+from bayeshf.algorithms import SAMPLERS, algorithm
 from bayeshf.cli.common import (add_workspace_arguments, check_memory, check_netcdf_names, check_parameter, int_range,
                                 model_from_args, output_dir, probability, seed)
 from bayeshf.errors import BayeshfError
