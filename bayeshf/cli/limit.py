@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     parser.add_argument("--test-stat", choices=["qtilde", "q"], default="qtilde", help="default qtilde")
     parser.add_argument("--method", choices=["cls", "bayesian"], default="cls",
                         help="cls (default), or bayesian: also sample the posterior (bayeshf sample's defaults) and "
-                        "print the one-sided credible upper limit at 1 - level beside the CLs one")
+                        "print the one-sided credible upper limit at 1 - level beside the CLs one (with --patchset: the credible "
+                        "limit, its MC error and R-hat of every point, short chains per point)")
     parser.add_argument("--seed", type=seed, default=0, help="with --method bayesian: random seed (default 0)")
     from bayeshf.cli.patchset import add_grid_arguments
 
