@@ -10,6 +10,7 @@ and with ``--tail P:T`` the mass P(P < T) and the 1% quantile of P (the tail che
 The CLI runs with its defaults: only ``--seed``, ``--out`` (a temporary directory) and ``--quiet`` (no
 progress bar; the chunking, hence the draws, are the same) are passed, plus ``--patch`` and EXTRA.
 Results are rewritten after every seed, so an interrupted sweep keeps the seeds done.
+``python -m benchmarks.sample_seeds --table FILE ...`` prints the markdown table docs/sampling.md quotes.
 """
 
 from __future__ import annotations
@@ -94,6 +95,41 @@ def run_seed(workspace: str, seed: int, patches: list[str], extra: list[str], ta
         return row
 
 
+def table(paths: list[str]) -> str:
+    """Markdown rows, one per results file: median and worst over seeds (``--table FILE ...``)."""
+    lines = ["| workspace | seeds | max R-hat: median (worst) | min bulk ESS | min tail ESS | divergences (seeds with any) "
+             "| draws per chain | P(tail) [lowest, highest] | 1% quantile | CPU s | wall s | load average |",
+             "|" + "---|" * 12]
+    for path in paths:
+        document = json.loads(Path(path).read_text())
+        rows = [r for r in document["rows"] if r.get("exit") == 0]
+        failed = len(document["rows"]) - len(rows)
+        if not rows:
+            lines.append(f"| {Path(path).stem} | all {failed} failed |" + " |" * 10)
+            continue
+
+        def column(key, worst, digits):
+            values = [r[key] for r in rows]
+            return f"{np.median(values):{digits}} ({worst(values):{digits}})"
+
+        seeds = [r["seed"] for r in rows]
+        divergences = [r["divergences"] for r in rows]
+        tail = ("–", "–")
+        if "tail_mass" in rows[0]:
+            mass, q01 = [r["tail_mass"] for r in rows], [r["q01"] for r in rows]
+            tail = (f"{np.median(mass):.4f} [{min(mass):.4f}, {max(mass):.4f}]",
+                    f"{np.median(q01):.2f} [{min(q01):.2f}, {max(q01):.2f}]")
+        load = [r["load_before"][0] for r in rows]
+        lines.append("| " + " | ".join([
+            Path(path).stem.removeprefix("sample_seeds_"),
+            f"{min(seeds)}-{max(seeds)} ({len(rows)}{f', {failed} failed' if failed else ''})",
+            column("max_rhat", max, ".4f"), column("min_ess_bulk", min, ".0f"), column("min_ess_tail", min, ".0f"),
+            f"{sum(divergences)} ({sum(d > 0 for d in divergences)})",
+            f"{int(np.median([r['draws'] for r in rows]))} ({max(r['draws'] for r in rows)})", *tail,
+            column("cpu_s", max, ".1f"), column("wall_s", max, ".1f"), f"{min(load):.1f}-{max(load):.1f}"]) + " |")
+    return "\n".join(lines)
+
+
 def _commit() -> str:
     done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parent)
@@ -102,6 +138,9 @@ def _commit() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--table"]:
+        print(table(argv[1:]))
+        return 0
     extra: list[str] = []
     if "--" in argv:
         at = argv.index("--")
