@@ -283,7 +283,7 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
         divergences = index.get((case, name, "divergences"))
         out.append("| " + " | ".join([
             case, name, f"{base['chains']} x ({base['warmup']} + {base['steps']}), {base['seeds']}",
-            cell("min_ess_bulk", ".0f"), cell("min_ess_tail", ".0f"), cell("ess_per_kgrad"), cell("ess_per_s"),
-            "–" if divergences is None else str(int(sum(divergences.get("per_seed", [])))), cell("max_rhat", ".4f"),
+            cell("min_ess_bulk", "0f"), cell("min_ess_tail", "0f"), cell("ess_per_kgrad"), cell("ess_per_s"),
+            "–" if divergences is None else str(int(sum(divergences.get("per_seed", [])))), cell("max_rhat", "4f"),
             _spread(tail, ".4f"), _spread(index.get((case, name, "quantile_1pct")), ".2f")]) + " |")
     return out + [""]
