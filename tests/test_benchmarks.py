@@ -328,6 +328,7 @@ def test_coldstart_runs_commands_and_reports_against_the_floor(tmp_path):
     assert bare["wall"] > 0 and bare["cpu"] >= 0 and "hits" not in bare
     with pytest.raises(RuntimeError, match="exited with 3"):
         run_command([sys.executable, "-c", "raise SystemExit(3)"])
+    assert run_command([sys.executable, "-c", "raise SystemExit(2)"], exit_code=2)["wall"] > 0
     inspected = run_command(["bayeshf", "inspect", str(data_path("thesis/2_bin_corr.json"))], cache=tmp_path)
     assert inspected["hits"] >= 0 and inspected["misses"] >= 0
 
