@@ -49,13 +49,14 @@ def test_batched_fits_of_stacked_models_equal_single_fits():
         assert result.bestfit[n + i, model.poi_index] == 1.0
 
 
+@pytest.mark.parametrize("method", ["newton", "quasi-newton"])
 @pytest.mark.parametrize("name", ["pyhf-validation/1bin_shapesys.json", "thesis/2_bin_corr.json"])
-def test_batched_fits_of_toy_data_equal_single_fits_and_honour_bounds(name):
+def test_batched_fits_of_toy_data_equal_single_fits_and_honour_bounds(name, method):
     model = bayeshf.load(DATA / name)
     background = fit(model, fixed={model.poi_name: 0.0})
     data = toys.sample_toys(model, background.bestfit, 12, np.random.default_rng(3))
     mask, values, lo, hi = batchfit.fit_setup(model)
-    result = batchfit.batch_minimize(model, np.tile(model.init, (12, 1)), data, mask, values, lo, hi)
+    result = batchfit.batch_minimize(model, np.tile(model.init, (12, 1)), data, mask, values, lo, hi, method=method)
     assert result.converged.all()
     assert np.all(result.bestfit >= lo) and np.all(result.bestfit <= hi)
     at_floor = 0
