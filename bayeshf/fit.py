@@ -30,7 +30,8 @@ if TYPE_CHECKING:  # annotations only: no import cycle at run time
     from bayeshf.model import HistFactoryModel
 
 __all__ = ["FitResult", "FitFailedError", "FitProblem", "fit", "solve", "global_fit", "minimize",
-           "compiled_functions", "default_data", "kinked_parameters", "goodness_of_fit", "with_goodness_of_fit"]
+           "compiled_functions", "default_data", "kinked_parameters", "non_monotone_parameters",
+           "may_have_several_valleys", "goodness_of_fit", "with_goodness_of_fit"]
 
 _METHODS = ("trust-krylov", "trust-exact", "trust-ncg", "auto")
 #: models with at most this many parameters use trust-exact under method="auto"
@@ -344,6 +345,32 @@ def kinked_parameters(model: Any) -> np.ndarray:
     return np.asarray(sorted(out), dtype=int)
 
 
+def non_monotone_parameters(model: Any) -> np.ndarray:
+    """Indices of parameters whose up and down variations lie on the same side of the nominal somewhere.
+
+    A histosys bin with up - nom and nom - down of opposite signs, or a normsys
+    with both factors above (or below) 1, makes the expected count fall and rise
+    again in alpha: the likelihood can have a valley at each sign of alpha,
+    even with the smooth codes (sbottom's JET_JER_EffectiveNP_7restTerm on the
+    Asimov data of RegionA + 600_180_50: 109.618 at alpha -0.67, 109.627 at +0.67).
+    """
+    arrays = model.arrays
+    out: set[int] = set()
+    params = np.asarray(arrays.histosys_param)
+    if params.size:
+        table = np.asarray(arrays.histosys_table)
+        up, down = table[: params.size], table[params.size:]  # up - nom, nom - down
+        out.update(int(p) for p in params[np.any(up * down < 0, axis=1)])
+    log_hi, log_lo = np.asarray(arrays.normsys_log_hi), np.asarray(arrays.normsys_log_lo)
+    out.update(int(p) for p in np.asarray(arrays.normsys_param)[log_hi * log_lo > 0])
+    return np.asarray(sorted(out), dtype=int)
+
+
+def may_have_several_valleys(model: Any) -> bool:
+    """True when a kinked or non-monotone interpolation can give the likelihood more than one minimum."""
+    return bool(kinked_parameters(model).size or non_monotone_parameters(model).size)
+
+
 def _tolerance(value: float) -> float:
     """Round-off scale of twice_nll differences between two converged fits."""
     return 1e-8 * max(1.0, abs(value))
@@ -376,6 +403,7 @@ def global_fit(
     reference: FitResult | None = None,
     what: str = "the fit",
     raise_on_failure: bool = True,
+    explore: bool = False,
 ) -> FitResult:
     """A checked fit of ``problem``: converged, retried from other starts, the lower of the minima found.
 
@@ -383,7 +411,8 @@ def global_fit(
     with the fixed values): the first converged fit is taken, unless
     ``reference`` (a fit of the same data with fewer parameters fixed, e.g.
     the free fit) shows it is implausible: then every start is fitted and the
-    lowest converged minimum kept. Implausible means a twice_nll rise over the
+    lowest converged minimum kept (``explore=True``: always, for likelihoods
+    with several valleys). Implausible means a twice_nll rise over the
     reference above 4x the quadratic prediction of the reference's covariance
     plus 25. Parameters on a kinked interpolation (:func:`kinked_parameters`)
     are then probed on the other side of the kink (:func:`_probe_kinks`).
@@ -407,7 +436,7 @@ def global_fit(
         if result.success:
             plausible = (reference is None or expected is None
                          or result.twice_nll - reference.twice_nll <= 4.0 * expected + 25.0)
-            if plausible:
+            if plausible and not explore:
                 break
     if not converged:
         finite = [r for r in failed if np.isfinite(r.twice_nll)]
@@ -435,6 +464,13 @@ def global_fit(
             raise FitFailedError(what, best, reason)
         return best
     best = min(converged, key=lambda r: r.twice_nll)
+    if (reference is not None and expected is not None
+            and best.twice_nll - reference.twice_nll > 4.0 * expected + 25.0):
+        # far from the reference the trust region can end in a side valley; a line search from the
+        # reference's minimum follows another path down (ttbar at mu = 0: 98729.6 -> 98595.5, as MINUIT)
+        result = solve(problem, _bounded_descent(problem, reference.bestfit), newton_first=True, **options)
+        if result.success and result.twice_nll < best.twice_nll:
+            best = result
     return _probe_kinks(problem, best, options)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from bayeshf.errors import BayeshfError
-from bayeshf.fit import FitResult, _tolerance, compiled_functions, global_fit
+from bayeshf.fit import FitResult, _tolerance, compiled_functions, global_fit, may_have_several_valleys
 from bayeshf.problem import FitProblem
 from bayeshf._display import display
 
@@ -128,6 +128,7 @@ class AsymptoticCalculator:
             raise BayeshfError(f"the parameter of interest {model.poi_name!r} is fixed; it must be free for a test.")
         self._problems = {"observed": self.problem}
         self._free: dict[str, FitResult] = {}
+        self._several_valleys = may_have_several_valleys(model)
         self._conditional: dict[str, dict[float, FitResult]] = {"observed": {}, "asimov": {}}
         self._free["observed"] = global_fit(self.problem, method=method, what="the free fit")
         asimov_mu = 1.0 if test_stat == "q0" else 0.0
@@ -189,8 +190,11 @@ class AsymptoticCalculator:
         nearest = known[min(known, key=lambda v: abs(v - poi_value))]
         problem = self._problems[which].fixing(self.poi_index, poi_value)
         data_name = "the Asimov data" if which == "asimov" else "the data"
-        result = global_fit(problem, (nearest.bestfit, free.bestfit), method=self.method, final_hessian=False,
-                            reference=free, what=f"the fit to {data_name} with {self.model.poi_name} fixed at {poi_value:g}")
+        # the Asimov data's generating point is a start too; with several valleys possible, every start is fitted
+        starts = (nearest.bestfit, free.bestfit) + ((self.asimov_fit.bestfit,) if which == "asimov" else ())
+        result = global_fit(problem, starts, method=self.method, final_hessian=False, reference=free,
+                            explore=self._several_valleys,
+                            what=f"the fit to {data_name} with {self.model.poi_name} fixed at {poi_value:g}")
         if result.twice_nll < free.twice_nll - _tolerance(free.twice_nll):
             self._free[which] = global_fit(self._problems[which], (result.bestfit, free.bestfit), method=self.method,
                                            what=f"the free fit to {data_name}")
@@ -271,9 +275,10 @@ def significance(model: HistFactoryModel, **kwargs: Any) -> SignificanceResult:
     p0_exp = result.CLsb_exp
     return SignificanceResult(
         p0_obs=result.CLsb_obs,
-        Z_obs=float(-ndtri(result.CLsb_obs)),
+        # -ndtri(p0) written in q0 (p0 = ndtr(-sqrt(q0))): finite where p0 underflows to 0
+        Z_obs=float(np.sqrt(result.q_obs)),
         p0_exp=p0_exp,
-        Z_exp=tuple(float(-ndtri(p)) for p in p0_exp),
+        Z_exp=tuple(float(n + np.sqrt(result.q_asimov)) for n in BAND_SIGMAS),
         q0_obs=result.q_obs,
         q0_asimov=result.q_asimov,
     )
