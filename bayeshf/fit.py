@@ -467,7 +467,7 @@ def global_fit(
     if (reference is not None and expected is not None
             and best.twice_nll - reference.twice_nll > 4.0 * expected + 25.0):
         # far from the reference the trust region can end in a side valley; a line search from the
-        # reference's minimum follows another path down (ttbar at mu = 0: 98729.6 -> 98595.5, as MINUIT)
+        # reference's minimum follows another path down, and the lower minimum is kept
         result = solve(problem, _bounded_descent(problem, reference.bestfit), newton_first=True, **options)
         if result.success and result.twice_nll < best.twice_nll:
             best = result
