@@ -79,7 +79,8 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
            f"Reproduce: {command}. Machine: {machine}. Load average during the run: "
            f"{data.get('load_average')}.", "",
            "CLs at mu = 1 on sbottom RegionA + patch sbottom_1300_205_60 from toys under s+b and b "
-           "(a free and a fixed-POI fit per toy). pyhf's rows are extrapolated from the few toys it ran "
+           "(a free and a fixed-POI fit per toy; bayeshf runs each from two starts and keeps the lower, "
+           "docs/frequentist.md). pyhf's rows are extrapolated from the few toys it ran "
            "(per-toy time x the same count). Target: 10,000 toys under 60 s, >= 50x pyhf's jax backend.", "",
            "| implementation | run | toys per hypothesis | wall | CPU | per toy | note |", "|---|---|---|---|---|---|---|"]
     bayeshf_warm = None
