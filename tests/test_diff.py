@@ -236,8 +236,9 @@ def ttbar():
 
     The direction has the size of the bins' Poisson errors: bins of 1e4-1e5 events make the profiled
     quantities stiff along relative changes (a 0.1% change per bin leaves the linear regime).
-    infer's default starts end its mu = 0 fit in a local minimum (twice_nll 134 above the one
-    bayeshf.diff finds): infer is started from diff's minimum there, and must confirm it is lower.
+    infer's default starts can end its mu = 0 fit in a local minimum (twice_nll 134 above the one
+    bayeshf.diff finds; which one varies between processes): infer is started from diff's minimum
+    there, and must find it no higher than from its own starts.
     """
     model = load("ttbar")
     signal = "Signal"  # the ttbar signal, carrying the POI ttbarXsec
@@ -247,7 +248,7 @@ def ttbar():
     _, start, _ = setup.fit(model, (model.arrays.observed, model.arrays.auxdata), 0.0)
     start = np.asarray(start)
     default = infer.fit(model, fixed={model.poi_name: 0.0}).twice_nll
-    assert infer.fit(model, fixed={model.poi_name: 0.0}, init=start).twice_nll < default - 1.0
+    assert infer.fit(model, fixed={model.poi_name: 0.0}, init=start).twice_nll <= default + 1e-6
     return model, signal, v, start
 
 
