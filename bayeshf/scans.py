@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from bayeshf.errors import BayeshfError
-from bayeshf.fit import FitFailedError, FitResult, _tolerance, global_fit
+from bayeshf.fit import FitFailedError, FitResult, _tolerance, global_fit, may_have_several_valleys
 from bayeshf.problem import FitProblem, parameter_index
 from bayeshf._display import display
 
@@ -78,6 +78,7 @@ class _Profiler:
         self.problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
         self.box = self.problem.bounds
         self.global_fit = global_fit_result or global_fit(self.problem, method=method, what="the free fit")
+        self.explore = may_have_several_valleys(model)  # then every start is fitted, the lowest kept
 
     def conditional(self, indices: Sequence[int], point: Sequence[float], start: np.ndarray) -> FitResult:
         """Checked fit with ``indices`` fixed at ``point``, started from ``start`` then the global fit.
@@ -90,7 +91,7 @@ class _Profiler:
             problem = problem.fixing(i, v)
         names = ", ".join(f"{self.model.par_names[i]} = {v:g}" for i, v in zip(indices, point))
         result = global_fit(problem, (start, self.global_fit.bestfit), method=self.method, final_hessian=False,
-                            reference=self.global_fit, what=f"the fit with {names} fixed")
+                            reference=self.global_fit, explore=self.explore, what=f"the fit with {names} fixed")
         if result.twice_nll < self.global_fit.twice_nll - _tolerance(self.global_fit.twice_nll):
             self.global_fit = global_fit(self.problem, (result.bestfit, self.global_fit.bestfit),
                                          method=self.method, what="the free fit")
