@@ -450,12 +450,20 @@ def global_fit(
             if result.twice_nll < best.twice_nll:
                 best = result
     if not converged and best is not None and np.isfinite(best.twice_nll):
-        # last resort: a bounded quasi-Newton descent needs no trust model, then exact Newton steps finish
-        result = solve(problem, _bounded_descent(problem, best.bestfit), newton_first=True, **options)
-        if result.success:
-            converged.append(result)
-        elif result.twice_nll < best.twice_nll:
-            best = result
+        # last resort: a bounded quasi-Newton descent needs no trust model, then exact Newton steps finish;
+        # from the lowest failed point first, then from the reference's minimum and the starts (other paths)
+        origins = [best.bestfit, *([] if reference is None else [problem.start(reference.bestfit)]), *candidates]
+        tried: list[np.ndarray] = []
+        for origin in origins:
+            if any(np.array_equal(origin, o) for o in tried):
+                continue
+            tried.append(origin)
+            result = solve(problem, _bounded_descent(problem, origin), newton_first=True, **options)
+            if result.success:
+                converged.append(result)
+                break
+            if result.twice_nll < best.twice_nll:
+                best = result
     if not converged:
         if raise_on_failure:
             reason = f"did not converge from {len(candidates)} starting points"

@@ -42,3 +42,14 @@ def test_significance_z_equals_the_normal_quantile_of_p0():
     assert result.Z_obs == pytest.approx(-ndtri(result.p0_obs), rel=1e-9)
     for p, z in zip(result.p0_exp, result.Z_exp):
         assert z == pytest.approx(-ndtri(p), rel=1e-9, abs=1e-12)
+
+
+def test_asimov_fit_far_from_its_data_converges_on_a_perturbed_workspace(ttbar):
+    """ttbar with its signal shifted by 1% of the bins' Poisson errors: the Asimov fit at mu = 1 (q_A in the
+    thousands) once failed from every start (the last-resort descent ran only from the lowest failed point)."""
+    y0 = np.asarray(ttbar.sample_yields()["Signal"])
+    shifted = y0 + 1e-2 * np.random.default_rng(5).normal(size=y0.shape) * np.sqrt(y0)
+    model = ttbar.with_yields({"Signal": shifted})
+    result = infer.hypotest(model, 1.0)
+    oracle = float(diff.cls(ttbar, {"Signal": shifted}, 1.0))
+    assert result.CLs_obs == pytest.approx(oracle, rel=1e-6)
