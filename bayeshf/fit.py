@@ -477,8 +477,8 @@ def global_fit(
         # far from the reference the trust region can end in a side valley; a line search from the
         # reference's minimum follows another path down, and the lower minimum is kept
         result = solve(problem, _bounded_descent(problem, reference.bestfit), newton_first=True, **options)
-        if result.success and result.twice_nll < best.twice_nll:
-            best = result
+        if result.success and result.twice_nll < best.twice_nll - _tolerance(best.twice_nll):
+            best = result  # only a lower valley: the same minimum reached again is not a new answer
     return _probe_kinks(problem, best, options)
 
 
