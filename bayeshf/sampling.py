@@ -241,9 +241,12 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     chunk_seconds = 0.0  # wall time of the chunk calls: their cost per step prices extra draws
     stop, extensions = "draws", 0
 
-    def run_steps(begin: int, end: int, flags_of) -> int:
+    def run_steps(begin: int, end: int, flags_of, deadline: float | None = None) -> bool:
+        """Run steps [begin, end) in chunks; False when ``deadline`` passed first (checked between chunks)."""
         nonlocal carry, chunk_seconds
         for first in range(begin, end, chunk):
+            if deadline is not None and time.perf_counter() > deadline:
+                return False
             step_count = min(chunk, end - first)
             tick = time.perf_counter()
             carry, records = run_chunk(model, preconditioner, carry, flags_of(first), np.uint32(first),
@@ -254,7 +257,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                 bar.update(step_count)
                 bar.set_postfix_str("warm-up" if first + step_count <= warmup else "sampling", refresh=False)
             done_steps[0] = first + step_count
-        return end
+        return True
 
     done_steps = [0]
     no_adaptation = np.zeros((chunk, len(StepFlags._fields)), dtype=bool)
@@ -278,7 +281,12 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
             if bar is not None:
                 bar.total += extra
                 bar.set_postfix_str("more draws (target ESS)", refresh=True)
-            run_steps(done_steps[0], done_steps[0] + extra, lambda first: no_adaptation)
+            # the pace can change (a chain that stops moving makes steps cheap): the deadline is checked as
+            # the extra draws run, not only priced in advance
+            deadline = None if max_time is None else started + max_time
+            if not run_steps(done_steps[0], done_steps[0] + extra, lambda first: no_adaptation, deadline):
+                stop = "max_time"
+                break
     except Exception as error:
         if interrupt_behind(error) is None:
             raise

@@ -8,6 +8,7 @@ chunk program is shared within a model.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 
 import arviz as az
@@ -474,6 +475,32 @@ def test_target_ess_draws_until_reached_and_keeps_the_draws_of_a_longer_run():
     summary = summarize(idata)
     assert summary.convergence.reached and summary.to_dict()["converged"] is True and not summary.warnings
     assert idata.posterior.attrs["stop"] == "converged" and idata.posterior.sizes["draw"] == raw.draws_done
+
+
+def test_extra_draws_stop_at_the_deadline_when_the_pace_changes(monkeypatch):
+    """Extra draws priced at the pace so far still stop at max_time if the pace changes while they run."""
+    import types
+
+    model = bayeshf.load(data_path("thesis/2_bin_uncorr.json"))
+    posterior = sampling.posterior_for(model)
+    state = {"extending": False, "late": False}
+    real_extra, real_unpack = sampling.extra_draws, sampling.unpack_records
+
+    def extra(*args, **kwargs):
+        state["extending"] = True
+        return 1000
+
+    def unpack(records):
+        state["late"] = state["extending"]  # the first extra chunk "takes" an hour
+        return real_unpack(records)
+
+    clock = types.SimpleNamespace(perf_counter=lambda: time.perf_counter() + (3600.0 if state["late"] else 0.0))
+    monkeypatch.setattr(sampling, "extra_draws", extra)
+    monkeypatch.setattr(sampling, "unpack_records", unpack)
+    monkeypatch.setattr(sampling, "time", clock)
+    raw = sampling.run_chains(posterior, chains=CHAINS, warmup=100, draws=100, seed=2, progress=False,
+                              chunk_size=100, target_ess=400, max_time=600)
+    assert raw.stop == "max_time" and raw.draws_done == 200  # one chunk of the 1000 asked for, then stop
 
 
 def test_a_run_out_of_time_says_so_in_one_line_naming_the_parameters():
