@@ -471,16 +471,34 @@ def _initial_positions(posterior: Posterior, init: str, chains: int, key):
             positions = z_mode + noise @ cholesky.T
         else:
             positions = z_mode + 0.1 * noise
-        return positions, covariance, z_mode
+        return _finite_starts(posterior, positions, z_mode), covariance, z_mode
     if init == "init":
         z = np.where(np.isfinite(posterior.initial_position), posterior.initial_position, 0.0)
         noise = np.asarray(jax.random.uniform(key, (chains, ndim), minval=-0.1, maxval=0.1))
-        return z + noise, None, None
+        return _finite_starts(posterior, z + noise, z), None, None
     if init == "prior":
         theta = np.asarray(posterior.prior_set.sample(key, chains))
         theta = np.stack([posterior.clip_inside(t) for t in theta])
         return np.asarray(posterior.unconstrain(jnp.asarray(theta))), None, None
     raise BayeshfError(f"unknown init {init!r}; use mode, init or prior.")
+
+
+def _finite_starts(posterior: Posterior, positions: np.ndarray, centre: np.ndarray, tries: int = 40) -> np.ndarray:
+    """Each start whose log-density or gradient is not finite moves halfway towards ``centre`` until it is.
+
+    A chain started where the density is undefined (a jittered start where a histosys template makes an
+    expected count negative) has every transition divergent and never moves; finite starts are unchanged.
+    """
+    from bayeshf.laplace import _z_value_and_grad
+
+    out = np.array(positions, dtype=np.float64)
+    for c in range(out.shape[0]):
+        for _ in range(tries):
+            value, grad = _z_value_and_grad(posterior.structure, posterior.model, out[c])
+            if np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad))):
+                break
+            out[c] = 0.5 * (out[c] + centre)
+    return out
 
 
 def _progress(enabled: bool, total: int, description: str):

@@ -477,6 +477,30 @@ def test_target_ess_draws_until_reached_and_keeps_the_draws_of_a_longer_run():
     assert idata.posterior.attrs["stop"] == "converged" and idata.posterior.sizes["draw"] == raw.draws_done
 
 
+def test_chains_never_start_where_the_density_is_undefined():
+    """A start where a histosys makes an expected count negative (NaN density) is moved towards the centre
+    (a chain started there had every transition divergent and never moved: sbottom RegionC seed 0)."""
+    from bayeshf.laplace import _z_value_and_grad
+
+    model = bayeshf.load(data_path("pyhf-validation/2bin_2channel_coupledhisto.json"))
+    posterior = sampling.posterior_for(model)
+    names = list(model.par_names)
+    theta = np.asarray(model.init, float).copy()
+    theta[names.index("coupled_histosys")], theta[names.index("mu")] = -3.5, 0.15
+    bad = np.asarray(posterior.unconstrain(jnp.asarray(theta)))
+    centre = np.asarray(posterior.unconstrain(jnp.asarray(model.init, dtype=float)))
+
+    def finite(z):
+        value, grad = _z_value_and_grad(posterior.structure, posterior.model, z)
+        return np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))
+
+    assert not finite(bad) and finite(centre)
+    good = centre + 0.01
+    starts = sampling._finite_starts(posterior, np.stack([good, bad]), centre)
+    np.testing.assert_array_equal(starts[0], good)  # a finite start is kept as drawn
+    assert finite(starts[1]) and not np.array_equal(starts[1], bad)
+
+
 def test_extra_draws_stop_at_the_deadline_when_the_pace_changes(monkeypatch):
     """Extra draws priced at the pace so far still stop at max_time if the pace changes while they run."""
     import types
