@@ -428,16 +428,22 @@ def global_fit(
             n_warm += k < len(starts)
     options = dict(method=method, gtol=gtol, maxiter=maxiter, final_hessian=final_hessian)
     expected = None if reference is None else _quadratic_excess(problem, reference)
+
+    def implausible(result: FitResult) -> bool:
+        return (reference is not None and expected is not None
+                and result.twice_nll - reference.twice_nll > 4.0 * expected + 25.0)
+
+    def descend(origin: np.ndarray) -> FitResult:  # a line search, then exact Newton steps finish
+        return solve(problem, _bounded_descent(problem, origin), newton_first=True, **options)
+
     converged: list[FitResult] = []
     failed: list[FitResult] = []
+    tried: list[np.ndarray] = []  # origins of descents run: the same deterministic descent is not run twice
     for k, x in enumerate(candidates):
         result = solve(problem, x, newton_first=k < n_warm, **options)
         (converged if result.success else failed).append(result)
-        if result.success:
-            plausible = (reference is None or expected is None
-                         or result.twice_nll - reference.twice_nll <= 4.0 * expected + 25.0)
-            if plausible and not explore:
-                break
+        if result.success and not implausible(result) and not explore:
+            break
     if not converged:
         finite = [r for r in failed if np.isfinite(r.twice_nll)]
         best = min(finite, key=lambda r: r.twice_nll) if finite else (failed[0] if failed else None)
@@ -453,12 +459,11 @@ def global_fit(
         # last resort: a bounded quasi-Newton descent needs no trust model, then exact Newton steps finish;
         # from the lowest failed point first, then from the reference's minimum and the starts (other paths)
         origins = [best.bestfit, *([] if reference is None else [problem.start(reference.bestfit)]), *candidates]
-        tried: list[np.ndarray] = []
         for origin in origins:
             if any(np.array_equal(origin, o) for o in tried):
                 continue
             tried.append(origin)
-            result = solve(problem, _bounded_descent(problem, origin), newton_first=True, **options)
+            result = descend(origin)
             if result.success:
                 converged.append(result)
                 break
@@ -472,11 +477,10 @@ def global_fit(
             raise FitFailedError(what, best, reason)
         return best
     best = min(converged, key=lambda r: r.twice_nll)
-    if (reference is not None and expected is not None
-            and best.twice_nll - reference.twice_nll > 4.0 * expected + 25.0):
+    if implausible(best) and not any(np.array_equal(problem.start(reference.bestfit), o) for o in tried):
         # far from the reference the trust region can end in a side valley; a line search from the
         # reference's minimum follows another path down, and the lower minimum is kept
-        result = solve(problem, _bounded_descent(problem, reference.bestfit), newton_first=True, **options)
+        result = descend(reference.bestfit)
         if result.success and result.twice_nll < best.twice_nll - _tolerance(best.twice_nll):
             best = result  # only a lower valley: the same minimum reached again is not a new answer
     return _probe_kinks(problem, best, options)

@@ -14,7 +14,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtr
 
 from bayeshf.errors import BayeshfError
 from bayeshf.fit import FitResult, _tolerance, compiled_functions, global_fit, may_have_several_valleys
