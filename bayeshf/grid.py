@@ -24,7 +24,9 @@ import numpy as np
 from scipy.special import ndtr, ndtri
 
 from bayeshf.batchfit import batch_minimize, fit_setup, stack_models, structure_key
+from bayeshf.diagnostics import RHAT_MAX
 from bayeshf.errors import BayeshfError
+from bayeshf.fit import _finite_or_none
 from bayeshf.teststats import BAND_SIGMAS
 
 __all__ = ["GridPoint", "GridResult", "hypotest_grid", "upper_limit_grid", "credible_limit_grid", "evaluate_points"]
@@ -34,7 +36,7 @@ GRID_TEST_STATISTICS = ("qtilde", "q")
 #: BAYES_TARGET_ESS (every parameter, R-hat < 1.01) within BAYES_MAX_TIME seconds per point
 BAYES_CHAINS, BAYES_WARMUP, BAYES_DRAWS, BAYES_TARGET_ESS, BAYES_MAX_TIME = 4, 500, 500, 400, 120.0
 #: a point's credible limit counts as converged with the POI's R-hat at most this and its tail ESS at least BAYES_MIN_ESS
-BAYES_RHAT, BAYES_MIN_ESS = 1.01, 400
+BAYES_RHAT, BAYES_MIN_ESS = RHAT_MAX, BAYES_TARGET_ESS
 BAYES_KEYS = ("upper_limit", "mcse", "credibility", "rhat", "rhat_max", "ess_bulk", "ess_tail", "draws", "converged",
               "warning")
 #: points per batch (per Dask task): results reach the output file and the progress bar batch by batch
@@ -286,13 +288,9 @@ def _group_limits(models, test_stat, level=0.05, maxiter=40, rtol=1e-9):
             partial = hi_bound  # the limits found are kept, the others lie above the bound
         elif errors[i] is None and not np.all(np.isfinite(roots[:, i])):
             errors[i] = f"the CLs upper limit search did not converge in {maxiter} steps."
-        out.append(dict(obs=_number(roots[5, i]), exp=tuple(_number(v) for v in roots[:5, i]), error=errors[i],
+        out.append(dict(obs=_finite_or_none(roots[5, i]), exp=tuple(_finite_or_none(v) for v in roots[:5, i]), error=errors[i],
                         poi_bound=partial))
     return out
-
-
-def _number(value) -> float | None:
-    return float(value) if np.isfinite(value) else None
 
 
 def _above_bound_sentence(beyond, level, bound, poi_name) -> str:
@@ -477,9 +475,9 @@ def _credible_limit(model, settings: Mapping[str, Any], templates: list) -> dict
         raise KeyboardInterrupt
     theta = np.asarray(raw.stats.theta)  # (chains, draws, free parameters)
     credibility = 1.0 - float(settings.get("level", 0.05))
-    limit, mcse = credible_upper_limit(theta[..., free.index(model.poi_index)], credibility)
-    bulk, tail, rhat = convergence_table(theta)
     j = free.index(model.poi_index)
+    limit, mcse = credible_upper_limit(theta[..., j], credibility)
+    bulk, tail, rhat = convergence_table(theta)
     converged = bool(rhat[j] <= BAYES_RHAT and min(bulk[j], tail[j]) >= BAYES_MIN_ESS)
     bayes = {"upper_limit": limit, "mcse": mcse, "credibility": credibility, "rhat": float(rhat[j]),
              "rhat_max": float(np.nanmax(rhat)), "ess_bulk": float(bulk[j]), "ess_tail": float(tail[j]),

@@ -112,12 +112,11 @@ def run_grid(args: argparse.Namespace, kind: str) -> int:
     _check_grid_args(args)
     codes = check_modifier_settings(parse_interpcodes(args.interpcode))
     output = getattr(args, "output_file", None)
-    kind_name = kind
     command = "cls" if kind == "cls" else "limit"
 
     def save(points):
         if output:
-            write_json(output, [p.to_dict(kind_name) for p in points])
+            write_json(output, [p.to_dict(kind) for p in points])
 
     common = dict(measurement=args.measurement, codes=codes, poi_name=args.poi_name, scheduler=args.scheduler,
                   batch_size=args.batch_size, progress=sys.stderr.isatty(), on_points=save,
@@ -148,7 +147,7 @@ def run_grid(args: argparse.Namespace, kind: str) -> int:
     if plot:
         from bayeshf.plots.contour import contour
 
-        contour(document, out=plot, labels=result.labels, kind=kind_name)
+        contour(document, out=plot, labels=result.labels, kind=kind)
         print(f"wrote {plot}", file=sys.stderr)
     return 1 if failed else 0
 
