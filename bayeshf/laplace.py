@@ -134,11 +134,12 @@ def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: 
     theta = np.array(posterior.theta_init if theta0 is None else theta0, dtype=float)
     theta = posterior.clip_inside(theta, 0.0)
     ps = posterior.prior_set
+    structure = posterior.structure  # a property that builds a model-free copy: once, not per evaluation
 
     def value_and_grad(x):
         full = theta.copy()
         full[free] = x
-        value, grad = _theta_value_and_grad(posterior.structure, posterior.model, jnp.asarray(full))
+        value, grad = _theta_value_and_grad(structure, posterior.model, jnp.asarray(full))
         return float(value), np.asarray(grad)[free]
 
     objective = _minimisation_objective(value_and_grad)
@@ -171,10 +172,11 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
     """
     z = np.asarray(posterior.initial_position if z0 is None else z0, dtype=float)
     z = np.where(np.isfinite(z), z, 0.0)
+    structure = posterior.structure  # a property that builds a model-free copy: once, not per evaluation
 
     def value_and_grad(x):
         # NumPy straight into the jitted function and NumPy before float: both skip an eager JAX dispatch
-        value, grad = _z_value_and_grad(posterior.structure, posterior.model, np.asarray(x, dtype=np.float64))
+        value, grad = _z_value_and_grad(structure, posterior.model, np.asarray(x, dtype=np.float64))
         return float(np.asarray(value)), np.asarray(grad)
 
     objective = _minimisation_objective(value_and_grad)
@@ -190,7 +192,7 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
         z = minimize(objective, z, jac=True, method="L-BFGS-B", options=dict(maxiter=200, maxcor=30)).x
 
     def hessian_fn(x):
-        return np.asarray(_z_hessian_fd(posterior.structure, posterior.model, np.asarray(x, dtype=np.float64)))
+        return np.asarray(_z_hessian_fd(structure, posterior.model, np.asarray(x, dtype=np.float64)))
 
     z = _newton(value_and_grad, z, iterations=50, gtol=1e-8, hessian_fn=hessian_fn)
     hessian = hessian_fn(z)

@@ -26,7 +26,7 @@ import numpy as np
 from bayeshf.chains import SAMPLERS, StepFlags, StepStats, _program, _schedule, algorithm, replicate, unpack_records
 from bayeshf.runtime import chain_devices, enable_compilation_cache
 from bayeshf.errors import BayeshfError, interrupt_behind
-from bayeshf.laplace import find_mode_unconstrained
+from bayeshf.laplace import _z_value_and_grad, find_mode_unconstrained
 from bayeshf.posterior import Posterior
 from bayeshf.priors import build_priors
 
@@ -489,12 +489,11 @@ def _finite_starts(posterior: Posterior, positions: np.ndarray, centre: np.ndarr
     A chain started where the density is undefined (a jittered start where a histosys template makes an
     expected count negative) has every transition divergent and never moves; finite starts are unchanged.
     """
-    from bayeshf.laplace import _z_value_and_grad
-
     out = np.array(positions, dtype=np.float64)
+    structure = posterior.structure
     for c in range(out.shape[0]):
         for _ in range(tries):
-            value, grad = _z_value_and_grad(posterior.structure, posterior.model, out[c])
+            value, grad = _z_value_and_grad(structure, posterior.model, out[c])
             if np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad))):
                 break
             out[c] = 0.5 * (out[c] + centre)
