@@ -148,7 +148,17 @@ def fit(
     """
     _check_method(method)
     problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
-    result = global_fit(problem, method=method, gtol=gtol, maxiter=maxiter, raise_on_failure=False)
+    reference = None
+    extra = problem.fixed & ~np.asarray(model.fixed, bool)
+    if np.any(extra):
+        # far from the free fit a fixed fit can end in a side valley; the free fit is the reference that
+        # global_fit's plausibility check and its descent start from
+        free = dataclasses.replace(problem, fixed=np.asarray(model.fixed, bool).copy(),
+                                   init=np.where(extra, np.asarray(model.init, float), problem.init))
+        free_fit = global_fit(free, method=method, gtol=gtol, maxiter=maxiter, raise_on_failure=False)
+        reference = free_fit if free_fit.success else None
+    result = global_fit(problem, method=method, gtol=gtol, maxiter=maxiter, raise_on_failure=False,
+                        reference=reference, explore=may_have_several_valleys(model))
     return with_goodness_of_fit(result, problem)
 
 
@@ -264,6 +274,9 @@ def solve(
     else:
         x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi,
                                                            final_hessian=final_hessian, budget=polish_budget)
+    x, value, grad, hess, at_bound, escaped, saddle = _leave_saddles(
+        fns, (x, value, grad, hess, at_bound), data_arr, mask, lo, hi, final_hessian, polish_budget)
+    polished += escaped
     free = ~(mask | at_bound)
     edm = _edm(grad, hess, free)
 
@@ -275,11 +288,12 @@ def solve(
         correlation = covariance / np.outer(denom, denom)
     np.fill_diagonal(correlation, np.where(uncertainties > 0, 1.0, np.where(np.isnan(uncertainties), np.nan, 0.0)))
 
-    success = bool(np.isfinite(value) and edm < 1e-8 and _kkt_ok(grad, x, lo, hi, at_bound))
+    success = bool(np.isfinite(value) and edm < 1e-8 and _kkt_ok(grad, x, lo, hi, at_bound) and not saddle)
     if iterations and status not in (0,) and success:
         message = f"{message} (then converged by Newton polish)"
     if not success:  # SciPy's "terminated successfully" next to success false would contradict it
         why = ("the likelihood is not finite" if not np.isfinite(value) else
+               "it stopped at a saddle point (negative curvature)" if saddle else
                f"edm {edm:.2g} is not below 1e-8" if not edm < 1e-8 else "the gradient does not vanish at the best fit")
         message = why + (f" (the minimiser: {message})" if status != 0 else "")
     if not ok_cov:
@@ -684,6 +698,56 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
     if not fresh and accepted and final_hessian:
         hess = np.asarray(fns.hessian(x, data))
     return x, value, grad, hess, (at_lo & (x == lo)) | (at_hi & (x == hi)), accepted
+
+
+def _negative_curvature(hess: np.ndarray, free: np.ndarray, most: int = 2) -> list[tuple[float, np.ndarray]]:
+    """(eigenvalue, direction) of the free block's clearly negative curvatures, most negative first."""
+    if not np.any(free):
+        return []
+    block = hess[np.ix_(free, free)]
+    if not np.all(np.isfinite(block)):
+        return []
+    w, v = np.linalg.eigh(0.5 * (block + block.T))
+    tol = 1e-7 * max(float(np.max(np.abs(w))), 1.0)  # far above round-off, far below a real valley's curvature
+    out = []
+    for j in np.flatnonzero(w < -tol)[:most]:
+        direction = np.zeros(len(free))
+        direction[free] = v[:, j]
+        out.append((float(w[j]), direction))
+    return out
+
+
+def _leave_saddles(fns: _Compiled, point: tuple, data: jax.Array, mask: np.ndarray, lo: np.ndarray,
+                   hi: np.ndarray, final_hessian: bool, budget: int, rounds: int = 6):
+    """Step off a saddle point along its negative curvature and polish again, while that descends.
+
+    A zero gradient with negative curvature is not a minimum, but the damped
+    Newton steps stop there. Each escape starts both ways along the most
+    negative directions, far enough that the quadratic model predicts a drop
+    of 2 in twice_nll, and keeps the lowest polished point. Returns the point
+    (as :func:`_polish`), the steps taken and whether a saddle remains.
+    """
+    x, value, grad, hess, at_bound = point
+    steps = 0
+    for _ in range(rounds):
+        directions = _negative_curvature(hess, ~(mask | at_bound))
+        if directions and not final_hessian:  # the polish's Hessian may be from an earlier point
+            hess = np.asarray(fns.hessian(x, data))
+            directions = _negative_curvature(hess, ~(mask | at_bound))
+        if not directions:
+            return x, value, grad, hess, at_bound, steps, False
+        best = None
+        for curvature, direction in directions:
+            for sign in (1.0, -1.0):
+                start = np.clip(x + sign * np.sqrt(4.0 / -curvature) * direction, lo, hi)
+                trial = _polish(fns, start, data, mask, lo, hi, final_hessian=True, budget=budget)
+                if np.isfinite(trial[1]) and (best is None or trial[1] < best[1]):
+                    best = trial
+        if best is None or not best[1] < value - _tolerance(value):
+            return x, value, grad, hess, at_bound, steps, True
+        x, value, grad, hess, at_bound, accepted = best
+        steps += accepted
+    return x, value, grad, hess, at_bound, steps, bool(_negative_curvature(hess, ~(mask | at_bound)))
 
 
 def _edm(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> float:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from bayeshf.errors import BayeshfError
-from bayeshf.fit import FitFailedError, FitResult, _tolerance, global_fit
+from bayeshf.fit import FitFailedError, FitResult, _tolerance, global_fit, may_have_several_valleys
 from bayeshf.problem import FitProblem
 from bayeshf._display import display
 
@@ -127,7 +127,8 @@ def _global(model: Any, data: Any, init: Any, bounds: Any, fixed: Any, method: s
         raise BayeshfError(f"{getattr(model, 'label', 'the model')}: the model has no parameter of interest; "
                            "choose one with --poi NAME (poi_name=...).")
     problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
-    result = fit_result or global_fit(problem, method=method, what="the free fit")
+    result = fit_result or global_fit(problem, method=method, what="the free fit",
+                                      explore=may_have_several_valleys(model))
     if not result.success:
         raise FitFailedError("the free fit", result, f"{result.message}, edm {result.edm:.2g}")
     return result, problem
@@ -166,6 +167,7 @@ def impacts(
         # refits cannot move a POI pinned on its bound: every refit impact reads 0 there
         warnings.warn(f"the best fit of {model.par_names[poi]} sits on its bound ({mu_hat:g}), where refit impacts "
                       "all read 0; use method='hessian' for the Hessian impacts.", stacklevel=2)
+    several_valleys = may_have_several_valleys(model)  # then every start of each refit is fitted, the lowest kept
     for k, i in iterator:
         widths = {"postfit": post[i], "prefit": prefit[i]}
         for kind, width in widths.items():
@@ -178,7 +180,7 @@ def impacts(
             for sign, key in ((1.0, f"{kind}_up"), (-1.0, f"{kind}_down")):
                 target = float(np.clip(result.bestfit[i] + sign * width, box[i, 0], box[i, 1]))
                 refit = global_fit(problem.fixing(i, target), (result.bestfit,), method=fit_method,
-                                   final_hessian=False, reference=result,
+                                   final_hessian=False, reference=result, explore=several_valleys,
                                    what=f"the impact fit with {model.par_names[i]} fixed at {target:g}")
                 if refit.twice_nll < result.twice_nll - _tolerance(result.twice_nll):
                     raise FitFailedError("the free fit", result, "a fit with "

@@ -62,6 +62,51 @@ def test_matches_tightly_converged_pyhf_to_1e6(name):
     np.testing.assert_allclose(ours_exp, case["CLs_exp"], rtol=rel_exp)
 
 
+def _lowest_pyhf(pm, observed, kinked, fixed):
+    """pyhf's lowest fit (the backend set by the caller) from both sides of the kink of parameter ``kinked``."""
+    import pyhf
+
+    init = np.asarray(pm.config.suggested_init(), float)
+    mask = list(pm.config.suggested_fixed())
+    for i, value in fixed.items():
+        init[i], mask[i] = value, True
+    best = None
+    for side in (-0.5, 0.0, 0.5):
+        start = init.copy()
+        if kinked not in fixed:
+            start[kinked] = side
+        pars, nll = pyhf.infer.mle.fit(observed, pm, init_pars=start.tolist(), fixed_params=mask,
+                                       return_fitted_val=True)
+        if best is None or float(nll) < best[1]:
+            best = (np.asarray(pars, float), float(nll))
+    return best
+
+
+def test_coupledhistosys_refit_impacts_match_multi_start_pyhf():
+    """Each impact refit of the two-valley case is the lowest of pyhf's fits from both sides of the kink."""
+    import pyhf
+
+    case = REFERENCE["2bin_2channel_coupledhistosys"]
+    path = data_path(f"pyhf-validation/{case['workspace']}")
+    model = bayeshf.load(str(path), modifier_settings=CODES)
+    ours = infer.impacts(model)
+    pm, data = pyhf_model(path, modifier_settings=CODES)
+    alpha = pm.config.par_slice("coupled_histosys").start
+    poi = pm.config.poi_index
+    pyhf.set_backend("numpy", pyhf.optimize.scipy_optimizer(tolerance=1e-14))
+    try:
+        free = _lowest_pyhf(pm, data, alpha, {})
+        assert ours.poi_bestfit == pytest.approx(free[0][poi], abs=1e-5)
+        for k, name in enumerate(ours.par_names):
+            i = pm.config.par_slice(name).start
+            for sign, key in ((1.0, "postfit_up"), (-1.0, "postfit_down")):
+                target = float(ours.bestfit[k] + sign * ours.postfit_uncertainty[k])
+                pars, _ = _lowest_pyhf(pm, data, alpha, {i: target})
+                assert getattr(ours, key)[k] == pytest.approx(pars[poi] - free[0][poi], abs=1e-5), (name, key)
+    finally:
+        pyhf.set_backend("numpy")
+
+
 def test_coupledhistosys_matches_a_multi_start_tight_pyhf_oracle():
     """The two-valley case: every fit behind CLs from both sides of the kink with pyhf's own minimiser
     (SciPy, tolerance 1e-14), the lowest kept; CLs from the closed forms (Cowan et al. 2011, q at mu = 1).
@@ -81,18 +126,7 @@ def test_coupledhistosys_matches_a_multi_start_tight_pyhf_oracle():
         poi = pm.config.poi_index
 
         def lowest(observed, poi_value=None):
-            best = None
-            for side in (-0.5, 0.0, 0.5):
-                start = init.copy()
-                start[alpha] = side
-                if poi_value is None:
-                    pars, nll = pyhf.infer.mle.fit(observed, pm, init_pars=start.tolist(), return_fitted_val=True)
-                else:
-                    pars, nll = pyhf.infer.mle.fixed_poi_fit(poi_value, observed, pm, init_pars=start.tolist(),
-                                                             return_fitted_val=True)
-                if best is None or float(nll) < best[1]:
-                    best = (np.asarray(pars, float), float(nll))
-            return best
+            return _lowest_pyhf(pm, observed, alpha, {} if poi_value is None else {poi: poi_value})
 
         free, fixed = lowest(data), lowest(data, 1.0)
         asimov = pm.expected_data(lowest(data, 0.0)[0])
