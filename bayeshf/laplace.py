@@ -43,18 +43,18 @@ def _theta_value_and_grad(structure: Structure, model, theta):
     return jax.value_and_grad(structure.bind(model).log_posterior)(theta)
 
 
-def hessian_fd(value_and_grad, x: np.ndarray, scale: np.ndarray | None = None) -> np.ndarray:
+def hessian_fd(value_and_grad, x: np.ndarray) -> np.ndarray:
     """Hessian by central differences of an (already compiled) gradient: 2 d gradient calls, no new compile."""
     x = np.asarray(x, dtype=float)
     d = x.size
-    h = 1e-5 * (np.ones(d) if scale is None else np.asarray(scale, dtype=float))
+    h = 1e-5
     hessian = np.empty((d, d))
     for i in range(d):
         step = np.zeros(d)
-        step[i] = h[i]
+        step[i] = h
         g_plus = np.asarray(value_and_grad(x + step)[1])
         g_minus = np.asarray(value_and_grad(x - step)[1])
-        hessian[:, i] = (g_plus - g_minus) / (2 * h[i])
+        hessian[:, i] = (g_plus - g_minus) / (2 * h)
     return 0.5 * (hessian + hessian.T)
 
 

@@ -96,15 +96,19 @@ class YieldMap:
         self._g_min = self.y_upper - self.wall_upper * np.logaddexp(0.0, span / self.wall_upper)
         self._scale = span / (self.y_upper - self._g_min)
 
+    def _lower_wall(self, z):
+        """The first of :meth:`to_y`'s two walls: z bent onto y_lower from below, traced."""
+        return self.y_lower + self.wall_lower * jax.nn.softplus((z - self.y_lower) / self.wall_lower)
+
     def to_y(self, z):
         """The yield factor y in (f(lower), f(upper)) of the sampled coordinate z, traced."""
-        y1 = self.y_lower + self.wall_lower * jax.nn.softplus((z - self.y_lower) / self.wall_lower)
+        y1 = self._lower_wall(z)
         g = self.y_upper - self.wall_upper * jax.nn.softplus((self.y_upper - y1) / self.wall_upper)
         return self.y_lower + (g - self._g_min) * self._scale
 
     def log_wall_slope(self, z):
         """log dy/dz of :meth:`to_y`, traced."""
-        y1 = self.y_lower + self.wall_lower * jax.nn.softplus((z - self.y_lower) / self.wall_lower)
+        y1 = self._lower_wall(z)
         return (jax.nn.log_sigmoid((z - self.y_lower) / self.wall_lower)
                 + jax.nn.log_sigmoid((self.y_upper - y1) / self.wall_upper) + np.log(self._scale))
 

@@ -33,16 +33,11 @@ from bayeshf.priors import build_priors
 METRICS = ("diagonal", "dense")
 #: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997)
 TARGET_ACCEPTANCE = {sampler: 0.234 if algorithm(sampler) == "mh" else 0.8 for sampler in SAMPLERS}
-#: NUTS/HMC above this many free parameters, most of them interpolated systematics, target LARGE_MODEL_TARGET
-#: (docs/sampling.md: the ATLAS ttbar workspace, 131 free / 93 normsys-histosys parameters, diverges at
-#: 0.8 and 0.9 on its curved high-statistics ridges, at 0.95 in 2 of 4 seeds, at 0.98 in none of 5 in session 4, once in
-#: 8000 transitions with 2000 draws in session 6, at 0.99 with 2000 draws in none of 5). Models of shapesys/staterror
-#: gammas (the n-bin models) keep 0.8: 0.95 only doubled their leapfrog steps.
+#: NUTS/HMC above this many free parameters, most of them interpolated systematics, target LARGE_MODEL_TARGET:
+#: smaller steps for their curved high-statistics ridges (docs/sampling.md, "The ATLAS ttbar workspace")
 LARGE_MODEL = 100
 LARGE_MODEL_TARGET = 0.99
-#: draws per chain the CLI takes for those models when --draws is not given: 1000 again since yield factors
-#: (posterior.YieldMap) and --target-ess, which draws more where a parameter falls short (ttbar seeds 1 and 3:
-#: converged at 1000, min ESS 1084 and 819; 2000 was for the R-hat of WjetsNorm_1b, docs/sampling.md)
+#: draws per chain the CLI takes for those models when --draws is not given (--target-ess adds what falls short)
 LARGE_MODEL_DRAWS = 1000
 
 
@@ -71,15 +66,11 @@ def default_target_acceptance(sampler: str, ndim: int, interpolated: int | None 
     return TARGET_ACCEPTANCE[sampler]
 
 
-#: whiten with the full Cholesky factor of the Laplace covariance up to this many free parameters
-#: (two (d, d) products per leapfrog step; above, widths and a low-rank correction: n-bin 200 ESS/s
-#: 1333 -> 1748, n-bin 100 about even, n-bin 50 5676 -> 3533, 300 + 500 x 2 chains, 4 seeds)
+#: whiten with the full Cholesky factor of the Laplace covariance up to this many free parameters; above, two
+#: (d, d) products per leapfrog step cost more than the widths and a low-rank correction (docs/sampling.md)
 DENSE_WHITENING = 150
-#: from this many free parameters up to DENSE_WHITENING, the low-rank whitening replaces the dense one
-#: when it is complete: when at most WHITENING_RANK eigenvalues of the Laplace correlation matrix are
-#: off 1 by more than WHITENING_MIN_RATIO (the n-bin models: 2 of 101; ttbar: 25 of 131, kept dense).
-#: n-bin 100, 300 + 500 x 2 chains, 14 seeds: 273 -> 212 ms, ESS/s 3066 -> 3900; n-bin 50 even, n-bin
-#: 10 and 20 dense better (ESS/s 26969 vs 22212, 14426 vs 12115)
+#: from this many free parameters the low-rank whitening replaces the dense one where it holds every direction
+#: whose Laplace correlation eigenvalue is off 1 by more than WHITENING_MIN_RATIO (at most WHITENING_RANK)
 LOW_RANK_FROM = 75
 #: above that, at most this many eigen-directions of the Laplace correlation matrix are whitened too
 WHITENING_RANK = 8
@@ -127,8 +118,7 @@ def _strong_directions(correlation: np.ndarray, min_ratio: float | None = None) 
 def posterior_for(model, priors=None, *, shapesys: str = "flat") -> Posterior:
     """The :class:`Posterior` of ``model``; cached per model for the derived priors (so programs are reused).
 
-    The cache lives on the model object (``_posteriors``, not pickled), so it goes when the model goes
-    (a module-level weak dictionary kept every model alive: its values refer to their keys).
+    The cache lives on the model object (``_posteriors``, not pickled), so it goes when the model goes.
     """
     if priors is not None:
         return Posterior(model, build_priors(model, priors, shapesys=shapesys))
@@ -164,7 +154,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     steps too (first ``warmup`` along the draw axis; for diagnosing adaptation). ``chain_loop``: run a device's chains one
     after another (``lax.map``, the default) rather than batched (``vmap``): a batched NUTS
     ``while_loop`` selects every state element on every leapfrog step and waits for the longest tree,
-    which on CPU costs more than it saves (sbottom RegionA: 0.54 s vs 0.90 s; n-bin 100: 1.5 s vs 2.6 s).
+    which on CPU costs more than it saves (docs/sampling.md, "Looped or batched chains").
     ``chunk_size``: steps per call of the compiled program (None: :func:`auto_chunk`, at most 10 calls
     with a progress bar, one without: Ctrl-C then keeps nothing, as the call is not interruptible;
     the CLI always passes the chunking of the progress bar);
@@ -201,11 +191,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     init_key, chain_key = jax.random.split(key)
     positions, covariance, centre = _initial_positions(posterior, init, chains, init_key)
     ndim = posterior.ndim
-    # Precondition with the Laplace approximation: sample u with z = centre + chol(covariance) u, so
-    # that the target is close to N(0, I) whatever the widths (ttbar's z-widths span 3 decades, and
-    # Stan's metric regularisation towards 1e-3 * I would otherwise swamp the narrow ones).
-    # Above DENSE_WHITENING parameters (an O(d^2) product per leapfrog step would cost more than the
-    # likelihood of an n-bin model) the Laplace widths and the few strongest correlation directions.
+    # sample u with z = centre + factor u (Laplace whitening): the target is near N(0, I) whatever the widths
     if covariance is not None:
         (centre, factor, basis, inverse_weights), preconditioner = _whitening(posterior, devices)
         if factor.ndim == 2:
@@ -220,8 +206,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     if step_size is None:
         step_size = 2.38 / math.sqrt(ndim) if algorithm(sampler) == "mh" else (0.5 if covariance is not None else 0.1)
     model = _replicated_model(posterior, devices)
-    # NumPy arguments go straight into the jitted program (jnp.asarray / full / broadcast_to each stage
-    # a small program: ~20 us apiece)
+    # NumPy arguments straight into the program: jnp.asarray / full / broadcast_to would each stage a small program
     carry = start(model, preconditioner, np.asarray(positions, dtype=np.float64),
                   np.full(chains, float(step_size)), np.ascontiguousarray(np.broadcast_to(imm, (chains,) + imm.shape)),
                   jax.random.split(chain_key, chains))
@@ -287,12 +272,9 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
             if not run_steps(done_steps[0], done_steps[0] + extra, lambda first: no_adaptation, deadline):
                 stop = "max_time"
                 break
-    except Exception as error:
+    except (Exception, KeyboardInterrupt) as error:  # Ctrl-C, also when a JAX callback wrapped it
         if interrupt_behind(error) is None:
             raise
-        interrupted = True
-        stop = "interrupted"
-    except KeyboardInterrupt:
         interrupted = True
         stop = "interrupted"
     finally:
@@ -353,10 +335,8 @@ def auto_chunk(total_steps: int, max_calls: int | None = None, *, record_bytes: 
     calls (default MAX_CHUNKS: the progress bar moves 10 times), unless a chunk's records
     (``record_bytes`` per step) would pass RECORD_BYTES.
 
-    Each call of the chunk program costs 1-2 ms on top of its steps when the chains are split over 2
-    devices (0.25 ms on one: the per-device handling of some 50 argument arrays), which for small models
-    was a third of a 10,000-step run at 100 steps per chunk. Powers of two keep the compiled variants
-    few; a chunk runs only the steps it is given, so the last one wastes none.
+    Few calls because each costs about a millisecond besides its steps (docs/sampling.md, "One program");
+    powers of two keep the compiled variants few; a chunk runs only the steps it is given.
     """
     max_calls = MAX_CHUNKS if max_calls is None else max_calls
     chunk = CHUNK
@@ -366,7 +346,7 @@ def auto_chunk(total_steps: int, max_calls: int | None = None, *, record_bytes: 
 
 
 def _import_arviz_in_background() -> None:
-    """Start importing ArviZ (1.5 s: xarray, matplotlib) on a thread while the chains compile and run;
+    """Start importing ArviZ (xarray, matplotlib, scipy.stats) on a thread while the chains compile and run;
     the InferenceData step at the end then finds it imported (the import lock makes it wait if not)."""
     import sys
     import threading
@@ -408,8 +388,7 @@ CHAIN_LOOP_MAX_SIZE = 20_000
 
 def _chain_loop(model) -> bool:
     """Loop over chains for small models (per-operation overhead dominates: batching only adds selects);
-    batch them (vmap) for large ones, where a batched gradient costs much less than one per chain
-    (ATLAS ttbar, ~37k elements: vmap 2x faster; sbottom RegionA, ~6k: the loop 1.7x faster)."""
+    batch them (vmap) for large ones, where a batched gradient costs much less than one per chain."""
     return model.array_size < CHAIN_LOOP_MAX_SIZE
 
 
@@ -418,8 +397,7 @@ def _laplace(posterior: Posterior) -> tuple[np.ndarray, np.ndarray | None, np.nd
 
     A posterior (model, priors, transforms) does not change, and neither does its mode: repeated runs
     (other seeds, samplers, draws) reuse it, and keep the same draws for the same seed (the cached
-    values are the ones a new search would return). ttbar's mode search takes 0.2 s, the 10-bin
-    model's 1.5 ms of a 60 ms run.
+    values are the ones a new search would return).
     """
     cache = _cache(posterior, "_laplace")
     if "mode" not in cache:
@@ -516,7 +494,8 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
            num_integration_steps: int = 16, step_size: float | None = None, chunk_size: int | None = None,
            prior_draws: int | None = None, compilation_cache: bool = True, target_ess: float | None = None,
            max_time: float | None = None):
-    """Sample the posterior of ``model``; returns an ``arviz.InferenceData``.
+    """Sample the posterior of ``model`` (a model, or a :class:`Posterior` whose priors then hold); returns an
+    ``arviz.InferenceData``.
 
     sampler: "nuts" (default; multinomial NUTS), "hmc" (``num_integration_steps``
     leapfrog steps) or "mh" (random-walk Metropolis with an adapted Gaussian
@@ -552,7 +531,7 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
     _import_arviz_in_background()
     if compilation_cache:
         enable_compilation_cache()
-    posterior = posterior_for(model, priors, shapesys=shapesys)
+    posterior = model if isinstance(model, Posterior) else posterior_for(model, priors, shapesys=shapesys)
     raw = run_chains(posterior, sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric,
                      seed=seed, progress=progress, init=init, target_acceptance=target_acceptance,
                      max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,

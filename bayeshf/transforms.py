@@ -39,10 +39,22 @@ def codes(lo: np.ndarray, hi: np.ndarray, probit: np.ndarray | None = None) -> n
     return np.where(has_lo & has_hi, box, np.where(has_lo, LOWER, np.where(has_hi, UPPER, IDENTITY)))
 
 
-def constrain_traced(z, lo, hi, kind, xp=jnp):
-    """theta(z) for codes IDENTITY to LOGIT given as an array (traced: one program for any bounds).
+#: the codes the fit uses (its codes are traced, so every one of them is evaluated)
+FIT_CODES = frozenset({IDENTITY, LOWER, UPPER, LOGIT})
 
-    ``xp=np`` evaluates the same map on the host.
+
+def _finite_bounds(lo, hi, xp):
+    """``lo`` and ``hi`` with 0 and 1 for the missing ones (finite in unselected branches, a unit width where
+    only one is set); NumPy for NumPy bounds (no eager JAX operations on constants)."""
+    bx = np if isinstance(lo, np.ndarray) and isinstance(hi, np.ndarray) else xp
+    return bx.where(bx.isfinite(lo), lo, 0.0), bx.where(bx.isfinite(hi), hi, 1.0)
+
+
+def constrain(z, lo, hi, kind, present=FIT_CODES, xp=jnp):
+    """theta(z), the one implementation of the maps: only the codes in ``present`` are evaluated.
+
+    ``kind`` is a traced array (codes IDENTITY to LOGIT: one program for any bounds) or NumPy (then
+    ``present`` may hold PROBIT, evaluated on static slices); ``xp=np`` evaluates on the host.
     """
     if xp is jnp:
         sigmoid = jax.nn.sigmoid
@@ -50,35 +62,57 @@ def constrain_traced(z, lo, hi, kind, xp=jnp):
         import scipy.special
 
         sigmoid = scipy.special.expit
-    lo0 = xp.where(xp.isfinite(lo), lo, 0.0)
-    hi0 = xp.where(xp.isfinite(hi), hi, 1.0)
-    box = lo0 + (hi0 - lo0) * sigmoid(z)
-    zc = xp.where((kind == LOWER) | (kind == UPPER), z, 0.0)  # keep exp finite where unused
-    lower = lo0 + xp.exp(zc)
-    upper = hi0 - xp.exp(zc)
-    return xp.where(kind == LOGIT, box, xp.where(kind == LOWER, lower, xp.where(kind == UPPER, upper, z)))
+    lo0, hi0 = _finite_bounds(lo, hi, xp)
+    out = z
+    if LOGIT in present:
+        out = xp.where(kind == LOGIT, lo0 + (hi0 - lo0) * sigmoid(z), out)
+    if PROBIT in present:
+        out = _probit_constrain(z, out, lo0, hi0 - lo0, kind)
+    if present & {LOWER, UPPER}:
+        e = xp.exp(xp.where((kind == LOWER) | (kind == UPPER), z, 0.0))  # exp finite where unused
+        out = xp.where(kind == LOWER, lo0 + e, xp.where(kind == UPPER, hi0 - e, out))
+    return out
+
+
+def constrain_traced(z, lo, hi, kind):
+    """:func:`constrain` for the fit's traced codes."""
+    return constrain(z, lo, hi, kind)
 
 
 def constrain_host(z: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray) -> np.ndarray:
-    """:func:`constrain_traced` in NumPy (no compiled program for a map applied once per fit)."""
+    """:func:`constrain` of the fit's codes in NumPy (no compiled program for a map applied once per fit)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        return constrain_traced(np.asarray(z, dtype=float), lo, hi, kind, xp=np)
+        return constrain(np.asarray(z, dtype=float), lo, hi, kind, xp=np)
+
+
+def unconstrain(x, lo, hi, kind, xp=np, margin: float | None = None):
+    """z(theta), the inverse of :func:`constrain` for every code, NumPy or jax (``xp``).
+
+    Points on a bound map to +-inf; with ``margin`` (the fit's starts) points within ``margin`` (relative)
+    of a bound move inside by that much instead, and anything not finite (a box of zero width) maps to 0.
+    """
+    lo0, hi0 = _finite_bounds(lo, hi, xp)
+    width = hi0 - lo0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        above, below = x - lo0, hi0 - x
+        if margin is None:
+            u = xp.clip((x - lo0) / width, 0.0, 1.0)
+        else:
+            u = xp.clip((x - lo0) / width, margin, 1 - margin)
+            above = xp.maximum(above, margin * xp.maximum(1.0, xp.abs(lo0)))
+            below = xp.maximum(below, margin * xp.maximum(1.0, xp.abs(hi0)))
+        z = xp.where(kind == LOGIT, xp.log(u) - xp.log1p(-u), x)
+        if xp is not np or np.any(kind == PROBIT):
+            z = xp.where(kind == PROBIT, _ndtri(u, xp), z)
+        z = xp.where(kind == LOWER, xp.log(xp.where(kind == LOWER, above, 1.0)), z)
+        z = xp.where(kind == UPPER, xp.log(xp.where(kind == UPPER, below, 1.0)), z)
+    return z if margin is None else xp.where(xp.isfinite(z), z, 0.0)
 
 
 def unconstrain_host(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray,
                      margin: float = 1e-4) -> np.ndarray:
-    """Inverse of :func:`constrain_traced` on the host; points within ``margin`` (relative) of a bound move
-    inside by that much, and a box of zero width (a held parameter) maps to 0."""
-    z = np.array(x, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        box = kind == LOGIT
-        s = np.clip((x[box] - lo[box]) / (hi[box] - lo[box]), margin, 1 - margin)
-        z[box] = np.log(s) - np.log1p(-s)
-        one = kind == LOWER
-        z[one] = np.log(np.maximum(x[one] - lo[one], margin * np.maximum(1.0, np.abs(lo[one]))))
-        two = kind == UPPER
-        z[two] = np.log(np.maximum(hi[two] - x[two], margin * np.maximum(1.0, np.abs(hi[two]))))
-    return np.where(np.isfinite(z), z, 0.0)
+    """:func:`unconstrain` for the fit's starts: points on or near a bound move ``margin`` inside."""
+    return unconstrain(np.asarray(x, dtype=float), lo, hi, kind, margin=margin)
 
 
 def _runs(index: np.ndarray) -> list[tuple[int, int]]:
@@ -101,6 +135,26 @@ def _ndtri(u, xp):
     return jax.scipy.special.ndtri(u)
 
 
+def _probit_constrain(z, out, lo, width, kind: np.ndarray):
+    """``out`` with the probit boxes set to lo + width Phi(z) (``kind`` static).
+
+    Phi(z) is one erfc (jax's ndtr evaluates erf and erfc), evaluated on the probit parameters
+    only: over static slices when they form at most PROBIT_MAX_BLOCKS runs, else over all
+    parameters and selected.
+    """
+    def phi(x):
+        return 0.5 * jax.lax.erfc(-x * np.sqrt(0.5))
+
+    blocks = _runs(np.flatnonzero(kind == PROBIT))
+    if len(blocks) > PROBIT_MAX_BLOCKS:
+        return jnp.where(kind == PROBIT, lo + width * phi(z), out)
+    pieces, previous = [], 0
+    for start, stop in blocks:
+        pieces += [out[..., previous:start], lo[start:stop] + width[start:stop] * phi(z[..., start:stop])]
+        previous = stop
+    return jnp.concatenate(pieces + [out[..., previous:]], axis=-1)
+
+
 class Bounds:
     """The maps of parameters with fixed codes (all five): theta(z), z(theta) and the log-Jacobian.
 
@@ -109,59 +163,19 @@ class Bounds:
     """
 
     def __init__(self, lo: np.ndarray, hi: np.ndarray, kind: np.ndarray):
-        has_lo, has_hi = np.isfinite(lo), np.isfinite(hi)
+        self.bounds = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
         self.kind = np.asarray(kind)
-        self.lo = np.where(has_lo, lo, 0.0)
-        self.hi = np.where(has_hi, hi, 0.0)
-        self.width = np.where(has_lo & has_hi, hi - lo, 1.0)
-        self.log_width = np.log(self.width)
+        has_lo, has_hi = np.isfinite(lo), np.isfinite(hi)
+        self.log_width = np.log(np.where(has_lo & has_hi, hi - lo, 1.0))
         self.present = frozenset(int(k) for k in np.unique(self.kind))  # codes present: trace only those
 
     def constrain(self, z):
         """theta from ``z`` (..., n), traced."""
-        kind, present = self.kind, self.present
-        out = z
-        if LOGIT in present:
-            out = jnp.where(kind == LOGIT, self.lo + self.width * jax.nn.sigmoid(z), out)
-        if PROBIT in present:
-            out = self._probit_constrain(z, out)
-        if present & {LOWER, UPPER}:
-            one_sided = (jnp.where(kind == LOWER, self.lo, self.hi) + jnp.where(kind == LOWER, 1.0, -1.0)
-                         * jnp.exp(jnp.where((kind == LOWER) | (kind == UPPER), z, 0.0)))
-            out = jnp.where((kind == LOWER) | (kind == UPPER), one_sided, out)
-        return out
-
-    def _probit_constrain(self, z, out):
-        """``out`` with the probit boxes set to lower + width Phi(z).
-
-        Phi(z) is one erfc (jax's ndtr evaluates erf and erfc), evaluated on the probit parameters
-        only: over static slices when they form at most PROBIT_MAX_BLOCKS runs, else over all
-        parameters and selected.
-        """
-        def phi(x):
-            return 0.5 * jax.lax.erfc(-x * np.sqrt(0.5))
-
-        blocks = _runs(np.flatnonzero(self.kind == PROBIT))
-        if len(blocks) > PROBIT_MAX_BLOCKS:
-            return jnp.where(self.kind == PROBIT, self.lo + self.width * phi(z), out)
-        pieces, previous = [], 0
-        for start, stop in blocks:
-            pieces += [out[..., previous:start],
-                       self.lo[start:stop] + self.width[start:stop] * phi(z[..., start:stop])]
-            previous = stop
-        return jnp.concatenate(pieces + [out[..., previous:]], axis=-1)
+        return constrain(z, *self.bounds, self.kind, self.present)
 
     def unconstrain(self, x, xp=np):
         """``z`` from theta ``x`` (..., n), NumPy or jax (``xp``); points on a bound map to +-inf."""
-        kind = self.kind
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = xp.clip((x - self.lo) / self.width, 0.0, 1.0)
-            interval = xp.log(u) - xp.log1p(-u)
-            probit = _ndtri(u, xp)
-            lower = xp.log(xp.where(kind == LOWER, x - self.lo, 1.0))
-            upper = xp.log(xp.where(kind == UPPER, self.hi - x, 1.0))
-        return xp.where(kind == LOGIT, interval, xp.where(kind == PROBIT, probit,
-                        xp.where(kind == LOWER, lower, xp.where(kind == UPPER, upper, x))))
+        return unconstrain(x, *self.bounds, self.kind, xp)
 
     def log_jacobian(self, z):
         """log |d theta / d z| summed over the last axis, traced."""

@@ -112,15 +112,17 @@ def run(args: argparse.Namespace) -> int:
                                  chains=args.chains, steps=steps, seed=args.seed, priors=args.priors,
                                  shapesys=args.shapesys)
         else:
-            from bayeshf.sampling import auto_chunk, sample
+            from bayeshf.sampling import auto_chunk, posterior_for, sample
+
+            posterior = posterior_for(model, args.priors, shapesys=args.shapesys)  # also the MAP marker's
 
             # metric auto = diagonal: the chains run on coordinates whitened by the Laplace covariance, so
             # correlations are already taken care of (a dense metric measured no better on ttbar,
             # docs/sampling.md); the target acceptance, when not given, is bayeshf.sampling's default
             metric = "diagonal" if args.metric == "auto" else args.metric
-            idata = sample(model, sampler=args.sampler, chains=args.chains, warmup=args.warmup, draws=args.draws,
-                           metric=metric, seed=args.seed, priors=args.priors, shapesys=args.shapesys,
-                           target_acceptance=args.target_acceptance, progress=not args.quiet,
+            idata = sample(posterior, sampler=args.sampler, chains=args.chains, warmup=args.warmup, draws=args.draws,
+                           metric=metric, seed=args.seed, target_acceptance=args.target_acceptance,
+                           progress=not args.quiet,
                            target_ess=args.target_ess or None, max_time=args.max_time,
                            # chunks as with a progress bar even when quiet: Ctrl-C keeps the chunks done
                            chunk_size=auto_chunk(args.warmup + args.draws))
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"bayeshf sample: warning: {warning.message}", file=sys.stderr)
     if args.backend != "bat" and not args.no_plots:
-        _store_map(idata, model, args)
+        _store_map(idata, posterior)
     summary = write_outputs(idata, out, corner_vars=args.corner_vars, plots=not args.no_plots)
     # --strict: a run whose diagnostics warn (R-hat, ESS short of the target, divergences) is not a result
     return 1 if args.strict and summary.warnings else 0
@@ -139,17 +141,16 @@ def run(args: argparse.Namespace) -> int:
 MAP_MARKER_MAX_PARS = 100
 
 
-def _store_map(idata, model, args: argparse.Namespace) -> None:
+def _store_map(idata, posterior) -> None:
     """The posterior's maximum (bayeshf.laplace.find_map) as the ``map`` attribute the corner plot marks."""
-    if model.npars > MAP_MARKER_MAX_PARS:
+    if posterior.model.npars > MAP_MARKER_MAX_PARS:
         return
     import numpy as np
 
     from bayeshf.laplace import find_map
-    from bayeshf.sampling import posterior_for
 
     try:
-        theta = find_map(posterior_for(model, args.priors, shapesys=args.shapesys))
+        theta = find_map(posterior)
     except Exception as error:  # a marker is a courtesy: never lose a finished run over it
         print(f"bayeshf sample: warning: no MAP marker on the corner plot ({error}).", file=sys.stderr)
         return

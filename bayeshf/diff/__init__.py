@@ -29,8 +29,8 @@ import numpy as np
 from jax.scipy.special import gammaln, ndtr, ndtri, xlogy
 
 from bayeshf.diff.soft import soft_histogram
-from bayeshf.diff.solve import (FitNotConvergedWarning, _hessian, argmin, at_minimum, box, converged, guard, implicit,
-                                profiled, warn_unless)
+from bayeshf.diff.solve import (FitNotConvergedWarning, _hessian, argmin, at_argmin, at_minimum, box, guard, profiled,
+                                warn_unless)
 from bayeshf.diff.yields import with_yields, yield_structure
 from bayeshf.errors import BayeshfError
 from bayeshf.model import _expected_auxdata, _expected_counts
@@ -139,11 +139,7 @@ class _Setup:
         """
         theta = (model, data[0], data[1], jnp.asarray(self.onehot), jnp.asarray(mu, dtype=jnp.float64))
         x0 = self.init if x0 is None else x0
-        if solved:
-            ok = converged(_objective, x0, theta, self.cond_free, self.lo, self.hi)
-            x = implicit(_objective, x0, ok, theta, self.cond_free, self.lo, self.hi)
-        else:
-            x, ok = argmin(_objective, x0, theta, self.cond_free, self.lo, self.hi)
+        x, ok = (at_argmin if solved else argmin)(_objective, x0, theta, self.cond_free, self.lo, self.hi)
         warn_unless(ok, "Asimov fit")
         x = x + self.onehot * (mu - x)
         counts = _expected_counts(model.arrays, model._static, x)

@@ -6,8 +6,8 @@ with the gradient pointing out of the box held there) in a ``lax.while_loop``.
 :func:`implicit` differentiates a minimiser by the implicit function theorem
 (``H_ff dx_f = -d(grad_f)/d theta`` on the free parameters; parameters held at
 a bound do not move), never through the iterations, whether the minimum was
-just found (:func:`argmin`) or found earlier and only checked (the backward
-pass of a root search reuses the forward pass's fits). :func:`profiled` and
+just found (:func:`argmin`) or found earlier and only checked (:func:`at_argmin`:
+the backward pass of a root search reuses the forward pass's fits). :func:`profiled` and
 :func:`at_minimum` return the minimum's value, differentiated by the envelope
 theorem (``dV/d theta = dF/d theta`` at the minimum). A minimisation that did
 not converge makes every derivative through it NaN and warns.
@@ -121,6 +121,12 @@ def argmin(fun, x0, theta, free, lo, hi):
     """
     stop = jax.lax.stop_gradient
     x, ok = _minimize(fun, stop(x0), jax.tree_util.tree_map(stop, theta), free, lo, hi)
+    return implicit(fun, x, ok, theta, free, lo, hi), ok
+
+
+def at_argmin(fun, x, theta, free, lo, hi):
+    """As :func:`argmin` for an ``x`` minimised before (e.g. in the forward pass): checked, not re-fitted."""
+    ok = converged(fun, x, theta, free, lo, hi)
     return implicit(fun, x, ok, theta, free, lo, hi), ok
 
 
