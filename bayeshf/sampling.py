@@ -462,17 +462,21 @@ def _initial_positions(posterior: Posterior, init: str, chains: int, key):
 
 
 def _finite_starts(posterior: Posterior, positions: np.ndarray, centre: np.ndarray, tries: int = 40) -> np.ndarray:
-    """Each start whose log-density or gradient is not finite moves halfway towards ``centre`` until it is.
+    """Each start whose log-density or gradient is not finite, or whose log-density lies more than
+    100 + 5 d below the centre's (a Gaussian jitter essentially never does), moves halfway towards ``centre``.
 
-    A chain started where the density is undefined (a jittered start where a histosys template makes an
-    expected count negative) has every transition divergent and never moves; finite starts are unchanged.
+    A chain started where an expected count is negative (a jittered start where a histosys template makes
+    it so: NaN in pyhf, a steep finite continuation in the posterior) has every transition divergent and
+    never moves; other starts are unchanged.
     """
     out = np.array(positions, dtype=np.float64)
     structure = posterior.structure
+    floor = float(_z_value_and_grad(structure, posterior.model, np.asarray(centre, np.float64))[0])
+    floor = floor - 100.0 - 5.0 * out.shape[1] if np.isfinite(floor) else -np.inf
     for c in range(out.shape[0]):
         for _ in range(tries):
             value, grad = _z_value_and_grad(structure, posterior.model, out[c])
-            if np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad))):
+            if float(value) >= floor and np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad))):
                 break
             out[c] = 0.5 * (out[c] + centre)
     return out
