@@ -29,7 +29,7 @@ import numpy as np
 from bayeshf.errors import BayeshfError
 from bayeshf.model import _expected_counts, _log_constraint, _logpdf
 
-__all__ = ["BatchFitResult", "batch_minimize", "stack_models", "structure_key", "fit_setup"]
+__all__ = ["BatchFitResult", "batch_minimize", "start_inverse", "stack_models", "structure_key", "fit_setup"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,10 +41,34 @@ class BatchFitResult:
     converged: np.ndarray
     edm: np.ndarray
     iterations: np.ndarray
+    inverse: np.ndarray | None = None  # (n, npars, npars) final BFGS inverse matrices (quasi-Newton only)
 
     @property
     def n_failed(self) -> int:
         return int(np.sum(~self.converged))
+
+    def _columns(self) -> list:
+        return [getattr(self, field.name) for field in dataclasses.fields(self)]
+
+    def take(self, index: Any) -> "BatchFitResult":
+        """The items at ``index`` (an index array, mask or slice)."""
+        return BatchFitResult(*(None if v is None else v[index] for v in self._columns()))
+
+    def replace_items(self, index: np.ndarray, other: "BatchFitResult") -> "BatchFitResult":
+        """A copy with the items at ``index`` taken from ``other`` (one row of ``other`` per index)."""
+        columns = []
+        for mine, theirs in zip(self._columns(), other._columns()):
+            if mine is not None and theirs is not None:
+                mine = np.array(mine)
+                mine[index] = theirs
+            columns.append(mine)
+        return BatchFitResult(*columns)
+
+    @staticmethod
+    def concatenate(parts: Sequence["BatchFitResult"]) -> "BatchFitResult":
+        """The items of ``parts`` one after the other."""
+        columns = zip(*(part._columns() for part in parts))
+        return BatchFitResult(*(None if any(v is None for v in col) else np.concatenate(col) for col in columns))
 
 
 def structure_key(model: Any) -> tuple:
@@ -96,12 +120,25 @@ def _solve(h, g, free, lam):
     return jnp.where(free, step, 0.0)
 
 
+def _active_sets(x, g, mask, lo, hi):
+    """(free, at_lo, at_hi): a parameter on a bound (within round-off) whose gradient points outward is held there."""
+    width = jnp.where(jnp.isfinite(hi - lo), hi - lo, 1.0)
+    at_lo = ~mask & (x <= lo + 1e-10 * width) & (g > 0)
+    at_hi = ~mask & (x >= hi - 1e-10 * width) & (g < 0)
+    return ~mask & ~at_lo & ~at_hi, at_lo, at_hi
+
+
+def _project(x, box):
+    """``x`` clipped into the bounds, with held and fixed parameters put back on their bound or value."""
+    at_lo, at_hi, mask, values, lo, hi = box
+    x = jnp.clip(x, lo, hi)
+    return jnp.where(at_lo, lo, jnp.where(at_hi, hi, jnp.where(mask, values, x)))
+
+
 def _line_search(fun, x, f, gf, direction, box, observed, auxdata):
     """All step lengths along ``direction`` at once (function values only); the first Armijo step, else the lowest."""
-    at_lo, at_hi, mask, values, lo, hi = box
     slope = jnp.dot(gf, direction)
-    trials = jnp.clip(x[None, :] + _STEPS[:, None] * direction[None, :], lo, hi)
-    trials = jnp.where(at_lo, lo, jnp.where(at_hi, hi, jnp.where(mask, values, trials)))
+    trials = _project(x[None, :] + _STEPS[:, None] * direction[None, :], box)
     values_t = jax.vmap(lambda xt: fun(xt, observed, auxdata))(trials)
     values_t = jnp.where(jnp.isfinite(values_t), values_t, jnp.inf)
     armijo = (values_t <= f + 1e-4 * _STEPS * slope) | ~jnp.isfinite(f)
@@ -118,20 +155,13 @@ def _newton(arrays, static, x0, observed, auxdata, mask, values, lo, hi, maxiter
 
     # value, gradient and Hessian from one forward-over-reverse pass (one trace: shorter compile)
     hessian = jax.jacfwd(grad_with_value, has_aux=True)
-    width = jnp.where(jnp.isfinite(hi - lo), hi - lo, 1.0)
 
     def evaluate(x):
         h, (f, g) = hessian(x)
         return f, g, h
 
-    def active(x, g):
-        at_lo = ~mask & (x <= lo + 1e-10 * width) & (g > 0)
-        at_hi = ~mask & (x >= hi - 1e-10 * width) & (g < 0)
-        return at_lo, at_hi
-
     def edm_of(x, g, h):
-        at_lo, at_hi = active(x, g)
-        free = ~mask & ~at_lo & ~at_hi
+        free, _, _ = _active_sets(x, g, mask, lo, hi)
         step = _solve(h, g, free, 0.0)
         edm = -0.5 * jnp.dot(jnp.where(free, g, 0.0), step)
         return jnp.where(jnp.all(jnp.isfinite(step)), edm, jnp.inf)
@@ -149,8 +179,7 @@ def _newton(arrays, static, x0, observed, auxdata, mask, values, lo, hi, maxiter
 
     def body(state):
         it, x, f, g, h, lam, edm, done = state
-        at_lo, at_hi = active(x, g)
-        free = ~mask & ~at_lo & ~at_hi
+        free, at_lo, at_hi = _active_sets(x, g, mask, lo, hi)
         gf = jnp.where(free, g, 0.0)
         newton = _solve(h, g, free, lam)
         solved = jnp.all(jnp.isfinite(newton)) & (jnp.dot(gf, newton) <= 0.0)
@@ -174,87 +203,133 @@ def _newton(arrays, static, x0, observed, auxdata, mask, values, lo, hi, maxiter
     return x, f, converged, edm, it
 
 
-def _scoring_matrix(arrays, static, x, auxdata):
-    """Expected information of twice_nll at ``x``: J^T diag(2 / nu) J of the main bins plus the constraints' Hessian.
+def _quasi_newton(arrays, static, x0, observed, auxdata, mask, values, lo, hi, maxiter, tol, start):
+    """One bounded BFGS fit on the inverse matrix, from the start inverse ``start`` (vmapped by the caller).
 
-    Positive semi-definite and about 25x cheaper than the exact Hessian (one reverse pass per bin instead of
-    forward-over-reverse per parameter); the start matrix of the quasi-Newton fits.
-    """
-    counts = functools.partial(_expected_counts, arrays, static)
-    nu = counts(x)
-    jac = jax.jacrev(counts)(x)  # (bins, npars)
-    weight = 2.0 / jnp.maximum(nu, 1e-12)
-    constraint = jax.hessian(lambda y: -2.0 * _log_constraint(arrays, static, y, auxdata))(x)
-    return (jac.T * weight) @ jac + constraint
-
-
-def _quasi_newton(arrays, static, x0, observed, auxdata, mask, values, lo, hi, maxiter, tol):
-    """One bounded BFGS fit started from Fisher scoring's matrix (vmapped by the caller).
-
-    Each iteration costs one gradient and a line search of function values; the curvature is learnt
-    from the gradients (BFGS updates of the expected information at the start). Same active set, line
-    search and convergence flag as :func:`_newton`, with the EDM from the BFGS matrix.
+    An iteration costs one value and gradient and a few matrix-vector products: the direction is the
+    inverse times the gradient on the free set, one trial point per iteration (accepted by Armijo's
+    test, else the next iteration tries a shorter step from the same point), and BFGS updates the
+    inverse itself, so no iteration factorises a matrix. A parameter held on a bound is decoupled from
+    the others in the inverse (one per iteration), which makes the free block of the inverse the free
+    block's inverse, as Newton's step needs. Convergence: the EDM (half the gradient's squared length
+    in the inverse's metric) below ``tol``.
     """
     fun = functools.partial(_twice_nll, arrays, static)
     value_and_grad = jax.value_and_grad(fun)
-    width = jnp.where(jnp.isfinite(hi - lo), hi - lo, 1.0)
+    n = x0.shape[0]
+    one_hot = jnp.eye(n, dtype=bool)
 
-    def active(x, g):
-        at_lo = ~mask & (x <= lo + 1e-10 * width) & (g > 0)
-        at_hi = ~mask & (x >= hi - 1e-10 * width) & (g < 0)
-        return ~mask & ~at_lo & ~at_hi, at_lo, at_hi
+    def prepare(x, g, inv, decoupled):
+        """Active sets, one newly held parameter decoupled, the direction on the free set and the EDM."""
+        free, at_lo, at_hi = _active_sets(x, g, mask, lo, hi)
+        held = ~mask & ~free
+        new = held & ~decoupled
+        i = jnp.argmax(new)
+        column = inv[:, i]
+        pivot = column[i]
+        cut = jnp.any(new) & (pivot > 0.0)
+        inv = jnp.where(cut, inv - jnp.outer(column, column) / jnp.where(cut, pivot, 1.0)
+                        + jnp.where(one_hot[i][:, None] & one_hot[i][None, :], pivot, 0.0), inv)
+        decoupled = (decoupled | (one_hot[i] & cut)) & held
+        gf = jnp.where(free, g, 0.0)
+        direction = -jnp.where(free, inv @ gf, 0.0)
+        slope = jnp.dot(gf, direction)
+        descent = jnp.all(jnp.isfinite(direction)) & (slope < 0.0)
+        edm = jnp.where(descent, -0.5 * slope, jnp.where(jnp.all(gf == 0.0), 0.0, jnp.inf))
+        # the inverse lost positive definiteness to round-off: start again from the start inverse
+        inv = jnp.where(descent, inv, start)
+        direction = jnp.where(descent, direction, -jnp.where(free, start @ gf, 0.0))
+        return inv, decoupled & descent, (free, at_lo, at_hi), direction, edm
 
     x = jnp.where(mask, values, jnp.clip(x0, lo, hi))
     f, g = value_and_grad(x, observed, auxdata)
-    b = _scoring_matrix(arrays, static, x, auxdata)
-    state = (jnp.zeros((), jnp.int32), x, f, g, b, jnp.zeros((), x.dtype), jnp.full((), jnp.inf, x.dtype),
-             jnp.zeros((), bool), jnp.zeros((), bool))
+    inv, decoupled, sets, direction, edm = prepare(x, g, start, jnp.zeros(n, bool))
+    converged = jnp.isfinite(f) & (edm < tol)
+    one = jnp.ones((), x.dtype)
+    state = (jnp.zeros((), jnp.int32), x, f, g, inv, decoupled, sets, direction, one, edm, converged, converged)
 
     def cond(state):
         it, *_, done, _ = state
         return (it < maxiter) & ~done
 
     def body(state):
-        it, x, f, g, b, lam, _, _, _ = state
-        free, at_lo, at_hi = active(x, g)
-        gf = jnp.where(free, g, 0.0)
-        damped = _solve(b, g, free, lam)
-        # the EDM needs the undamped step: with damping on, the fit is not judged converged yet
-        edm = jnp.where(jnp.all(jnp.isfinite(damped)) & (lam == 0.0), -0.5 * jnp.dot(gf, damped), jnp.inf)
+        it, x, f, g, inv, decoupled, sets, direction, alpha, edm, _, _ = state
+        free, at_lo, at_hi = sets
+        trial = _project(x + alpha * direction, (at_lo, at_hi, mask, values, lo, hi))
+        f_t, g_t = value_and_grad(trial, observed, auxdata)
+        s = trial - x
+        decrease = jnp.dot(g, s)
+        accept = jnp.isfinite(f_t) & (f_t < f) & (f_t <= f + 1e-4 * jnp.minimum(decrease, 0.0))
+        y = jnp.where(free, g_t - g, 0.0)
+        sy = jnp.dot(s, y)
+        iy = inv @ y
+        update = accept & (sy > 1e-10 * jnp.sqrt(jnp.dot(s, s) * jnp.dot(y, y)))
+        rho = 1.0 / jnp.where(update, sy, 1.0)
+        inv = jnp.where(update, inv - rho * (jnp.outer(s, iy) + jnp.outer(iy, s))
+                        + (rho * rho * jnp.dot(y, iy) + rho) * jnp.outer(s, s), inv)
+        # rejected: the minimiser of the quadratic through f, the slope and f_t, within [0.1, 0.5] of the step
+        curvature = (f_t - f - decrease) / (alpha * alpha)
+        shorter = jnp.where(jnp.isfinite(f_t) & (curvature > 0.0), -0.5 * decrease / (alpha * curvature), 0.1)
+        alpha = jnp.where(accept, one, alpha * jnp.clip(shorter, 0.1, 0.5))
+        x, f, g = (jnp.where(accept, a, b) for a, b in ((trial, x), (f_t, f), (g_t, g)))
+        inv, decoupled, sets, direction, edm = prepare(x, g, inv, decoupled)
         converged = jnp.isfinite(f) & (edm < tol)
-        solved = jnp.all(jnp.isfinite(damped)) & (jnp.dot(gf, damped) < 0.0)
-        direction = jnp.where(solved, damped, -gf / jnp.maximum(jnp.abs(jnp.diag(b)), 1.0))
-        pick, values_t, trials = _line_search(fun, x, f, gf, direction, (at_lo, at_hi, mask, values, lo, hi),
-                                              observed, auxdata)
-        improves = jnp.isfinite(values_t[pick]) & (values_t[pick] < f) & ~converged
-        x_new = jnp.where(improves, trials[pick], x)
-        f_new, g_new = value_and_grad(x_new, observed, auxdata)
-        s, y = x_new - x, jnp.where(mask, 0.0, g_new - g)
-        sy, bs = jnp.dot(s, y), b @ s
-        sbs = jnp.dot(s, bs)
-        update = improves & (sy > 1e-10 * jnp.sqrt(jnp.dot(s, s) * jnp.dot(y, y))) & (sbs > 0.0)
-        b = jnp.where(update, b - jnp.outer(bs, bs) / jnp.where(update, sbs, 1.0)
-                      + jnp.outer(y, y) / jnp.where(update, sy, 1.0), b)
-        lam = jnp.where(solved, jnp.where(pick == 0, jnp.where(lam < 1e-6, 0.0, 0.1 * lam), lam),
-                        jnp.maximum(10.0 * lam, 1e-3))
-        stalled = ~improves & ~converged  # no step length lowers twice_nll: round-off floor or stuck
+        stalled = ~converged & (alpha < 1e-10)  # no step length lowers twice_nll: round-off floor or stuck
         ok = converged | (stalled & jnp.isfinite(f) & (edm < 1e-8))  # the single-fit criterion at the floor
-        return it + 1, x_new, f_new, g_new, b, lam, edm, converged | stalled, ok
+        return it + 1, x, f, g, inv, decoupled, sets, direction, alpha, edm, converged | stalled, ok
 
-    it, x, f, g, b, lam, edm, done, converged = jax.lax.while_loop(cond, body, state)
-    return x, f, converged, edm, it
+    it, x, f, g, inv, *_, edm, done, converged = jax.lax.while_loop(cond, body, state)
+    return x, f, converged, edm, it, inv
+
+
+def start_inverse(model: Any, x0: np.ndarray, mask: np.ndarray, *, arrays: Any = None) -> np.ndarray:
+    """Inverse of Fisher scoring's matrix at each start ``x0`` (n, npars) on its free block (fixed: identity).
+
+    The expected information J^T diag(2 / nu) J of the main bins plus the constraints' Hessian, positive
+    semi-definite and far cheaper than the exact Hessian; inverted on the host (XLA's batched
+    triangular solves with many right-hand sides are ~20x slower than LAPACK's on CPU).
+    """
+    x0 = np.atleast_2d(np.asarray(x0, dtype=np.float64))
+    n = x0.shape[0]
+    batched = arrays is not None
+    arrays = model.arrays if arrays is None else arrays
+    b = np.asarray(_scoring(model._static, batched, arrays, x0, jnp.broadcast_to(
+        jnp.asarray(arrays.auxdata), (n, model.nauxdata)) if not batched else arrays.auxdata))
+    free = ~np.broadcast_to(np.asarray(mask, bool), x0.shape)
+    keep = free[:, :, None] & free[:, None, :]
+    eye = np.eye(x0.shape[1])
+    diagonal = np.abs(np.diagonal(b, axis1=1, axis2=2))
+    # a relative 1e-10 on the free diagonal: a parameter the data do not constrain has a singular row
+    b = np.where(keep, b, 0.0) + eye * np.where(free, 1e-10 * np.maximum(diagonal, 1e-12), 1.0)[:, None, :]
+    try:
+        return np.linalg.inv(b)
+    except np.linalg.LinAlgError:  # one singular item: a scaled diagonal start for all (BFGS learns the rest)
+        return eye / np.maximum(diagonal, 1e-12)[:, None, :]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _scoring(static, batched_model, arrays, x, auxdata):
+    def one(a, xi, aux):
+        counts = functools.partial(_expected_counts, a, static)
+        weight = 2.0 / jnp.maximum(counts(xi), 1e-12)
+        jac = jax.jacrev(counts)(xi)  # (bins, npars)
+        constraint = jax.hessian(lambda y: -2.0 * _log_constraint(a, static, y, aux))(xi)
+        return (jac.T * weight) @ jac + constraint
+
+    return jax.vmap(one, in_axes=(0 if batched_model else None, 0, 0))(arrays, x, auxdata)
 
 
 _METHODS = {"newton": _newton, "quasi-newton": _quasi_newton}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
-def _batched(static, batched_model, batched_data, method, arrays, x0, observed, auxdata, mask, values, lo, hi,
-             maxiter, tol):
-    axes_model = 0 if batched_model else None
-    axes_data = 0 if batched_data else None
-    fn = jax.vmap(_METHODS[method], in_axes=(axes_model, None, 0, axes_data, axes_data, 0, 0, 0, 0, None, None))
-    return fn(arrays, static, x0, observed, auxdata, mask, values, lo, hi, maxiter, tol)
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _batched(static, batched_model, method, arrays, x0, observed, auxdata, mask, values, lo, hi, maxiter, tol, start):
+    axes = (0 if batched_model else None, None, 0, 0, 0, 0, 0, 0, 0, None, None)
+    if method == "newton":
+        return jax.vmap(_newton, in_axes=axes)(arrays, static, x0, observed, auxdata, mask, values, lo, hi,
+                                               maxiter, tol) + (None,)
+    return jax.vmap(_quasi_newton, in_axes=axes + (0,))(arrays, static, x0, observed, auxdata, mask, values, lo, hi,
+                                                        maxiter, tol, start)
 
 
 def batch_minimize(
@@ -270,6 +345,7 @@ def batch_minimize(
     maxiter: int = 100,
     tol: float = 1e-10,
     method: str = "newton",
+    inverse: np.ndarray | None = None,
 ) -> BatchFitResult:
     """Fit a batch of items in one compiled program.
 
@@ -279,7 +355,10 @@ def batch_minimize(
     data per item, or None for each model's own data; ``mask``, ``values``,
     ``lo``, ``hi`` (npars,) or (n, npars): fixed mask and values and bounds.
     ``method``: ``"newton"`` (exact Hessian every iteration) or ``"quasi-newton"``
-    (BFGS from the expected information: cheaper iterations, more of them).
+    (BFGS: cheaper iterations, more of them) from the start inverse matrices
+    ``inverse`` ((npars, npars) or (n, npars, npars); default :func:`start_inverse`
+    at each start); the result's ``inverse`` holds the final ones, a start for
+    further fits of the same items.
     """
     if method not in _METHODS:
         raise BayeshfError(f"unknown batch fit method {method!r}; choose one of {', '.join(_METHODS)}.")
@@ -300,8 +379,14 @@ def batch_minimize(
     def per_item(a, dtype):
         return np.broadcast_to(np.asarray(a, dtype=dtype), (n, npars)).copy()
 
-    out = _batched(model._static, batched_model, True, method, arrays, x0, observed, auxdata,
-                   per_item(mask, bool), per_item(values, np.float64), per_item(lo, np.float64),
-                   per_item(hi, np.float64), int(maxiter), float(tol))
-    x, f, ok, edm, it = (np.asarray(v) for v in out)
-    return BatchFitResult(bestfit=x, twice_nll=f, converged=ok.astype(bool), edm=edm, iterations=it)
+    mask = per_item(mask, bool)
+    start = None
+    if method == "quasi-newton":
+        at = np.where(mask, per_item(values, np.float64), np.clip(x0, lo, hi))
+        start = (start_inverse(model, at, mask, arrays=arrays if batched_model else None) if inverse is None
+                 else np.broadcast_to(np.asarray(inverse, np.float64), (n, npars, npars)))
+    out = _batched(model._static, batched_model, method, arrays, x0, observed, auxdata, mask,
+                   per_item(values, np.float64), per_item(lo, np.float64), per_item(hi, np.float64),
+                   int(maxiter), float(tol), start)
+    x, f, ok, edm, it, inv = (None if v is None else np.asarray(v) for v in out)
+    return BatchFitResult(bestfit=x, twice_nll=f, converged=ok.astype(bool), edm=edm, iterations=it, inverse=inv)

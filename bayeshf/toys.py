@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from scipy.special import ndtr
 
+from bayeshf import batchfit
 from bayeshf.batchfit import BatchFitResult, batch_minimize, fit_setup
 from bayeshf.errors import BayeshfError
 from bayeshf.teststats import BAND_SIGMAS, CLsValues
@@ -100,14 +101,22 @@ def _statistic(free_nll, fixed_nll, muhat, poi_value):
 
 def toy_statistics(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray, *,
                    progress: Any = None, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """Test statistic of each toy (NaN where a fit failed) and the converged flags, fits batched in chunks.
+    """Test statistic of each toy (NaN where a fit failed) and the converged flags (fits: :func:`toy_minima`)."""
+    free_nll, fixed_nll, muhat, ok = toy_minima(model, poi_value, toys, start, progress=progress, chunk=chunk)
+    return np.where(ok, _statistic(free_nll, fixed_nll, muhat, poi_value), np.nan), ok
 
-    Each toy's free and fixed-POI fits run twice: from ``start`` (the generating point), then each from
+
+def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray, *,
+               progress: Any = None, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Free and fixed-POI minima of each toy (twice_nll), the free fit's POI and the converged flags.
+
+    The fits run batched in chunks. Each toy's free and fixed-POI fits run twice: from ``start`` (the generating point), then each from
     the other's minimum (the free fit from the conditional one with the POI released, the conditional
     from the free one with the POI set), and the lower converged minimum is kept: a toy's likelihood
     can have two valleys (about 2% of sbottom's toys), and one start finds the upper one. BFGS fits
-    (``batchfit``'s quasi-Newton) do the work; a fit that converges from neither start is retried with
-    exact Newton steps before the toy is counted as failed.
+    (``batchfit``'s quasi-Newton) do the work, from the scoring matrix's inverse at ``start``, and the
+    second start from the first's final inverse of the same toy and fit; a fit that converges from
+    neither start is retried with exact Newton steps before the toy is counted as failed.
     """
     n = toys.shape[0]
     free_mask, free_values, lo, hi = fit_setup(model)
@@ -115,37 +124,38 @@ def toy_statistics(model: Any, poi_value: float, toys: np.ndarray, start: np.nda
     half = max(1, min(chunk // 2, n))
     mask = np.concatenate([np.tile(free_mask, (half, 1)), np.tile(fixed_mask, (half, 1))])
     values = np.concatenate([np.tile(free_values, (half, 1)), np.tile(fixed_values, (half, 1))])
-    q = np.full(n, np.nan)
+    free_nll, fixed_nll, muhat = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     ok = np.zeros(n, dtype=bool)
     poi = model.poi_index
     start_fixed = np.array(start, dtype=float)
     start_fixed[poi] = poi_value
+    x0 = np.concatenate([np.tile(start, (half, 1)), np.tile(start_fixed, (half, 1))])
+    # every toy starts from the same two points: two scoring-matrix inverses serve the whole first round
+    inverse = batchfit.start_inverse(model, np.stack([start, start_fixed]), np.stack([free_mask, fixed_mask]))
+    inverse = np.repeat(inverse, half, axis=0)
     for begin in range(0, n, half):
         idx = np.arange(begin, min(begin + half, n))
         pad = np.resize(idx, half)  # a fixed batch shape: one compiled program for all chunks
         data = np.concatenate([toys[pad], toys[pad]])
-        first = _rounds(model, np.concatenate([np.tile(start, (half, 1)), np.tile(start_fixed, (half, 1))]),
-                        data, mask, values, lo, hi, 16)
+        first = _rounds(model, x0, data, mask, values, lo, hi, inverse, _FIRST_ITERATIONS)
         swapped = np.concatenate([first.bestfit[half:], first.bestfit[:half]])
         swapped[:half, poi] = np.clip(first.bestfit[:half, poi], lo[poi], hi[poi])  # free fits: released POI
         swapped[half:, poi] = poi_value
-        second = _rounds(model, swapped, data, mask, values, lo, hi, 10)
+        second = _rounds(model, swapped, data, mask, values, lo, hi, first.inverse, _SECOND_ITERATIONS)
         best_nll, best_x, good = _lower(first, second)
         missing = np.flatnonzero(~good)
         if missing.size:  # exact Newton from the lowest point reached, in small padded batches
-            retry = _retry(model, best_x[missing], data[missing], mask[missing], values[missing], lo, hi)
+            retry = _small_batches(model, best_x[missing], data[missing], mask[missing], values[missing], lo, hi,
+                                   "newton")
             best_nll[missing] = np.where(retry.converged, retry.twice_nll, best_nll[missing])
             best_x[missing] = np.where(retry.converged[:, None], retry.bestfit, best_x[missing])
             good[missing] = retry.converged
         k = len(idx)
-        free_nll, fixed_nll = best_nll[:k], best_nll[half:half + k]
-        both = good[:k] & good[half:half + k]
-        muhat = best_x[:k, poi]
-        q[idx] = np.where(both, _statistic(free_nll, fixed_nll, muhat, poi_value), np.nan)
-        ok[idx] = both
+        free_nll[idx], fixed_nll[idx], muhat[idx] = best_nll[:k], best_nll[half:half + k], best_x[:k, poi]
+        ok[idx] = good[:k] & good[half:half + k]
         if progress is not None:
             progress.update(k)
-    return q, ok
+    return free_nll, fixed_nll, muhat, ok
 
 
 def _lower(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,39 +170,33 @@ def _lower(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return nll, np.where(take_b[:, None], b.bestfit, a.bestfit).astype(float), good.copy()
 
 
+#: iterations of the whole batch from the generating point and from the other fit's minimum (about the 90th
+#: percentile of each on sbottom); the slower fits continue in small batches, under ``vmap`` all wait for the slowest
+_FIRST_ITERATIONS, _SECOND_ITERATIONS = 16, 8
 #: batch size of the continued and the exact-Newton fits (few toys need them; a small fixed shape compiles once)
 _RETRY = 64
 
 
-def _rounds(model: Any, x0, data, mask, values, lo, hi, iterations: int):
-    """Quasi-Newton fits of a batch: ``iterations`` for all, then the unconverged continue in small batches.
-
-    Under ``vmap`` every item runs as long as the slowest; capping the first round and continuing the
-    few stragglers (from where they stopped) saves most of the iterations.
-    """
-    out = batch_minimize(model, x0, data, mask, values, lo, hi, method="quasi-newton", maxiter=iterations)
+def _rounds(model: Any, x0, data, mask, values, lo, hi, inverse, iterations: int) -> BatchFitResult:
+    """Quasi-Newton fits of a batch: ``iterations`` for all, then the unconverged continue in small batches."""
+    out = batch_minimize(model, x0, data, mask, values, lo, hi, method="quasi-newton", maxiter=iterations,
+                         inverse=inverse)
     late = np.flatnonzero(~out.converged)
-    if late.size:
-        more = _small_batches(model, out.bestfit[late], data[late], mask[late], values[late], lo, hi, "quasi-newton")
-        fields = [np.array(v) for v in (out.bestfit, out.twice_nll, out.converged, out.edm, out.iterations)]
-        for field, update in zip(fields, (more.bestfit, more.twice_nll, more.converged, more.edm, more.iterations)):
-            field[late] = update
-        out = BatchFitResult(*fields)
+    if late.size:  # from where they stopped, with the inverse they had learnt
+        more = _small_batches(model, out.bestfit[late], data[late], mask[late], values[late], lo, hi,
+                              "quasi-newton", out.inverse[late])
+        out = out.replace_items(late, more)
     return out
 
 
-def _retry(model: Any, x0, data, mask, values, lo, hi):
-    return _small_batches(model, x0, data, mask, values, lo, hi, "newton")
-
-
-def _small_batches(model: Any, x0, data, mask, values, lo, hi, method: str):
+def _small_batches(model: Any, x0, data, mask, values, lo, hi, method: str, inverse=None) -> BatchFitResult:
     parts = []
     for begin in range(0, len(x0), _RETRY):
         sl = np.resize(np.arange(begin, min(begin + _RETRY, len(x0))), _RETRY)
-        out = batch_minimize(model, x0[sl], data[sl], mask[sl], values[sl], lo, hi, method=method)
-        k = min(_RETRY, len(x0) - begin)
-        parts.append([v[:k] for v in (out.bestfit, out.twice_nll, out.converged, out.edm, out.iterations)])
-    return BatchFitResult(*(np.concatenate(col) for col in zip(*parts)))
+        out = batch_minimize(model, x0[sl], data[sl], mask[sl], values[sl], lo, hi, method=method,
+                             inverse=None if inverse is None else inverse[sl])
+        parts.append(out.take(slice(0, min(_RETRY, len(x0) - begin))))
+    return BatchFitResult.concatenate(parts)
 
 
 def _tail(samples: np.ndarray, values: np.ndarray) -> np.ndarray:
