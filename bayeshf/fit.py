@@ -21,6 +21,7 @@ import jax
 import numpy as np
 
 from bayeshf.errors import BayeshfError
+from bayeshf.newton import bounded_newton
 from bayeshf.objective import DenseProducts, _Compiled, compiled_functions, fit_arguments
 from bayeshf.transforms import codes, unconstrain_host
 from bayeshf.problem import FitProblem, default_data
@@ -611,93 +612,10 @@ def with_goodness_of_fit(result: FitResult, problem: FitProblem) -> FitResult:
 
 def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
             lo: np.ndarray, hi: np.ndarray, steps: int = 8, final_hessian: bool = True, budget: int = 200):
-    """Projected Newton steps with an active set of parameters pinned on their bounds.
-
-    Parameters close to a bound whose gradient points outward are pinned on it;
-    a pinned parameter whose gradient points inward is released. The free ones
-    take exact Newton steps, shortened to stay in the box (a parameter the
-    shortened step reaches is pinned), accepted only if twice_nll drops.
-    Returns the point, twice_nll, gradient and Hessian there, the pinned mask
-    and the number of accepted steps.
-    """
-    import scipy.linalg
-
-    width = np.where(np.isfinite(hi - lo), hi - lo, 1.0)
-    value, grad = fns.value_and_grad(x, data)
-    value, grad = float(value), np.asarray(grad)
-    near_lo = ~mask & np.isfinite(lo) & (x - lo <= 1e-4 * width) & (grad > 0)
-    near_hi = ~mask & np.isfinite(hi) & (hi - x <= 1e-4 * width) & (grad < 0)
-    if np.any(near_lo | near_hi):
-        x = np.where(near_lo, lo, np.where(near_hi, hi, x))
-        value, grad = fns.value_and_grad(x, data)
-        value, grad = float(value), np.asarray(grad)
-    at_lo, at_hi = near_lo, near_hi
-    hess = np.asarray(fns.hessian(x, data))
-    fresh = True  # hess was computed at x
-    accepted = 0
-    for _ in range(6):  # outer: release pinned parameters whose gradient points inside
-        inner, damp = 0, 0.0
-        while (inner < steps or damp > 0.0) and budget > 0:  # inner: Newton on the free set
-            inner += 1
-            budget -= 1
-            free = ~(mask | at_lo | at_hi)
-            if not np.any(free):
-                break
-            if not fresh:
-                hess = np.asarray(fns.hessian(x, data))
-                fresh = True
-            block = hess[np.ix_(free, free)]
-            size = max(float(np.max(np.abs(np.diag(block)))), 1.0)
-            try:
-                chol = np.linalg.cholesky(block + damp * np.eye(len(block)) if damp else block)
-            except np.linalg.LinAlgError:
-                # negative curvature: Levenberg-Marquardt damping until the system is positive definite
-                damp = max(4.0 * damp, 1e-6 * size)
-                if damp > 1e8 * size:
-                    break
-                continue
-            step = np.zeros_like(x)
-            step[free] = -scipy.linalg.cho_solve((chol, True), grad[free])
-            if not np.all(np.isfinite(step)):
-                break
-            if not damp and 0.5 * float(-step[free] @ grad[free]) < 1e-15 * max(1.0, abs(value)):
-                break  # converged: the Newton decrement is below round-off
-            with np.errstate(divide="ignore", invalid="ignore"):
-                room = np.where(step < 0, (lo - x) / step, np.where(step > 0, (hi - x) / step, np.inf))
-            scale = min(1.0, float(np.min(room)))
-            pinned = at_lo, at_hi
-            if scale < 1.0:  # the step runs into a bound: pin the parameters that block it
-                hit = free & (room <= scale * (1 + 1e-12) + 1e-300)
-                at_lo, at_hi = at_lo | (hit & (step < 0)), at_hi | (hit & (step > 0))
-                if scale <= 1e-12:
-                    x = np.where(at_lo, lo, np.where(at_hi, hi, x))
-                    value, grad = fns.value_and_grad(x, data)
-                    value, grad, fresh = float(value), np.asarray(grad), False
-                    continue
-            trial = np.clip(x + scale * step, lo, hi)
-            trial = np.where(at_lo, lo, np.where(at_hi, hi, trial))
-            t_value, t_grad = fns.value_and_grad(trial, data)
-            t_value = float(t_value)
-            if not np.isfinite(t_value) or t_value > value + 1e-13 * max(1.0, abs(value)):
-                decrement = 0.5 * float(-step[free] @ grad[free])
-                at_lo, at_hi = pinned  # a rejected step pins nothing
-                if not damp and decrement < 1e-10 * max(1.0, abs(value)):
-                    break  # a Newton step this small that does not descend: round-off, converged
-                damp = max(4.0 * damp, 1e-4 * size)  # shorten and turn the step towards the gradient
-                if damp > 1e8 * size:
-                    break
-                continue
-            x, value, grad = trial, t_value, np.asarray(t_grad)
-            fresh = False
-            accepted += 1
-            damp = 0.0 if damp < 1e-5 * size else damp / 8.0
-        release = (at_lo & (grad < -1e-9)) | (at_hi & (grad > 1e-9))
-        if not np.any(release):
-            break
-        at_lo, at_hi = at_lo & ~release, at_hi & ~release
-    if not fresh and accepted and final_hessian:
-        hess = np.asarray(fns.hessian(x, data))
-    return x, value, grad, hess, (at_lo & (x == lo)) | (at_hi & (x == hi)), accepted
+    """:func:`bayeshf.newton.bounded_newton` on twice_nll with its exact Hessian: the point, twice_nll,
+    gradient and Hessian there, the pinned mask and the number of accepted steps."""
+    return bounded_newton(lambda p: fns.value_and_grad(p, data), lambda p: fns.hessian(p, data), x, mask, lo, hi,
+                          steps=steps, final_hessian=final_hessian, budget=budget)
 
 
 def _negative_curvature(hess: np.ndarray, free: np.ndarray, most: int = 2) -> list[tuple[float, np.ndarray]]:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bayeshf.newton import bounded_newton
 from bayeshf.posterior import Posterior, Structure
 
 
@@ -58,57 +59,22 @@ def hessian_fd(value_and_grad, x: np.ndarray) -> np.ndarray:
     return 0.5 * (hessian + hessian.T)
 
 
-def _newton_direction(curvature: np.ndarray, grad: np.ndarray) -> np.ndarray:
-    """``curvature^-1 grad``: a Cholesky solve where the curvature is positive definite and its pivots
-    span less than 1e8 (the usual case near a mode, and several times cheaper), else through the
-    eigendecomposition with the eigenvalues floored at 1e-8 x the largest, so that the step still
-    ascends and stays bounded along near-flat directions."""
-    import scipy.linalg
-
-    try:
-        factor = scipy.linalg.cho_factor(curvature)
-        pivots = np.diag(factor[0]) ** 2
-        if pivots.min() >= 1e-8 * pivots.max():  # well enough conditioned for an unlimited step
-            return scipy.linalg.cho_solve(factor, grad)
-    except (np.linalg.LinAlgError, ValueError):
-        pass
-    eigenvalues, vectors = np.linalg.eigh(curvature)
-    eigenvalues = np.maximum(eigenvalues, 1e-8 * max(1.0, eigenvalues.max()))
-    return vectors @ ((vectors.T @ grad) / eigenvalues)
+#: the relative fall of the log-density a Newton step may make and still count: large models' log-densities
+#: (cancelling Poisson terms of large counts) carry round-off far above the fit's 1e-13
+ROUND_OFF = 1e-10
 
 
-def _newton(value_and_grad, x: np.ndarray, *, lower=None, upper=None, iterations: int = 30,
-            gtol: float = 1e-9, hessian_fn=None) -> np.ndarray:
-    """Maximise with damped Newton steps (FD Hessian, backtracking), keeping x inside [lower, upper].
+def _maximise(value_and_grad, hessian_fn, x, lower, upper, gtol: float, steps: int = 8):
+    """:func:`bayeshf.newton.bounded_newton` on minus ``value_and_grad`` and minus ``hessian_fn``: the
+    maximum of the density in [lower, upper] and minus its Hessian there."""
+    def negative(p):
+        value, grad = value_and_grad(p)
+        return -value, -np.asarray(grad)
 
-    Coordinates within 1e-9 of a bound with the gradient pushing outwards are held there.
-    """
-    x = np.array(x, dtype=float)
-    lower = np.full(x.size, -np.inf) if lower is None else np.asarray(lower, dtype=float)
-    upper = np.full(x.size, np.inf) if upper is None else np.asarray(upper, dtype=float)
-    value, grad = (np.asarray(v, dtype=float) for v in value_and_grad(x))
-    for _ in range(iterations):
-        width = np.where(np.isfinite(upper - lower), upper - lower, 1.0)
-        at_lower = (x - lower <= 1e-9 * width) & (grad < 0)
-        at_upper = (upper - x <= 1e-9 * width) & (grad > 0)
-        active = ~(at_lower | at_upper)
-        if not active.any() or np.max(np.abs(grad[active])) < gtol:
-            break
-        full_hessian = hessian_fn(x) if hessian_fn is not None else hessian_fd(value_and_grad, x)
-        hessian = full_hessian[np.ix_(active, active)]
-        direction = np.zeros_like(x)
-        direction[active] = _newton_direction(-hessian, grad[active])
-        improved = False
-        for step in 0.5 ** np.arange(30):
-            trial = np.clip(x + step * direction, lower, upper)
-            trial_value, trial_grad = (np.asarray(v, dtype=float) for v in value_and_grad(trial))
-            if np.isfinite(trial_value) and trial_value >= value - 1e-12 * abs(value):
-                improved = trial_value > value or step == 1.0
-                x, value, grad = trial, trial_value, trial_grad
-                break
-        if not improved:
-            break
-    return x
+    result = bounded_newton(negative, lambda p: -np.asarray(hessian_fn(p)), np.array(x, dtype=float),
+                            np.zeros(np.size(x), dtype=bool), lower, upper, steps=steps, rtol=ROUND_OFF,
+                            gtol=gtol)
+    return result.x, result.hessian
 
 
 def _minimisation_objective(value_and_grad):
@@ -139,7 +105,7 @@ def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: 
     def value_and_grad(x):
         full = theta.copy()
         full[free] = x
-        value, grad = _theta_value_and_grad(structure, posterior.model, jnp.asarray(full))
+        value, grad = _theta_value_and_grad(structure, posterior.model, full)  # NumPy in: no staging program
         return float(value), np.asarray(grad)[free]
 
     objective = _minimisation_objective(value_and_grad)
@@ -150,7 +116,7 @@ def find_map(posterior: Posterior, theta0=None, *, maxiter: int = 2000, polish: 
                       options=dict(maxiter=maxiter, ftol=1e-15, gtol=1e-10, maxcor=30))
     x = result.x
     if polish and x.size <= 1000:
-        x = _newton(value_and_grad, x, lower=lower, upper=upper)
+        x = _maximise(value_and_grad, lambda p: hessian_fd(value_and_grad, p), x, lower, upper, gtol=1e-9)[0]
     theta[free] = x
     return theta
 
@@ -194,10 +160,10 @@ def find_mode_unconstrained(posterior: Posterior, z0=None, *, maxiter: int = 500
     def hessian_fn(x):
         return np.asarray(_z_hessian_fd(structure, posterior.model, np.asarray(x, dtype=np.float64)))
 
-    z = _newton(value_and_grad, z, iterations=50, gtol=1e-8, hessian_fn=hessian_fn)
-    hessian = hessian_fn(z)
+    unbounded = np.full(z.size, np.inf)
+    z, curvature = _maximise(value_and_grad, hessian_fn, z, -unbounded, unbounded, gtol=1e-8, steps=50)
     try:
-        covariance = np.linalg.inv(-hessian)
+        covariance = np.linalg.inv(curvature)
         covariance = 0.5 * (covariance + covariance.T)
         np.linalg.cholesky(covariance)
     except np.linalg.LinAlgError:

@@ -430,15 +430,24 @@ def test_low_rank_whitening_is_chosen_from_low_rank_from_only_where_it_is_comple
     assert factor_ndim(sbottom)[0] == 2  # more than WHITENING_RANK: the low rank would be incomplete
 
 
-def test_newton_direction_is_bounded_along_near_flat_directions():
-    from bayeshf.laplace import _newton_direction
+@pytest.mark.parametrize("gtol", [None, 1e-10])
+def test_the_newton_solver_passes_negative_curvature_and_stops_on_a_bound(gtol):
+    """f = (x^2 - 1)^2 + (y - 3)^2 on y <= 2 from x = 0.1 (curvature -3.88 in x): minimum f = 1 at x = 1, y = 2."""
+    from bayeshf.newton import bounded_newton
 
-    grad = np.array([1.0, 1.0])
-    np.testing.assert_allclose(_newton_direction(np.diag([2.0, 4.0]), grad), [0.5, 0.25])  # Cholesky
-    step = _newton_direction(np.diag([1.0, 1e-15]), grad)  # nearly singular: floored eigenvalues
-    assert abs(step[1]) <= 1e8 * (1 + 1e-12)
-    step = _newton_direction(np.diag([1.0, -1.0]), grad)  # not a maximum: still an ascent direction
-    assert step @ grad > 0
+    def value_and_grad(p):
+        x, y = p
+        return (x * x - 1) ** 2 + (y - 3) ** 2, np.array([4 * x * (x * x - 1), 2 * (y - 3)])
+
+    def hessian(p):
+        return np.diag([12 * p[0] ** 2 - 4, 2.0])
+
+    result = bounded_newton(value_and_grad, hessian, np.array([0.1, 0.0]), np.zeros(2, bool),
+                            np.array([-5.0, -5.0]), np.array([5.0, 2.0]), steps=50, gtol=gtol)
+    assert result.value == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(result.x, [1.0, 2.0], atol=1e-8)
+    assert result.at_bound.tolist() == [False, True]
+    np.testing.assert_allclose(result.hessian, hessian(result.x))
 
 
 def test_mode_search_with_an_lbfgs_start_finds_the_newton_mode(monkeypatch):
