@@ -132,7 +132,7 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
         groups["sample_stats"] = _dataset(dict(sample_stats), {k: [] for k in sample_stats}, {})
     if prior_set is not None and prior_draws > 0:
         try:
-            prior_key = jax.random.fold_in(jax.random.PRNGKey(seed), 7)
+            prior_key = _prior_key(seed)
             prior_theta = np.asarray(prior_set.sample(prior_key, prior_draws))[None]
         except Exception:  # improper prior: no prior groups
             prior_theta = None
@@ -147,6 +147,12 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
     for name in idata.groups():
         getattr(idata, name).attrs.update({k: _attr(v) for k, v in all_attrs.items()})
     return idata
+
+
+@jax.jit
+def _prior_key(seed):
+    """The prior draws' key of ``seed`` in one program (each eager random call compiles one)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 7)
 
 
 def _attr(value):

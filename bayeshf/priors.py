@@ -237,9 +237,10 @@ class PriorSet:
             if e.family == "flat" and not (np.isfinite(e.lower) and np.isfinite(e.upper)):
                 raise BayeshfError(f"the flat prior of {e.name} is improper (unbounded), so it cannot be sampled.")
         families = tuple(g[0] for g in self._groups)
-        arrays = tuple((jnp.asarray(idx), jnp.asarray(p1), jnp.asarray(p2), jnp.asarray(self.lower[idx]),
-                        jnp.asarray(self.upper[idx])) for _, idx, p1, p2 in self._groups)
-        return _sample_jit(families, arrays, jnp.asarray(self.fixed_values), key, int(n))
+        # NumPy straight into the program (jnp.asarray would stage a program per shape)
+        arrays = tuple((np.asarray(idx), np.asarray(p1), np.asarray(p2), self.lower[idx], self.upper[idx])
+                       for _, idx, p1, p2 in self._groups)
+        return _sample_jit(families, arrays, np.asarray(self.fixed_values), key, int(n))
 
     def table(self) -> list[dict[str, Any]]:
         """Rows for display / JSON: name, family, params, lower, upper, source."""

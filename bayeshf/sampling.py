@@ -14,6 +14,7 @@ The compiled program itself lives in :mod:`bayeshf.chains`.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -187,9 +188,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                                 target, shrinkage, devices, _chain_loop(posterior.model) if chain_loop is None
                                 else bool(chain_loop))
 
-    key = jax.random.PRNGKey(seed)
-    init_key, chain_key = jax.random.split(key)
-    positions, covariance, centre = _initial_positions(posterior, init, chains, init_key)
+    init_key, chain_keys, noise = _seed_randomness(seed, chains, posterior.ndim)
+    positions, covariance, centre = _initial_positions(posterior, init, chains, init_key, np.asarray(noise))
     ndim = posterior.ndim
     # sample u with z = centre + factor u (Laplace whitening): the target is near N(0, I) whatever the widths
     if covariance is not None:
@@ -200,8 +200,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
             scaled = (positions - centre) / factor
             positions = scaled + ((scaled @ basis) * inverse_weights) @ basis.T
     else:
-        preconditioner = replicate(tuple(jnp.asarray(a) for a in (
-            np.zeros(ndim), np.ones(ndim), np.zeros((ndim, 0)), np.zeros(0))), devices)
+        preconditioner = replicate(jax.device_put((np.zeros(ndim), np.ones(ndim), np.zeros((ndim, 0)), np.zeros(0))),
+                                   devices)
     imm = np.ones(ndim) if not dense else np.eye(ndim)
     if step_size is None:
         step_size = 2.38 / math.sqrt(ndim) if algorithm(sampler) == "mh" else (0.5 if covariance is not None else 0.1)
@@ -209,7 +209,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     # NumPy arguments straight into the program: jnp.asarray / full / broadcast_to would each stage a small program
     carry = start(model, preconditioner, np.asarray(positions, dtype=np.float64),
                   np.full(chains, float(step_size)), np.ascontiguousarray(np.broadcast_to(imm, (chains,) + imm.shape)),
-                  jax.random.split(chain_key, chains))
+                  np.asarray(chain_keys))  # from the host: split over the devices without a slicing program
 
     total = warmup + draws
     if chunk_size is not None:
@@ -432,19 +432,27 @@ def _whitening(posterior: Posterior, devices: tuple):
             factor = widths
             basis, weights, inverse_weights = _low_rank(*directions)
         per_posterior[key] = (_read_only(centre, factor, basis, inverse_weights),
-                              replicate(tuple(jnp.asarray(a) for a in (centre, factor, basis, weights)), devices))
+                              replicate(jax.device_put((centre, factor, basis, weights)), devices))
     return per_posterior[key]
 
 
-def _initial_positions(posterior: Posterior, init: str, chains: int, key):
-    """Chain starts in z: the mode with Laplace jitter ("mode"), the model inits ("init"), or the prior ("prior").
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _seed_randomness(seed, chains: int, ndim: int):
+    """The starts' key, the chains' keys and the starts' normal jitter (chains, ndim) of ``seed``, in one program
+    (eager random calls compile one program each)."""
+    init_key, chain_key = jax.random.split(jax.random.PRNGKey(seed))
+    return init_key, jax.random.split(chain_key, chains), jax.random.normal(init_key, (chains, ndim))
+
+
+def _initial_positions(posterior: Posterior, init: str, chains: int, key, noise: np.ndarray):
+    """Chain starts in z: the mode with Laplace jitter ``noise`` ("mode"), the model inits ("init"), or the prior
+    ("prior").
 
     Returns (positions, Laplace covariance or None, mode or None).
     """
     ndim = posterior.ndim
     if init == "mode":
         z_mode, covariance, cholesky = _laplace(posterior)
-        noise = np.asarray(jax.random.normal(key, (chains, ndim)))
         if covariance is not None:
             positions = z_mode + noise @ cholesky.T
         else:
