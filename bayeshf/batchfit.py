@@ -218,42 +218,53 @@ def _quasi_newton(arrays, static, x0, observed, auxdata, mask, values, lo, hi, m
     value_and_grad = jax.value_and_grad(fun)
     n = x0.shape[0]
     one_hot = jnp.eye(n, dtype=bool)
+    zero = jnp.zeros(n, x0.dtype)
 
-    def prepare(x, g, inv, decoupled):
-        """Active sets, one newly held parameter decoupled, the direction on the free set and the EDM."""
+    def prepare(x, g, inv, decoupled, reset, bfgs):
+        """The BFGS update, one newly held parameter decoupled, the next direction on the free set and the EDM.
+
+        The update and the decoupling are low-rank terms added in one pass over the matrix (the held
+        parameter's column of the updated inverse is formed from vectors); ``reset`` writes ``start``.
+        """
+        s, iy, rho, c = bfgs  # inverse + c s s^T - rho (s iy^T + iy s^T); zeros: no update
         free, at_lo, at_hi = _active_sets(x, g, mask, lo, hi)
         held = ~mask & ~free
         new = held & ~decoupled
         i = jnp.argmax(new)
-        column = inv[:, i]
+        column = inv[:, i] - rho * (s * iy[i] + iy * s[i]) + c * s * s[i]
         pivot = column[i]
-        cut = jnp.any(new) & (pivot > 0.0)
-        inv = jnp.where(cut, inv - jnp.outer(column, column) / jnp.where(cut, pivot, 1.0)
-                        + jnp.where(one_hot[i][:, None] & one_hot[i][None, :], pivot, 0.0), inv)
-        decoupled = (decoupled | (one_hot[i] & cut)) & held
+        cut = jnp.any(new) & (pivot > 0.0) & ~reset
+        w = jnp.where(cut, 1.0 / jnp.where(cut, pivot, 1.0), 0.0)
+        corner = one_hot[i][:, None] & one_hot[i][None, :]
+        updated = (inv + c * jnp.outer(s, s) - rho * (jnp.outer(s, iy) + jnp.outer(iy, s))
+                   - w * jnp.outer(column, column) + jnp.where(corner & cut, pivot, 0.0))
+        inv = jnp.where(reset, start, updated)
+        decoupled = (decoupled | (one_hot[i] & cut)) & held & ~reset
         gf = jnp.where(free, g, 0.0)
         direction = -jnp.where(free, inv @ gf, 0.0)
         slope = jnp.dot(gf, direction)
         descent = jnp.all(jnp.isfinite(direction)) & (slope < 0.0)
         edm = jnp.where(descent, -0.5 * slope, jnp.where(jnp.all(gf == 0.0), 0.0, jnp.inf))
-        # the inverse lost positive definiteness to round-off: start again from the start inverse
-        inv = jnp.where(descent, inv, start)
-        direction = jnp.where(descent, direction, -jnp.where(free, start @ gf, 0.0))
-        return inv, decoupled & descent, (free, at_lo, at_hi), direction, edm
+        # the inverse lost positive definiteness to round-off: a diagonal step now, the start inverse next
+        direction = jnp.where(descent, direction, -gf * jnp.abs(jnp.diagonal(start)))
+        return inv, decoupled, ~descent, (free, at_lo, at_hi), direction, edm
 
     x = jnp.where(mask, values, jnp.clip(x0, lo, hi))
     f, g = value_and_grad(x, observed, auxdata)
-    inv, decoupled, sets, direction, edm = prepare(x, g, start, jnp.zeros(n, bool))
+    no_update = (zero, zero, jnp.zeros((), x.dtype), jnp.zeros((), x.dtype))
+    inv, decoupled, reset, sets, direction, edm = prepare(x, g, start, jnp.zeros(n, bool), jnp.zeros((), bool),
+                                                          no_update)
     converged = jnp.isfinite(f) & (edm < tol)
     one = jnp.ones((), x.dtype)
-    state = (jnp.zeros((), jnp.int32), x, f, g, inv, decoupled, sets, direction, one, edm, converged, converged)
+    state = (jnp.zeros((), jnp.int32), x, f, g, inv, decoupled, reset, sets, direction, one, edm, converged,
+             converged)
 
     def cond(state):
         it, *_, done, _ = state
         return (it < maxiter) & ~done
 
     def body(state):
-        it, x, f, g, inv, decoupled, sets, direction, alpha, edm, _, _ = state
+        it, x, f, g, inv, decoupled, reset, sets, direction, alpha, edm, _, _ = state
         free, at_lo, at_hi = sets
         trial = _project(x + alpha * direction, (at_lo, at_hi, mask, values, lo, hi))
         f_t, g_t = value_and_grad(trial, observed, auxdata)
@@ -263,20 +274,19 @@ def _quasi_newton(arrays, static, x0, observed, auxdata, mask, values, lo, hi, m
         y = jnp.where(free, g_t - g, 0.0)
         sy = jnp.dot(s, y)
         iy = inv @ y
-        update = accept & (sy > 1e-10 * jnp.sqrt(jnp.dot(s, s) * jnp.dot(y, y)))
-        rho = 1.0 / jnp.where(update, sy, 1.0)
-        inv = jnp.where(update, inv - rho * (jnp.outer(s, iy) + jnp.outer(iy, s))
-                        + (rho * rho * jnp.dot(y, iy) + rho) * jnp.outer(s, s), inv)
+        update = accept & ~reset & (sy > 1e-10 * jnp.sqrt(jnp.dot(s, s) * jnp.dot(y, y)))
+        rho = jnp.where(update, 1.0 / jnp.where(update, sy, 1.0), 0.0)
+        bfgs = (s, iy, rho, rho * rho * jnp.dot(y, iy) + rho)
         # rejected: the minimiser of the quadratic through f, the slope and f_t, within [0.1, 0.5] of the step
         curvature = (f_t - f - decrease) / (alpha * alpha)
         shorter = jnp.where(jnp.isfinite(f_t) & (curvature > 0.0), -0.5 * decrease / (alpha * curvature), 0.1)
         alpha = jnp.where(accept, one, alpha * jnp.clip(shorter, 0.1, 0.5))
         x, f, g = (jnp.where(accept, a, b) for a, b in ((trial, x), (f_t, f), (g_t, g)))
-        inv, decoupled, sets, direction, edm = prepare(x, g, inv, decoupled)
+        inv, decoupled, reset, sets, direction, edm = prepare(x, g, inv, decoupled, reset, bfgs)
         converged = jnp.isfinite(f) & (edm < tol)
         stalled = ~converged & (alpha < 1e-10)  # no step length lowers twice_nll: round-off floor or stuck
         ok = converged | (stalled & jnp.isfinite(f) & (edm < 1e-8))  # the single-fit criterion at the floor
-        return it + 1, x, f, g, inv, decoupled, sets, direction, alpha, edm, converged | stalled, ok
+        return it + 1, x, f, g, inv, decoupled, reset, sets, direction, alpha, edm, converged | stalled, ok
 
     it, x, f, g, inv, *_, edm, done, converged = jax.lax.while_loop(cond, body, state)
     return x, f, converged, edm, it, inv
@@ -322,14 +332,28 @@ def _scoring(static, batched_model, arrays, x, auxdata):
 _METHODS = {"newton": _newton, "quasi-newton": _quasi_newton}
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _batched(static, batched_model, method, arrays, x0, observed, auxdata, mask, values, lo, hi, maxiter, tol, start):
+def _vmapped(static, batched_model, method, arrays, x0, observed, auxdata, mask, values, lo, hi, maxiter, tol, start):
     axes = (0 if batched_model else None, None, 0, 0, 0, 0, 0, 0, 0, None, None)
     if method == "newton":
         return jax.vmap(_newton, in_axes=axes)(arrays, static, x0, observed, auxdata, mask, values, lo, hi,
                                                maxiter, tol) + (None,)
     return jax.vmap(_quasi_newton, in_axes=axes + (0,))(arrays, static, x0, observed, auxdata, mask, values, lo, hi,
                                                         maxiter, tol, start)
+
+
+_batched = jax.jit(_vmapped, static_argnums=(0, 1, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _sharded(static, batched_model, method, devices):
+    """:func:`_vmapped` with the items split over ``devices``: each device runs its own while loop (one per core)."""
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.array(devices), ("items",))
+    items, whole = PartitionSpec("items"), PartitionSpec()
+    specs = (items if batched_model else whole, *[items] * 7, whole, whole, None if method == "newton" else items)
+    body = functools.partial(_vmapped, static, batched_model, method)
+    return jax.jit(jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=items, check_vma=False))
 
 
 def batch_minimize(
@@ -385,8 +409,12 @@ def batch_minimize(
         at = np.where(mask, per_item(values, np.float64), np.clip(x0, lo, hi))
         start = (start_inverse(model, at, mask, arrays=arrays if batched_model else None) if inverse is None
                  else np.broadcast_to(np.asarray(inverse, np.float64), (n, npars, npars)))
-    out = _batched(model._static, batched_model, method, arrays, x0, observed, auxdata, mask,
-                   per_item(values, np.float64), per_item(lo, np.float64), per_item(hi, np.float64),
-                   int(maxiter), float(tol), start)
+    args = (arrays, x0, observed, auxdata, mask, per_item(values, np.float64), per_item(lo, np.float64),
+            per_item(hi, np.float64), np.int32(maxiter), np.float64(tol), start)
+    devices = jax.devices("cpu")
+    if len(devices) > 1 and n % len(devices) == 0 and n >= 64 * len(devices):
+        out = _sharded(model._static, batched_model, method, tuple(devices))(*args)
+    else:
+        out = _batched(model._static, batched_model, method, *args)
     x, f, ok, edm, it, inv = (None if v is None else np.asarray(v) for v in out)
     return BatchFitResult(bestfit=x, twice_nll=f, converged=ok.astype(bool), edm=edm, iterations=it, inverse=inv)
