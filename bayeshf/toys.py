@@ -15,7 +15,7 @@ is counted in ``n_failed`` and left out of the distributions (never silently).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import ndtr
@@ -26,7 +26,8 @@ from bayeshf.errors import BayeshfError
 from bayeshf.teststats import BAND_SIGMAS, CLsValues
 from bayeshf._display import display
 
-__all__ = ["ToyHypoTestResult", "ToyUpperLimitResult", "hypotest", "upper_limit", "sample_toys", "TOY_TEST_STATISTICS"]
+__all__ = ["ToyHypoTestResult", "ToyUpperLimitResult", "ToyMinima", "hypotest", "upper_limit", "sample_toys",
+           "toy_minima", "TOY_TEST_STATISTICS"]
 
 TOY_TEST_STATISTICS = ("qtilde", "q")
 #: percentiles of the b-only p-values for the expected band (-2 ... +2 sigma of a normal), pyhf's
@@ -102,13 +103,24 @@ def _statistic(free_nll, fixed_nll, muhat, poi_value):
 def toy_statistics(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray, *,
                    progress: Any = None, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """Test statistic of each toy (NaN where a fit failed) and the converged flags (fits: :func:`toy_minima`)."""
-    free_nll, fixed_nll, muhat, ok = toy_minima(model, poi_value, toys, start, progress=progress, chunk=chunk)
-    return np.where(ok, _statistic(free_nll, fixed_nll, muhat, poi_value), np.nan), ok
+    m = toy_minima(model, poi_value, toys, start, progress=progress, chunk=chunk)
+    q = _statistic(m.free_nll, m.fixed_nll, m.free_x[:, model.poi_index], poi_value)
+    return np.where(m.converged, q, np.nan), m.converged
+
+
+class ToyMinima(NamedTuple):
+    """Per toy: the free and fixed-POI minima (twice_nll and point) and whether both fits converged."""
+
+    free_nll: np.ndarray
+    fixed_nll: np.ndarray
+    free_x: np.ndarray
+    fixed_x: np.ndarray
+    converged: np.ndarray
 
 
 def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray, *,
-               progress: Any = None, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Free and fixed-POI minima of each toy (twice_nll), the free fit's POI and the converged flags.
+               progress: Any = None, chunk: int = CHUNK) -> ToyMinima:
+    """Free and fixed-POI minima of each toy (twice_nll and point) and the converged flags.
 
     The fits run batched in chunks. Each toy's free and fixed-POI fits run twice: from ``start`` (the generating point), then each from
     the other's minimum (the free fit from the conditional one with the POI released, the conditional
@@ -124,7 +136,8 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
     half = max(1, min(chunk // 2, n))
     mask = np.concatenate([np.tile(free_mask, (half, 1)), np.tile(fixed_mask, (half, 1))])
     values = np.concatenate([np.tile(free_values, (half, 1)), np.tile(fixed_values, (half, 1))])
-    free_nll, fixed_nll, muhat = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    free_nll, fixed_nll = np.full(n, np.nan), np.full(n, np.nan)
+    free_x, fixed_x = np.full((n, len(start)), np.nan), np.full((n, len(start)), np.nan)
     ok = np.zeros(n, dtype=bool)
     poi = model.poi_index
     start_fixed = np.array(start, dtype=float)
@@ -151,11 +164,12 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
             best_x[missing] = np.where(retry.converged[:, None], retry.bestfit, best_x[missing])
             good[missing] = retry.converged
         k = len(idx)
-        free_nll[idx], fixed_nll[idx], muhat[idx] = best_nll[:k], best_nll[half:half + k], best_x[:k, poi]
+        free_nll[idx], fixed_nll[idx], free_x[idx], fixed_x[idx] = (best_nll[:k], best_nll[half:half + k],
+                                                                    best_x[:k], best_x[half:half + k])
         ok[idx] = good[:k] & good[half:half + k]
         if progress is not None:
             progress.update(k)
-    return free_nll, fixed_nll, muhat, ok
+    return ToyMinima(free_nll, fixed_nll, free_x, fixed_x, ok)
 
 
 def _lower(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -67,7 +67,7 @@ def run(options: Any, recorder: Recorder) -> None:
     from bayeshf import toys
 
     ntoys = 200 if options.quick else 10_000
-    peer_toys = 3 if options.quick else 15
+    peer_toys = 3 if options.quick else 40
     repeats = max(1, min(options.repeats, 3))
     model = bayeshf.load(REGION / "BkgOnly.json", patches=[PATCH])
     tags = {"ntoys_per_hypothesis": ntoys, "fits": 4 * ntoys, "cpu_devices": len(jax.devices("cpu"))}

@@ -68,6 +68,51 @@ def test_batched_fits_of_toy_data_equal_single_fits_and_honour_bounds(name, meth
     assert at_floor > 0  # b-only toys: some fits end on the POI's lower bound, and the batch agrees there
 
 
+def _single_fit_minima(model, data, poi_value):
+    free = fit(model, data=data)
+    fixed = fit(model, data=data, fixed={model.poi_name: poi_value}, init=free.bestfit)
+    assert free.success and fixed.success
+    return free.twice_nll, fixed.twice_nll
+
+
+def test_toy_minima_equal_single_fits_on_a_one_valley_model():
+    model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
+    for generating in (1.0, 0.0):  # s+b and b toys: the latter put many free fits on the POI's bound
+        at = fit(model, fixed={model.poi_name: generating}).bestfit
+        data = toys.sample_toys(model, at, 10, np.random.default_rng(21))
+        minima = toys.toy_minima(model, 1.0, data, at)
+        assert minima.converged.all()
+        for i in range(len(data)):
+            free, fixed = _single_fit_minima(model, data[i], 1.0)
+            assert minima.free_nll[i] == pytest.approx(free, abs=1e-6)
+            assert minima.fixed_nll[i] == pytest.approx(fixed, abs=1e-6)
+
+
+def test_sbottom_toy_minima_equal_single_fits_or_are_exact_local_minima():
+    """sbottom's toy likelihoods can have two valleys (about 3% of toys: BFGS from two starts and the single
+    fit from its own start then end in different ones, either lower); every other toy agrees to 1e-6, and a
+    toy's minimum is always a true one: exact Newton steps from it stay there (EDM of the exact Hessian)."""
+    model = _sbottom(SBOTTOM_PATCHES[0])
+    poi = model.poi_index
+    at = fit(model, fixed={model.poi_name: 1.0}).bestfit
+    data = toys.sample_toys(model, at, 16, np.random.default_rng(8))
+    minima = toys.toy_minima(model, 1.0, data, at)
+    assert minima.converged.all()
+    free_mask, free_values, lo, hi = batchfit.fit_setup(model)
+    fixed_mask, fixed_values, _, _ = batchfit.fit_setup(model, 1.0)
+    newton = batchfit.batch_minimize(model, np.concatenate([minima.free_x, minima.fixed_x]),
+                                     np.concatenate([data, data]), np.array([free_mask] * 16 + [fixed_mask] * 16),
+                                     np.array([free_values] * 16 + [fixed_values] * 16), lo, hi, maxiter=3)
+    assert newton.converged.all()
+    np.testing.assert_allclose(newton.twice_nll, np.concatenate([minima.free_nll, minima.fixed_nll]), atol=1e-8)
+    agree = 0
+    for i in range(16):
+        free, fixed = _single_fit_minima(model, data[i], 1.0)
+        agree += abs(minima.free_nll[i] - free) < 1e-6 and abs(minima.fixed_nll[i] - fixed) < 1e-6
+    assert agree >= 14
+    assert np.all(minima.fixed_x[:, poi] == 1.0)
+
+
 def test_an_iteration_budget_too_small_is_flagged_not_converged():
     model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
     mask, values, lo, hi = batchfit.fit_setup(model)
