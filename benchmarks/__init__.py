@@ -75,6 +75,7 @@ class Options:
     parts: list[str] | None = None
     n_bins: int | None = None
     n_systematics: int | None = None
+    baseline: str | None = None
     argv: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -126,6 +127,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bins", dest="n_bins", type=int, default=None, help="large: number of bins (default 10000)")
     parser.add_argument("--systematics", dest="n_systematics", type=int, default=None,
                         help="large: number of systematics (default 1000)")
+    parser.add_argument("--baseline", default=None, metavar="DIR",
+                        help="coldstart: also run the bayeshf commands from this source tree of another revision "
+                             "(e.g. `git worktree add DIR REV`), in the same rounds")
 
 
 def options_from_args(args: argparse.Namespace, argv: list[str]) -> Options:
@@ -147,6 +151,7 @@ def options_from_args(args: argparse.Namespace, argv: list[str]) -> Options:
         parts=args.parts,
         n_bins=args.n_bins,
         n_systematics=args.n_systematics,
+        baseline=args.baseline,
         argv=list(argv),
     )
 

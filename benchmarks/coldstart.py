@@ -17,6 +17,8 @@ same machine load):
 Each row holds wall and CPU seconds (the child's user + system time); the
 bayeshf rows also count the compilation cache's hits and misses (JAX's
 monitoring events). ``--quick`` runs one round of the fit rows and ``python+jax``.
+``--baseline DIR`` adds the bayeshf rows run from another revision's source tree
+(its own compilation caches) to the same rounds: before and after under the same load.
 """
 
 from __future__ import annotations
@@ -62,16 +64,19 @@ NEXTSTAT_PYTHON = "import nextstat, sys; nextstat.fit(nextstat.from_pyhf(open(sy
 TIMEOUT_S = 600.0
 
 
-def _child_env(cache: Path | None) -> dict[str, str]:
+def _child_env(cache: Path | None, source: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS" and not k.startswith("JAX_")}
     env["BAYESHF_JAX_CACHE"] = str(cache) if cache is not None else "off"
+    if source is not None:  # bayeshf from this source tree, ahead of the installed one
+        env["PYTHONPATH"] = os.pathsep.join([source, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("MPLBACKEND", "Agg")
     return env
 
 
 def run_command(argv: list[str], *, cache: Path | None = None, cwd: Path | None = None,
-                exit_code: int = 0) -> dict[str, Any]:
-    """Run one command to completion: wall and CPU seconds (and cache events when it reports them).
+                exit_code: int = 0, source: str | None = None) -> dict[str, Any]:
+    """Run one command to completion: wall and CPU seconds (and cache events when it reports them);
+    ``source``: a source tree whose bayeshf runs instead of the installed one.
 
     A command ending with another status than ``exit_code`` raises RuntimeError.
     """
@@ -82,7 +87,7 @@ def run_command(argv: list[str], *, cache: Path | None = None, cwd: Path | None 
         argv = [sys.executable, "-c", BAYESHF_WRAPPER, events_file.name, *argv[1:]]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_child_env(cache),
+    done = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_child_env(cache, source),
                           cwd=cwd, timeout=TIMEOUT_S)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -97,7 +102,8 @@ def run_command(argv: list[str], *, cache: Path | None = None, cwd: Path | None 
 
 
 def commands(options: Any, scratch: Path) -> list[tuple[str, str, list[str], str | None]]:
-    """(case, implementation, argv, cache role) per command; role ``first`` empties the cache first."""
+    """(case, implementation, argv, cache role) per command; role ``first`` empties the cache first.
+    With ``options.baseline`` every bayeshf command comes twice: ``bayeshf`` and ``baseline``."""
     ttbar = str(data_dir(options.data) / REAL_CASES["ttbar_ljets"][0])
     sample = [str(REPO / "examples" / "4_bin.json"), "--out", str(scratch / "sample")]
     nextstat_cli = shutil.which("nextstat")
@@ -113,6 +119,9 @@ def commands(options: Any, scratch: Path) -> list[tuple[str, str, list[str], str
                      ("bad argument", "bayeshf", [sys.executable, "-m", "bayeshf", "sample", "--bogus"], None)]
         rows += [("sample 4_bin", "bayeshf (first)", ["bayeshf", "sample", *sample], "first"),
                  ("sample 4_bin", "bayeshf (second)", ["bayeshf", "sample", *sample], "second")]
+    if getattr(options, "baseline", None):
+        rows += [(case, name.replace("bayeshf", "baseline"), argv, role) for case, name, argv, role in rows
+                 if argv[:1] == ["bayeshf"]]
     return rows
 
 
@@ -128,13 +137,15 @@ def run(options: Any, recorder: Recorder) -> None:
                 if (case, name) in failed:
                     continue
                 cache = None
+                source = options.baseline if name.startswith("baseline") else None
                 if role is not None:
-                    cache = scratch / f"cache-{case.split()[0]}"
+                    cache = scratch / f"cache-{case.split()[0]}-{name.split()[0]}"
                     if role == "first":
                         shutil.rmtree(cache, ignore_errors=True)
                 try:
                     measured.setdefault((case, name), []).append(
-                        run_command(argv, cache=cache, cwd=scratch, exit_code=2 if case == "bad argument" else 0))
+                        run_command(argv, cache=cache, cwd=scratch, exit_code=2 if case == "bad argument" else 0,
+                                    source=source))
                 except (OSError, RuntimeError, subprocess.TimeoutExpired) as error:
                     failed.add((case, name))
                     recorder.skip(implementation=name, case=case, reason=f"failed: {error}"[:300])
@@ -159,6 +170,10 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
            "compilation cache, *second* = the cache the first run filled (`BAYESHF_JAX_CACHE`); *hits/misses* = "
            "programs read from / compiled into the cache (per run). *− floor* = the row minus a bare Python "
            "that imports JAX and runs one operation.", ""]
+    baseline = (data.get("options") or {}).get("baseline")
+    if baseline:
+        out += [f"*baseline* = the same bayeshf commands run from the source tree `{baseline}`, in the same rounds "
+                "(before and after under the same load).", ""]
     body = []
     for (case, name, metric), row in index.items():
         if metric != "wall":
@@ -179,15 +194,17 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
 def _targets(index: dict, floor: dict | None, floor_cpu: dict | None) -> list[str]:
     """The cold-start targets against this run: the fit within 0.7 s of the floor, the sample under 3 s (wall)."""
     out = []
-    fit, fit_cpu = (index.get(("fit ttbar_ljets", "bayeshf (second)", m)) for m in ("wall", "cpu"))
-    if fit and floor and fit_cpu and floor_cpu:
-        excess = fit["median"] - floor["median"]
-        out.append(f"- Target: `bayeshf fit` on ttbar, second run, within 0.7 s of the floor: {excess:+.2f} s wall "
-                   f"({'met' if excess <= 0.7 else 'not met'}), {fit_cpu['median'] - floor_cpu['median']:+.2f} s "
-                   "CPU. The load average above inflates wall times; the CPU difference is the steadier figure.")
-    sample, sample_cpu = (index.get(("sample 4_bin", "bayeshf (second)", m)) for m in ("wall", "cpu"))
-    if sample and sample_cpu:
-        out.append(f"- Target: `bayeshf sample examples/4_bin.json`, second run, under 3 s wall: "
-                   f"{sample['median']:.2f} s wall ({'met' if sample['median'] < 3.0 else 'not met'}), "
-                   f"{sample_cpu['median']:.2f} s CPU.")
+    for who in ("bayeshf", "baseline"):
+        fit, fit_cpu = (index.get(("fit ttbar_ljets", f"{who} (second)", m)) for m in ("wall", "cpu"))
+        if fit and floor and fit_cpu and floor_cpu:
+            excess = fit["median"] - floor["median"]
+            out.append(f"- Target: `bayeshf fit` on ttbar, second run, within 0.7 s of the floor ({who}): "
+                       f"{excess:+.2f} s wall ({'met' if excess <= 0.7 else 'not met'}), "
+                       f"{fit_cpu['median'] - floor_cpu['median']:+.2f} s CPU. The load average above inflates "
+                       "wall times; the CPU difference is the steadier figure.")
+        sample, sample_cpu = (index.get(("sample 4_bin", f"{who} (second)", m)) for m in ("wall", "cpu"))
+        if sample and sample_cpu:
+            out.append(f"- Target: `bayeshf sample examples/4_bin.json`, second run, under 3 s wall ({who}): "
+                       f"{sample['median']:.2f} s wall ({'met' if sample['median'] < 3.0 else 'not met'}), "
+                       f"{sample_cpu['median']:.2f} s CPU.")
     return out + [""] if out else []

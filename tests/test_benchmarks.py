@@ -331,6 +331,19 @@ def test_coldstart_runs_commands_and_reports_against_the_floor(tmp_path):
     assert run_command([sys.executable, "-c", "raise SystemExit(2)"], exit_code=2)["wall"] > 0
     inspected = run_command(["bayeshf", "inspect", str(data_path("thesis/2_bin_corr.json"))], cache=tmp_path)
     assert inspected["hits"] >= 0 and inspected["misses"] >= 0
+    # --baseline: the bayeshf commands again, run from another source tree (first on the path)
+    from benchmarks import Options
+    from benchmarks.coldstart import commands
+
+    plain = commands(Options(quick=True), tmp_path)
+    both = commands(Options(quick=True, baseline=str(tmp_path)), tmp_path)
+    assert both[:len(plain)] == plain
+    assert [(case, name) for case, name, _, _ in both[len(plain):]] == [
+        ("fit ttbar_ljets", "baseline (first)"), ("fit ttbar_ljets", "baseline (second)")]
+    (tmp_path / "only_in_the_baseline.py").write_text("")
+    run_command([sys.executable, "-c", "import only_in_the_baseline"], source=str(tmp_path))
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        run_command([sys.executable, "-c", "import only_in_the_baseline"])
 
     def row(case, name, metric, median, **extra):
         return {"case": case, "implementation": name, "metric": metric, "median": median, **extra}
