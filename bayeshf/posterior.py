@@ -217,6 +217,7 @@ def main_log_likelihood(model, theta):
     counted = observed > 0
     # c = n exp(-1 - K / n): n log c - c = n log n - n - K - c, at least K below the maximum at c = n
     floor = jnp.where(counted, observed * jnp.exp(-1.0 - HOLE_DEPTH / jnp.where(counted, observed, 1.0)), 1.0)
+    floor = jnp.maximum(floor, np.finfo(np.float64).tiny)  # n ~ 1e-8 underflows c to 0: n / c, the slope, is inf
     above = rate >= floor
     safe = jnp.where(above, rate, floor)  # the unselected branch stays finite, so does its gradient
     tangent = jnp.where(above, 0.0, (observed / floor - 1.0) * (rate - floor))
