@@ -1,4 +1,4 @@
-"""The compiled chain program: the kernels, window adaptation and the chunked scan.
+"""The compiled chain program: blackjax kernels, window adaptation and the chunked scan.
 
 ``_program(structure, ...)`` returns two jitted functions: ``start`` (chain
 states and adaptation state from starting points) and ``run_chunk`` (a
@@ -41,7 +41,7 @@ class Adaptation(NamedTuple):
 class Carry(NamedTuple):
     """What the scan carries from step to step (per chain)."""
 
-    states: Any           # the kernels' states (HMCState / RWState, ours or blackjax's)
+    states: Any           # the kernels' states (blackjax HMCState / RWState)
     adaptation: Adaptation
     keys: Any             # chain keys; step t uses fold_in(key, t)
 
@@ -65,23 +65,21 @@ class StepStats(NamedTuple):
 def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,
             dense: bool) -> tuple[Callable, Callable]:
     """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, TransitionInfo))."""
-    from bayeshf import kernels
-    from bayeshf.kernels import TransitionInfo
-
-    # bayeshf's kernels of blackjax's algorithms (bayeshf.kernels): no blackjax import
-    if sampler == "nuts":
-        return functools.partial(kernels.init_hmc, logdensity_fn=logdensity_fn), kernels.build_nuts_step(
-            logdensity_fn, max_tree_depth)
-    if sampler == "hmc":
-        return functools.partial(kernels.init_hmc, logdensity_fn=logdensity_fn), kernels.build_hmc_step(
-            logdensity_fn, num_integration_steps)
-    if sampler == "mh":
-        return functools.partial(kernels.init_mh, logdensity_fn=logdensity_fn), kernels.build_mh_step(logdensity_fn)
     import blackjax
+
+    from bayeshf.kernels import TransitionInfo
 
     name = algorithm(sampler)
     if name in ("nuts", "hmc"):
         init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
+        if sampler == "nuts":  # bayeshf's kernels of blackjax's algorithms (bayeshf.kernels)
+            from bayeshf.kernels import build_nuts_step
+
+            return init, build_nuts_step(logdensity_fn, max_tree_depth)
+        if sampler == "hmc":
+            from bayeshf.kernels import build_hmc_step
+
+            return init, build_hmc_step(logdensity_fn, num_integration_steps)
         if name == "nuts":  # blackjax-nuts
             nuts = blackjax.mcmc.nuts.build_kernel()
 
@@ -101,6 +99,10 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
     from blackjax.mcmc import random_walk
 
     init = functools.partial(random_walk.init, logdensity_fn=logdensity_fn)
+    if sampler == "mh":
+        from bayeshf.kernels import build_mh_step
+
+        return init, build_mh_step(logdensity_fn)
     additive = random_walk.build_additive_step()  # blackjax-mh
 
     def step(key, state, step_size, imm):
@@ -153,7 +155,9 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     (``shard_map``: every device runs the same program on its own chains, with
     no communication); model, preconditioner and flags are replicated.
     """
-    from bayeshf.adaptation import dual_averaging, mass_matrix
+    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+    from blackjax.adaptation.step_size import dual_averaging_adaptation
+
     from bayeshf.kernels import matvec
 
     def to_z(preconditioner, u):
@@ -172,11 +176,11 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
 
         return _kernel(logdensity_fn, sampler, max_tree_depth, num_integration_steps, dense)
 
-    da_init, da_update = dual_averaging(target)
+    da_init, da_update, _ = dual_averaging_adaptation(target)
     # shrink each window's estimate towards the previous metric (identity at first: the preconditioned
     # target has unit scale), not only towards Stan's 1e-3 * I, which for a dense metric estimated from
     # fewer draws than dimensions would leave near-zero directions
-    mm_init, mm_update, mm_final = mass_matrix(not dense, shrinkage)
+    _, mm_update, mm_final = mass_matrix_adaptation(not dense, imm_shrinkage_to_previous=shrinkage)
 
     def adapt_update(adaptation: Adaptation, position, acceptance_rate, flags: StepFlags) -> Adaptation:
         acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
@@ -242,6 +246,9 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         return carry, pack_records(stats._replace(theta=theta))
 
     def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
+        from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
+
+        mm_init = mma(not dense)[0]
         states = jax.vmap(kernel(model, preconditioner)[0])(positions)
         chains, ndim = positions.shape
         mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
@@ -280,9 +287,9 @@ def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
     padded = chunk * math.ceil(total / chunk)
     flags = {k: np.zeros(padded, dtype=bool) for k in StepFlags._fields}
     if warmup > 0:
-        from bayeshf.adaptation import build_schedule
+        from blackjax.adaptation.staged_adaptation import build_schedule
 
-        schedule = build_schedule(warmup)
+        schedule = np.asarray(build_schedule(warmup), dtype=int).reshape(warmup, 2)
         flags["adapt"][:warmup] = True
         flags["slow"][:warmup] = schedule[:, 0] == 1
         flags["window_end"][:warmup] = schedule[:, 1] == 1

@@ -88,9 +88,9 @@ def test_uniform_stream_is_uniform_and_uncorrelated():
 
 def _run(step, logdensity, x0, imm, step_size, n, seed=0, chains=4, mh=False):
     """``chains`` chains of ``n`` transitions of a kernel ``step``; returns (positions, info fields)."""
-    from bayeshf.kernels import init_hmc, init_mh
+    import blackjax
 
-    init = init_mh if mh else init_hmc
+    init = blackjax.mcmc.random_walk.init if mh else blackjax.mcmc.hmc.init
 
     def one_chain(key, x):
         def body(s, k):
