@@ -325,7 +325,7 @@ def test_target_acceptance_is_raised_only_for_large_models_of_interpolated_syste
     assert sampling.default_draws(ttbar, "mh") == 1000
     nbin = bayeshf.load(nbin_workspace(150))
     assert sampling.interpolated_parameters(nbin) == 0
-    assert sampling.default_target_acceptance("nuts", 151, 0) == 0.8
+    assert sampling.default_target_acceptance("nuts", 151, 0) == 0.9
     assert sampling.default_draws(nbin) == 1000
     assert sampling.default_target_acceptance("mh", 151, 0) == 0.234
 
