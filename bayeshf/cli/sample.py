@@ -42,8 +42,8 @@ def register(subparsers) -> None:
                         help="inverse mass matrix adapted in warm-up (default auto = diagonal: chains already run on "
                         "coordinates whitened by the Laplace covariance at the mode, so correlations are taken care of)")
     parser.add_argument("--target-acceptance", type=probability, default=None, metavar="P",
-                        help="target acceptance rate of the step-size adaptation (default: 0.8; 0.99 above 100 free "
-                        "parameters mostly normsys/histosys, see docs/sampling.md; mh 0.234)")
+                        help="target acceptance rate of the step-size adaptation (default: nuts 0.9, hmc 0.8, mh 0.234; "
+                        "0.99 above 100 free parameters mostly normsys/histosys, see docs/sampling.md)")
     parser.add_argument("--target-ess", type=float, default=DEFAULT_TARGET_ESS, metavar="N",
                         help=f"after --draws, keep drawing until every parameter's bulk and tail ESS reach N and every "
                         f"R-hat is below 1.01 (default {DEFAULT_TARGET_ESS}; 0: exactly --draws); a run that ends short "
