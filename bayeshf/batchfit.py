@@ -1,19 +1,22 @@
-"""Many maximum-likelihood fits in one compiled program: a vmapped, bounded Newton method.
+"""Many maximum-likelihood fits in one compiled program: vmapped, bounded Newton or BFGS methods.
 
 Toys (one model, many data sets) and signal grids (many models of one
 structure, stacked leaf-wise) need thousands of fits of small models; a Python
 optimiser loop per fit spends its time in dispatch. Here every item runs the
-same damped Newton iteration inside one ``lax.while_loop`` under ``vmap``:
+same iteration inside one ``lax.while_loop`` under ``vmap``:
 
-* exact Hessian of twice_nll (``jax.hessian``), Levenberg-Marquardt damping
-  when a step does not decrease the objective or is not a descent direction;
+* ``method="newton"``: exact Hessian of twice_nll (forward over reverse),
+  Levenberg-Marquardt damping when a step does not decrease the objective or
+  is not a descent direction; ``method="quasi-newton"``: BFGS on the inverse
+  matrix from given start inverses (no factorisation per iteration);
 * bounds by projection with an active set (a parameter on a bound whose
   gradient points outward is held there, Bertsekas' projected Newton);
 * a convergence flag per item: the Newton decrement (EDM, twice_nll units)
   below ``tol`` with a finite objective, within ``maxiter`` iterations.
 
 The arrays of the model are a traced argument, so a new data set, a new
-model of the same structure or a new fixed POI value never recompiles.
+model of the same structure or a new fixed POI value never recompiles. With
+several CPU devices a batch is split over them (one while loop per device).
 """
 
 from __future__ import annotations

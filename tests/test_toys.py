@@ -191,6 +191,22 @@ def test_chunks_do_not_change_the_toys():
     np.testing.assert_allclose(pieces.q_b, whole.q_b, atol=1e-8)
 
 
+def test_toys_split_over_two_cpu_devices_are_the_same_toys():
+    """The command line makes one CPU device per core and batchfit splits each batch over them."""
+    script = ("import json, sys, bayeshf; bayeshf.runtime.configure(cpu_devices=2, compilation_cache=False); "
+              "import jax; from bayeshf import toys; "
+              f"m = bayeshf.load({str(DATA / 'thesis' / '2_bin_corr.json')!r}); "
+              "r = toys.hypotest(m, 1.0, ntoys=150, seed=6, chunk=256); "
+              "print(json.dumps([len(jax.devices('cpu')), r.q_sb.tolist(), r.q_b.tolist()]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    devices, q_sb, q_b = json.loads(done.stdout.strip().splitlines()[-1])
+    assert devices == 2
+    here = toys.hypotest(bayeshf.load(DATA / "thesis" / "2_bin_corr.json"), 1.0, ntoys=150, seed=6, chunk=256)
+    np.testing.assert_allclose(q_sb, here.q_sb, atol=1e-8)
+    np.testing.assert_allclose(q_b, here.q_b, atol=1e-8)
+
+
 @pytest.mark.parametrize("ntoys, test_stat", [(0, "qtilde"), (-5, "qtilde"), (10, "q0")])
 def test_bad_toy_requests_are_one_sentence(ntoys, test_stat):
     model = bayeshf.load(DATA / "thesis" / "2_bin_corr.json")
