@@ -32,9 +32,8 @@ from bayeshf.posterior import Posterior
 from bayeshf.priors import build_priors
 
 METRICS = ("diagonal", "dense")
-#: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997; HMC 0.8); NUTS 0.9,
-#: not 0.8: a flat-prior POI piled at 0 is stiff on its upper side in z (probit), and 0.8's longer steps diverged
-#: there (sbottom RegionA 600_180_50: 2 of 20 seeds at 0.8, 0 at 0.9, same ESS per gradient; docs/sampling.md)
+#: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997); NUTS 0.9 because a
+#: flat-prior POI piled at 0 is stiff on its upper side in z (probit) and longer steps diverge there (docs/sampling.md)
 TARGET_ACCEPTANCE = {sampler: {"mh": 0.234, "hmc": 0.8, "nuts": 0.9}[algorithm(sampler)] for sampler in SAMPLERS}
 #: NUTS/HMC above this many free parameters, most of them interpolated systematics, target LARGE_MODEL_TARGET:
 #: smaller steps for their curved high-statistics ridges (docs/sampling.md, "The ATLAS ttbar workspace")

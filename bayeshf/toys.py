@@ -32,7 +32,7 @@ __all__ = ["ToyHypoTestResult", "ToyUpperLimitResult", "ToyMinima", "hypotest", 
 TOY_TEST_STATISTICS = ("qtilde", "q")
 #: percentiles of the b-only p-values for the expected band (-2 ... +2 sigma of a normal), pyhf's
 BAND_PERCENTILES = tuple(100.0 * float(ndtr(-n)) for n in BAND_SIGMAS)
-#: fits per compiled call: 256 (128 per core) kept the BFGS matrices in cache; 512 cost 1.35x and 1024 1.6x the CPU
+#: fits per compiled call: small enough that the batch's BFGS matrices stay in cache (docs/frequentist.md, Toys)
 CHUNK = 256
 
 
