@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from bayeshf.errors import BayeshfError
-from bayeshf.newton import bounded_newton
+from bayeshf.newton import NewtonResult, bounded_newton, leave_saddles
 from bayeshf.objective import DenseProducts, _Compiled, compiled_functions, fit_arguments
 from bayeshf.transforms import codes, unconstrain_host
 from bayeshf.problem import FitProblem, default_data
@@ -275,9 +275,9 @@ def solve(
     else:
         x, value, grad, hess, at_bound, polished = _polish(fns, x, data_arr, mask, lo, hi,
                                                            final_hessian=final_hessian, budget=polish_budget)
-    x, value, grad, hess, at_bound, escaped, saddle = _leave_saddles(
-        fns, (x, value, grad, hess, at_bound), data_arr, mask, lo, hi, final_hessian, polish_budget)
-    polished += escaped
+    (x, value, grad, hess, at_bound, polished), saddle = leave_saddles(
+        lambda p: fns.value_and_grad(p, data_arr), lambda p: fns.hessian(p, data_arr),
+        NewtonResult(x, value, grad, hess, at_bound, polished), mask, lo, hi, final_hessian, polish_budget)
     free = ~(mask | at_bound)
     edm = _edm(grad, hess, free)
 
@@ -616,56 +616,6 @@ def _polish(fns: _Compiled, x: np.ndarray, data: jax.Array, mask: np.ndarray,
     gradient and Hessian there, the pinned mask and the number of accepted steps."""
     return bounded_newton(lambda p: fns.value_and_grad(p, data), lambda p: fns.hessian(p, data), x, mask, lo, hi,
                           steps=steps, final_hessian=final_hessian, budget=budget)
-
-
-def _negative_curvature(hess: np.ndarray, free: np.ndarray, most: int = 2) -> list[tuple[float, np.ndarray]]:
-    """(eigenvalue, direction) of the free block's clearly negative curvatures, most negative first."""
-    if not np.any(free):
-        return []
-    block = hess[np.ix_(free, free)]
-    if not np.all(np.isfinite(block)):
-        return []
-    w, v = np.linalg.eigh(0.5 * (block + block.T))
-    tol = 1e-7 * max(float(np.max(np.abs(w))), 1.0)  # far above round-off, far below a real valley's curvature
-    out = []
-    for j in np.flatnonzero(w < -tol)[:most]:
-        direction = np.zeros(len(free))
-        direction[free] = v[:, j]
-        out.append((float(w[j]), direction))
-    return out
-
-
-def _leave_saddles(fns: _Compiled, point: tuple, data: jax.Array, mask: np.ndarray, lo: np.ndarray,
-                   hi: np.ndarray, final_hessian: bool, budget: int, rounds: int = 6):
-    """Step off a saddle point along its negative curvature and polish again, while that descends.
-
-    A zero gradient with negative curvature is not a minimum, but the damped
-    Newton steps stop there. Each escape starts both ways along the most
-    negative directions, far enough that the quadratic model predicts a drop
-    of 2 in twice_nll, and keeps the lowest polished point. Returns the point
-    (as :func:`_polish`), the steps taken and whether a saddle remains.
-    """
-    x, value, grad, hess, at_bound = point
-    steps = 0
-    for _ in range(rounds):
-        directions = _negative_curvature(hess, ~(mask | at_bound))
-        if directions and not final_hessian:  # the polish's Hessian may be from an earlier point
-            hess = np.asarray(fns.hessian(x, data))
-            directions = _negative_curvature(hess, ~(mask | at_bound))
-        if not directions:
-            return x, value, grad, hess, at_bound, steps, False
-        best = None
-        for curvature, direction in directions:
-            for sign in (1.0, -1.0):
-                start = np.clip(x + sign * np.sqrt(4.0 / -curvature) * direction, lo, hi)
-                trial = _polish(fns, start, data, mask, lo, hi, final_hessian=True, budget=budget)
-                if np.isfinite(trial[1]) and (best is None or trial[1] < best[1]):
-                    best = trial
-        if best is None or not best[1] < value - _tolerance(value):
-            return x, value, grad, hess, at_bound, steps, True
-        x, value, grad, hess, at_bound, accepted = best
-        steps += accepted
-    return x, value, grad, hess, at_bound, steps, bool(_negative_curvature(hess, ~(mask | at_bound)))
 
 
 def _edm(grad: np.ndarray, hess: np.ndarray, free: np.ndarray) -> float:

@@ -116,3 +116,54 @@ def bounded_newton(value_and_grad: Callable, hessian: Callable, x: np.ndarray, m
     if not fresh and accepted and final_hessian:
         hess = np.asarray(hessian(x))
     return NewtonResult(x, value, grad, hess, (at_lo & (x == lo)) | (at_hi & (x == hi)), accepted)
+
+
+def negative_curvature(hess: np.ndarray, free: np.ndarray, most: int = 2) -> list[tuple[float, np.ndarray]]:
+    """(eigenvalue, direction) of the free block's clearly negative curvatures, most negative first."""
+    if not np.any(free):
+        return []
+    block = hess[np.ix_(free, free)]
+    if not np.all(np.isfinite(block)):
+        return []
+    w, v = np.linalg.eigh(0.5 * (block + block.T))
+    tol = 1e-7 * max(float(np.max(np.abs(w))), 1.0)  # far above round-off, far below a real valley's curvature
+    out = []
+    for j in np.flatnonzero(w < -tol)[:most]:
+        direction = np.zeros(len(free))
+        direction[free] = v[:, j]
+        out.append((float(w[j]), direction))
+    return out
+
+
+def leave_saddles(value_and_grad: Callable, hessian: Callable, point: NewtonResult, mask: np.ndarray,
+                  lo: np.ndarray, hi: np.ndarray, final_hessian: bool, budget: int,
+                  rounds: int = 6) -> tuple[NewtonResult, bool]:
+    """Step off a saddle point of :func:`bounded_newton` along its negative curvature and minimise again,
+    while that descends.
+
+    A zero gradient with negative curvature is not a minimum, but damped
+    Newton steps stop there. Each escape starts both ways along the most
+    negative directions, far enough that the quadratic model predicts a drop
+    of 2, and keeps the lowest point reached. Returns that point (its
+    ``accepted`` counting the escapes' steps too) and whether a saddle remains.
+    """
+    best = point
+    for _ in range(rounds):
+        free = ~(mask | best.at_bound)
+        directions = negative_curvature(best.hessian, free)
+        if directions and not final_hessian:  # the Hessian may be from an earlier point
+            best = best._replace(hessian=np.asarray(hessian(best.x)))
+            directions = negative_curvature(best.hessian, free)
+        if not directions:
+            return best, False
+        lowest = None
+        for curvature, direction in directions:
+            for sign in (1.0, -1.0):
+                start = np.clip(best.x + sign * np.sqrt(4.0 / -curvature) * direction, lo, hi)
+                trial = bounded_newton(value_and_grad, hessian, start, mask, lo, hi, budget=budget)
+                if np.isfinite(trial.value) and (lowest is None or trial.value < lowest.value):
+                    lowest = trial
+        if lowest is None or not lowest.value < best.value - 1e-8 * max(1.0, abs(best.value)):
+            return best, True
+        best = lowest._replace(accepted=best.accepted + lowest.accepted)
+    return best, bool(negative_curvature(best.hessian, ~(mask | best.at_bound)))

@@ -13,6 +13,7 @@ from scipy.special import ndtri
 import importlib
 
 from bayeshf import diff, infer, load
+from bayeshf.newton import leave_saddles
 
 fit_module = importlib.import_module("bayeshf.fit")
 
@@ -68,8 +69,9 @@ def test_a_zero_gradient_with_negative_curvature_is_left(final_hessian):
     lo, hi = np.full(2, -5.0), np.full(2, 5.0)
     start = fit_module._polish(fns, np.zeros(2), None, mask, lo, hi, final_hessian=final_hessian)
     assert start[1] == 0.0  # the polish alone stays on the saddle: its gradient vanishes there
-    x, value, grad, hess, _, _, saddle = fit_module._leave_saddles(fns, start[:5], None, mask, lo, hi,
-                                                                   final_hessian, 200)
+    (x, value, grad, hess, _, _), saddle = leave_saddles(lambda p: fns.value_and_grad(p, None),
+                                                         lambda p: fns.hessian(p, None), start, mask, lo, hi,
+                                                         final_hessian, 200)
     assert not saddle
     assert value == pytest.approx(-0.25, abs=1e-12)
     assert abs(x[1]) == pytest.approx(np.sqrt(0.5), abs=1e-8)
