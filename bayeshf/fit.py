@@ -132,6 +132,7 @@ def fit(
     data: Sequence[float] | None = None,
     gtol: float = 1e-6,
     maxiter: int = 1000,
+    reference: FitResult | None = None,
 ) -> FitResult:
     """Minimise twice_nll of ``model`` (maximum-likelihood fit).
 
@@ -143,15 +144,18 @@ def fit(
     ``trust-krylov`` (Hessian-vector products), ``trust-exact`` (full Hessian),
     ``trust-ncg``, or ``auto`` (trust-exact up to 400 parameters).
 
+    ``reference``: a converged fit of the same data with fewer parameters fixed
+    (e.g. the free fit the caller already has); when parameters are fixed and it
+    is not given, the free fit is made here (:func:`global_fit` checks against it).
+
     The fit is checked and retried (see :func:`global_fit`); a fit that still
     fails is returned with ``success=False`` (it does not raise). The result
     carries the saturated-model goodness of fit (``gof_pvalue``).
     """
     _check_method(method)
     problem = FitProblem.resolve(model, init=init, fixed=fixed, bounds=bounds, data=data)
-    reference = None
     extra = problem.fixed & ~np.asarray(model.fixed, bool)
-    if np.any(extra):
+    if reference is None and np.any(extra):
         # far from the free fit a fixed fit can end in a side valley; the free fit is the reference that
         # global_fit's plausibility check and its descent start from
         free = dataclasses.replace(problem, fixed=np.asarray(model.fixed, bool).copy(),

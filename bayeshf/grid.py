@@ -165,12 +165,7 @@ class _Group:
         result = batch_minimize(self.model, np.concatenate(x0), np.concatenate(data), np.array(mask),
                                 np.array(values), lo, hi, arrays=_tile(self.arrays, width))
         n = self.n
-        return [_slice(result, k * n, (k + 1) * n) for k in range(len(jobs))]
-
-
-def _slice(result, a, b):
-    return dataclasses.replace(result, bestfit=result.bestfit[a:b], twice_nll=result.twice_nll[a:b],
-                               converged=result.converged[a:b], edm=result.edm[a:b], iterations=result.iterations[a:b])
+        return [result.take(slice(k * n, (k + 1) * n)) for k in range(len(jobs))]
 
 
 def _statistic(free, conditional, poi, poi_value):

@@ -86,8 +86,10 @@ def _observed_fits(model: Any, poi_value: float, data: np.ndarray, test_stat: st
     from bayeshf.fit import fit
 
     free = fit(model, data=data)
-    at_test = fit(model, data=data, fixed={model.poi_name: poi_value}, init=free.bestfit)
-    at_zero = at_test if poi_value == 0.0 else fit(model, data=data, fixed={model.poi_name: 0.0}, init=free.bestfit)
+    reference = free if free.success else None
+    at_test = fit(model, data=data, fixed={model.poi_name: poi_value}, init=free.bestfit, reference=reference)
+    at_zero = at_test if poi_value == 0.0 else fit(model, data=data, fixed={model.poi_name: 0.0}, init=free.bestfit,
+                                                   reference=reference)
     for name, result in (("free", free), (f"{model.poi_name} = {poi_value:g}", at_test), (f"{model.poi_name} = 0", at_zero)):
         if not result.success:
             raise BayeshfError(f"the {name} fit to the observed data did not converge ({result.message}); "
