@@ -1,5 +1,3 @@
-import sys
+from bayeshf.cli import entry
 
-from bayeshf.cli import main
-
-sys.exit(main())
+entry()

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeshf.algorithms import ALGORITHMS, SAMPLERS, algorithm  # noqa: F401  (chains' names, as before)
+from bayeshf.stored import StoredJit
 
 
 class StepFlags(NamedTuple):
@@ -155,9 +156,6 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     (``shard_map``: every device runs the same program on its own chains, with
     no communication); model, preconditioner and flags are replicated.
     """
-    from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
-    from blackjax.adaptation.step_size import dual_averaging_adaptation
-
     from bayeshf.kernels import matvec
 
     def to_z(preconditioner, u):
@@ -176,13 +174,19 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
 
         return _kernel(logdensity_fn, sampler, max_tree_depth, num_integration_steps, dense)
 
-    da_init, da_update, _ = dual_averaging_adaptation(target)
-    # shrink each window's estimate towards the previous metric (identity at first: the preconditioned
-    # target has unit scale), not only towards Stan's 1e-3 * I, which for a dense metric estimated from
-    # fewer draws than dimensions would leave near-zero directions
-    _, mm_update, mm_final = mass_matrix_adaptation(not dense, imm_shrinkage_to_previous=shrinkage)
+    def adaptations():
+        """blackjax's step-size and metric adaptations, imported when a program is traced (a stored one is not)."""
+        from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
+        from blackjax.adaptation.step_size import dual_averaging_adaptation
+
+        # shrink each window's estimate towards the previous metric (identity at first: the preconditioned
+        # target has unit scale), not only towards Stan's 1e-3 * I, which for a dense metric estimated from
+        # fewer draws than dimensions would leave near-zero directions
+        return (dual_averaging_adaptation(target),
+                mass_matrix_adaptation(not dense, imm_shrinkage_to_previous=shrinkage))
 
     def adapt_update(adaptation: Adaptation, position, acceptance_rate, flags: StepFlags) -> Adaptation:
+        (da_init, da_update, _), (_, mm_update, mm_final) = adaptations()
         acceptance_rate = jnp.where(jnp.isfinite(acceptance_rate), acceptance_rate, 0.0)
         da = da_update(adaptation.dual_averaging, acceptance_rate)
         mm = jax.lax.cond(flags.slow, lambda m: mm_update(m, position), lambda m: m, adaptation.mass_matrix)
@@ -246,17 +250,19 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         return carry, pack_records(stats._replace(theta=theta))
 
     def start(model, preconditioner, positions, step_size, inverse_mass_matrix, keys):
-        from blackjax.adaptation.mass_matrix import mass_matrix_adaptation as mma
-
-        mm_init = mma(not dense)[0]
+        (da_init, _, _), (mm_init, _, _) = adaptations()
         states = jax.vmap(kernel(model, preconditioner)[0])(positions)
         chains, ndim = positions.shape
         mm = jax.vmap(lambda imm: mm_init(ndim, imm))(inverse_mass_matrix)
         da = jax.vmap(da_init)(step_size)
         return Carry(states, Adaptation(da, mm, step_size, inverse_mass_matrix), keys)
 
+    # what the closures are made of, for the program store (devices by id: they do not pickle)
+    key = (structure, sampler, dense, max_tree_depth, num_integration_steps, target, shrinkage,
+           tuple(d.id for d in devices), chain_loop)
     if len(devices) <= 1:
-        return jax.jit(start), jax.jit(run_chunk)
+        return (StoredJit(start, key=key, name="bayeshf.chains.start"),
+                StoredJit(run_chunk, key=key, name="bayeshf.chains.run_chunk"))
     from jax.sharding import Mesh
     from jax.sharding import PartitionSpec as P
 
@@ -267,7 +273,8 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
     # scanned stats are (steps, chains, ...): the chain axis is the second
     run_chunk = jax.shard_map(run_chunk, mesh=mesh, in_specs=(shared, shared, chain, shared, shared, shared),
                               out_specs=(chain, P(None, "chains")), check_vma=False)
-    return jax.jit(start), jax.jit(run_chunk)
+    return (StoredJit(start, key=key, name="bayeshf.chains.start"),
+            StoredJit(run_chunk, key=key, name="bayeshf.chains.run_chunk"))
 
 
 def replicate(tree, devices: tuple):

@@ -23,6 +23,7 @@ import numpy as np
 
 from bayeshf import __version__
 from bayeshf.chains import algorithm
+from bayeshf.stored import stored_jit
 
 
 def _set_arrays(model, theta: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, Any]]:
@@ -51,7 +52,7 @@ def _channel_arrays(model, counts: np.ndarray) -> tuple[dict[str, np.ndarray], d
     return variables, dims, coords
 
 
-@jax.jit
+@stored_jit
 def _rates(model, thetas):
     return jax.vmap(model.expected_counts)(thetas)
 
@@ -149,7 +150,7 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
     return idata
 
 
-@jax.jit
+@stored_jit
 def _prior_key(seed):
     """The prior draws' key of ``seed`` in one program (each eager random call compiles one)."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), 7)

@@ -11,7 +11,6 @@ posteriors differing only in data share them.
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -19,14 +18,15 @@ import numpy as np
 
 from bayeshf.newton import bounded_newton
 from bayeshf.posterior import Posterior, Structure
+from bayeshf.stored import stored_jit
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@stored_jit(static_argnums=0)
 def _z_value_and_grad(structure: Structure, model, z):
     return jax.value_and_grad(structure.bind(model).logdensity_fn)(z)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@stored_jit(static_argnums=0)
 def _z_hessian_fd(structure: Structure, model, z):
     """Hessian of logdensity_fn by central differences of the gradient, all 2d gradients in one vmapped call.
 
@@ -39,7 +39,7 @@ def _z_hessian_fd(structure: Structure, model, z):
     return 0.5 * (difference + difference.T)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@stored_jit(static_argnums=0)
 def _theta_value_and_grad(structure: Structure, model, theta):
     return jax.value_and_grad(structure.bind(model).log_posterior)(theta)
 

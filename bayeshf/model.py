@@ -29,6 +29,7 @@ from bayeshf.build import Tables, tables_from_spec
 from bayeshf.errors import BayeshfError
 from bayeshf.interpolation import DEFAULT_CODES, code4_coefficients, histosys_coefficients, normsys_log_factors
 from bayeshf.params import ParameterSet
+from bayeshf.stored import stored_jit
 
 __all__ = ["HistFactoryModel", "ParameterSet"]
 
@@ -276,7 +277,7 @@ def _logpdf(a, static, pars, observed, auxdata):
     return _log_likelihood(a, static, pars, observed) + _log_constraint(a, static, pars, auxdata)
 
 
-_jit = functools.partial(jax.jit, static_argnums=(1,))
+_jit = functools.partial(stored_jit, static_argnums=(1,))
 _expected_counts_jit = _jit(_expected_counts)
 _expected_auxdata_jit = _jit(_expected_auxdata)
 _rates_jit = _jit(_rates)

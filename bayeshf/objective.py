@@ -11,7 +11,6 @@ recompile.
 
 from __future__ import annotations
 
-import functools
 import weakref
 from typing import Any
 
@@ -20,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bayeshf import transforms
+from bayeshf.stored import StoredJit, stored_jit
 
 __all__ = ["compiled_functions", "fit_arguments", "DenseProducts"]
 
@@ -40,13 +40,13 @@ def _objective_z(model, z, data, fixed_mask, fixed_values, lo, hi, kind):
 _grad_z = jax.grad(_objective_z, argnums=1)
 
 
-@jax.jit
+@stored_jit
 def _hvp_z(model, z, p, data, fixed_mask, *rest):
     tangent = jax.jvp(lambda zz: _grad_z(model, zz, data, fixed_mask, *rest), (z,), (p,))[1]
     return jnp.where(fixed_mask, p, tangent)
 
 
-@jax.jit
+@stored_jit
 def _hess_z(model, z, data, fixed_mask, *rest):
     h = jax.hessian(_objective_z, argnums=1)(model, z, data, fixed_mask, *rest)
     keep = ~fixed_mask
@@ -54,7 +54,7 @@ def _hess_z(model, z, data, fixed_mask, *rest):
     return h + jnp.diag(fixed_mask.astype(h.dtype))
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@stored_jit(static_argnums=0)
 def _hess_z_batched(batch, model, z, data, fixed_mask, *rest):
     """Dense Hessian from Hessian-vector products, ``batch`` columns at a time (bounded memory)."""
     def column(v):
@@ -67,8 +67,8 @@ def _hess_z_batched(batch, model, z, data, fixed_mask, *rest):
     return h + jnp.diag(fixed_mask.astype(h.dtype))
 
 
-_value_and_grad_z = jax.jit(jax.value_and_grad(_objective_z, argnums=1))
-_asimov = jax.jit(lambda model, x: model.asimov_data(x))
+_value_and_grad_z = StoredJit(jax.value_and_grad(_objective_z, argnums=1), name="bayeshf.objective._value_and_grad_z")
+_asimov = StoredJit(lambda model, x: model.asimov_data(x), name="bayeshf.objective._asimov")
 
 
 def fit_arguments(mask, fixed_values, lo, hi, kind) -> tuple[jax.Array, ...]:

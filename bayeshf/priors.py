@@ -53,6 +53,7 @@ from jax.scipy.special import gammaln
 
 from bayeshf.errors import BayeshfError
 from bayeshf.prior_files import _POSITIVE, FAMILIES, read_priors  # noqa: F401 (the file format defines the families)
+from bayeshf.stored import StoredJit
 
 #: natural support of each family
 SUPPORT: dict[str, tuple[float, float]] = {
@@ -272,7 +273,7 @@ def _sample_groups(families: tuple[str, ...], arrays, fixed_values, key, n: int)
 
 
 # one compiled program per family structure and sizes, shared by all prior sets
-_sample_jit = jax.jit(_sample_groups, static_argnums=(0, 4))
+_sample_jit = StoredJit(_sample_groups, static_argnums=(0, 4))
 
 
 # --------------------------------------------------------------------------- defaults

@@ -20,7 +20,11 @@ It sets, where the user has not chosen otherwise:
   HistFactory evaluation of microseconds was most of the cost of a call
   (docs/architecture.md, "Runtime", has the measurement);
 - JAX's persistent compilation cache (:func:`enable_compilation_cache`), so a
-  second run of the same command skips compilation.
+  second run of the same command skips compilation;
+- one BLAS thread for NumPy's and SciPy's linear algebra (``BAYESHF_BLAS_THREADS=n``
+  to choose, 0 to leave it; an ``OPENBLAS_NUM_THREADS`` or ``MKL_NUM_THREADS`` the user set
+  is kept): BLAS threads that busy-wait beside JAX's own thread pool fight it for the cores
+  (docs/architecture.md, "Runtime", has the measurement).
 
 ``bayeshf.sample(..., compilation_cache=True)`` (the default) also turns the
 cache on by itself; ``compilation_cache=False`` leaves it as it is.
@@ -48,15 +52,19 @@ CACHE_MAX_BYTES = 1 << 30
 _FALSE = ("0", "off", "no", "false")
 #: subdirectory of the compilation cache holding stamps of validated workspaces (bayeshf.workspace.validate)
 VALIDATED_SUBDIRECTORY = "bayeshf-validated"
+#: subdirectory of the compilation cache holding whole compiled programs (bayeshf.stored)
+PROGRAMS_SUBDIRECTORY = "bayeshf-programs"
 _validation_cache: Path | None = None
 
 
 class Settings(NamedTuple):
-    """What :func:`configure` did: devices requested (0: left as it was), dispatch, cache directory or None."""
+    """What :func:`configure` did: devices requested (0: left as it was), dispatch, cache directory or None,
+    BLAS threads set (0: left as it was)."""
 
     cpu_devices: int
     synchronous_dispatch: bool | None
     compilation_cache: Path | None
+    blas_threads: int = 0
 
 
 def enable_float64() -> None:
@@ -114,7 +122,8 @@ def _env_flag(name: str) -> bool:
 
 
 def configure(*, cpu_devices: int | None = None, synchronous_dispatch: bool | None = None,
-              compilation_cache: bool | str | Path = True) -> Settings:
+              compilation_cache: bool | str | Path = True, blas_threads: int | None = None,
+              stored_programs: bool = False) -> Settings:
     """Set JAX up as the ``bayeshf`` command line runs it (see the module docstring).
 
     cpu_devices: CPU devices to create (default ``$BAYESHF_CPU_DEVICES`` or one per core, at most
@@ -122,8 +131,12 @@ def configure(*, cpu_devices: int | None = None, synchronous_dispatch: bool | No
     ``--xla_force_host_platform_device_count``. synchronous_dispatch: default True unless
     ``$BAYESHF_CPU_ASYNC=1``. Both are skipped once JAX's backend has started (nothing is changed
     then, and nothing fails). compilation_cache: True (the default location, see
-    :func:`cache_directory`), a directory, or False.
+    :func:`cache_directory`), a directory, or False. blas_threads: threads of the BLAS libraries
+    (:func:`limit_blas_threads`; default ``$BAYESHF_BLAS_THREADS`` or 1, 0 leaves them alone).
+    stored_programs: keep whole compiled programs in the cache directory's PROGRAMS_SUBDIRECTORY
+    (:mod:`bayeshf.stored`; the command line does), so that a second run skips tracing them too.
     """
+    blas = limit_blas_threads(blas_threads)
     import jax
 
     devices, synchronous = 0, None
@@ -134,7 +147,37 @@ def configure(*, cpu_devices: int | None = None, synchronous_dispatch: bool | No
     cache = None
     if compilation_cache is not False:
         cache = enable_compilation_cache(None if compilation_cache is True else compilation_cache)
-    return Settings(devices, synchronous, cache)
+    if stored_programs and cache is not None:
+        from bayeshf import stored
+
+        if stored.enable(cache / PROGRAMS_SUBDIRECTORY) is not None:
+            prune_cache(cache / PROGRAMS_SUBDIRECTORY, stored.STORE_MAX_BYTES)
+    return Settings(devices, synchronous, cache, blas)
+
+
+#: environment variables BLAS libraries read when they load (OpenBLAS, MKL)
+BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def limit_blas_threads(threads: int | None = None) -> int:
+    """Run NumPy's and SciPy's BLAS on ``threads`` threads (default ``$BAYESHF_BLAS_THREADS`` or 1).
+
+    Libraries loaded already are limited through threadpoolctl, those loaded later through the
+    environment variables they read. Returns the count set; 0 when left alone (``threads`` 0, or a
+    BLAS variable the user set).
+    """
+    if threads is None:
+        setting = os.environ.get("BAYESHF_BLAS_THREADS", "").strip()
+        threads = int(setting) if setting.isdigit() else 1
+    if threads <= 0 or any(os.environ.get(name, "").strip() for name in BLAS_VARIABLES):
+        return 0
+    for name in BLAS_VARIABLES:
+        os.environ[name] = str(threads)
+    if "numpy" in sys.modules or "scipy" in sys.modules:  # loaded already: the variables came too late
+        import threadpoolctl
+
+        threadpoolctl.threadpool_limits(threads, user_api="blas")
+    return threads
 
 
 def _configure_devices(count: int | None) -> int:

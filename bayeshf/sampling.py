@@ -14,7 +14,6 @@ The compiled program itself lives in :mod:`bayeshf.chains`.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import warnings
@@ -30,6 +29,7 @@ from bayeshf.errors import BayeshfError, interrupt_behind
 from bayeshf.laplace import _z_value_and_grad, find_mode_unconstrained
 from bayeshf.posterior import Posterior
 from bayeshf.priors import build_priors
+from bayeshf.stored import stored_jit
 
 METRICS = ("diagonal", "dense")
 #: default target acceptance rate per sampler (MH: the 0.234 of Roberts, Gelman & Gilks 1997); NUTS 0.9 because a
@@ -437,7 +437,7 @@ def _whitening(posterior: Posterior, devices: tuple):
     return per_posterior[key]
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
+@stored_jit(static_argnums=(1, 2))
 def _seed_randomness(seed, chains: int, ndim: int):
     """The starts' key, the chains' keys and the starts' normal jitter (chains, ndim) of ``seed``, in one program
     (eager random calls compile one program each)."""
