@@ -15,19 +15,23 @@ is counted in ``n_failed`` and left out of the distributions (never silently).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from scipy.special import ndtr
 
 from bayeshf import batchfit
 from bayeshf.batchfit import BatchFitResult, batch_minimize, fit_setup
 from bayeshf.errors import BayeshfError
+from bayeshf.model import _logpdf
 from bayeshf.teststats import BAND_SIGMAS, CLsValues
 from bayeshf._display import display
 
 __all__ = ["ToyHypoTestResult", "ToyUpperLimitResult", "ToyMinima", "hypotest", "upper_limit", "sample_toys",
-           "toy_minima", "TOY_TEST_STATISTICS"]
+           "toy_minima", "several_valley_parameters", "TOY_TEST_STATISTICS"]
 
 TOY_TEST_STATISTICS = ("qtilde", "q")
 #: percentiles of the b-only p-values for the expected band (-2 ... +2 sigma of a normal), pyhf's
@@ -142,6 +146,8 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
     free_x, fixed_x = np.full((n, len(start)), np.nan), np.full((n, len(start)), np.nan)
     ok = np.zeros(n, dtype=bool)
     poi = model.poi_index
+    valleys = several_valley_parameters(model)
+    valleys = valleys[valleys != poi]
     start_fixed = np.array(start, dtype=float)
     start_fixed[poi] = poi_value
     x0 = np.concatenate([np.tile(start, (half, 1)), np.tile(start_fixed, (half, 1))])
@@ -153,11 +159,14 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
         pad = np.resize(idx, half)  # a fixed batch shape: one compiled program for all chunks
         data = np.concatenate([toys[pad], toys[pad]])
         first = _rounds(model, x0, data, mask, values, lo, hi, inverse, _FIRST_ITERATIONS)
-        swapped = np.concatenate([first.bestfit[half:], first.bestfit[:half]])
-        swapped[:half, poi] = np.clip(first.bestfit[:half, poi], lo[poi], hi[poi])  # free fits: released POI
-        swapped[half:, poi] = poi_value
-        second = _rounds(model, swapped, data, mask, values, lo, hi, first.inverse, _SECOND_ITERATIONS)
-        best_nll, best_x, good = _lower(first, second)
+        if valleys.size:  # the mirror probes below replace the second start: more lower valleys, at less cost
+            best_nll, best_x, good, best_inverse = _lower(first, first)
+        else:
+            swapped = np.concatenate([first.bestfit[half:], first.bestfit[:half]])
+            swapped[:half, poi] = np.clip(first.bestfit[:half, poi], lo[poi], hi[poi])  # free fits: released POI
+            swapped[half:, poi] = poi_value
+            second = _rounds(model, swapped, data, mask, values, lo, hi, first.inverse, _SECOND_ITERATIONS)
+            best_nll, best_x, good, best_inverse = _lower(first, second)
         missing = np.flatnonzero(~good)
         if missing.size:  # exact Newton from the lowest point reached, in small padded batches
             retry = _small_batches(model, best_x[missing], data[missing], mask[missing], values[missing], lo, hi,
@@ -165,6 +174,17 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
             best_nll[missing] = np.where(retry.converged, retry.twice_nll, best_nll[missing])
             best_x[missing] = np.where(retry.converged[:, None], retry.bestfit, best_x[missing])
             good[missing] = retry.converged
+        if valleys.size:  # a likelihood with several valleys: probe the mirror images, refit the promising ones
+            best_nll, best_x, good = _mirror_refits(model, valleys, best_nll, best_x, good, best_inverse, data, mask,
+                                                    values, lo, hi)
+            # without the second start, a free fit above its toy's fixed fit restarts from that minimum
+            below = np.flatnonzero(good[:half] & good[half:] & (best_nll[half:] < best_nll[:half] - 1e-9))
+            if below.size:
+                again = _small_batches(model, best_x[half + below], data[below], mask[below], values[below], lo, hi,
+                                       "quasi-newton", best_inverse[half + below])
+                lower = again.converged & (again.twice_nll < best_nll[below])
+                best_nll[below] = np.where(lower, again.twice_nll, best_nll[below])
+                best_x[below] = np.where(lower[:, None], again.bestfit, best_x[below])
         k = len(idx)
         free_nll[idx], fixed_nll[idx], free_x[idx], fixed_x[idx] = (best_nll[:k], best_nll[half:half + k],
                                                                     best_x[:k], best_x[half:half + k])
@@ -174,8 +194,88 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
     return ToyMinima(free_nll, fixed_nll, free_x, fixed_x, ok)
 
 
-def _lower(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per item, the lower converged minimum of two batched fits (twice_nll, point, converged)."""
+def several_valley_parameters(model: Any) -> np.ndarray:
+    """Indices of parameters along which a toy's likelihood can have two valleys.
+
+    :func:`bayeshf.fit.kinked_parameters` and :func:`bayeshf.fit.non_monotone_parameters`, and the
+    one-sided variations (a histosys or normsys bin with one template equal to the nominal and the
+    other not): code4p and code4 interpolate them with a polynomial that dips below the nominal between
+    alpha = -1 and 0 (sbottom's ttbar_Gen, ttbar_PS, ttbar_ISR_Up/Down, where most toys' second valleys are).
+    """
+    from bayeshf.fit import kinked_parameters, non_monotone_parameters
+
+    arrays = model.arrays
+    out = set(int(i) for i in kinked_parameters(model)) | set(int(i) for i in non_monotone_parameters(model))
+    params = np.asarray(arrays.histosys_param)
+    if params.size:
+        table = np.asarray(arrays.histosys_table)
+        up, down = table[: params.size], table[params.size:]  # up - nom, nom - down
+        out.update(int(p) for p in params[np.any((up * down == 0) & ((up != 0) | (down != 0)), axis=1)])
+    log_hi, log_lo = np.asarray(arrays.normsys_log_hi), np.asarray(arrays.normsys_log_lo)
+    out.update(int(p) for p in np.asarray(arrays.normsys_param)[(log_hi * log_lo == 0) & ((log_hi != 0) | (log_lo != 0))])
+    fixed = np.asarray(model.fixed, bool)
+    return np.asarray(sorted(i for i in out if not fixed[i]), dtype=int)
+
+
+#: a mirror point is refitted when its twice_nll rise over the minimum is below this fraction of the rise
+#: the quadratic model at the minimum predicts there, and below _MIRROR_MARGIN (docs/frequentist.md, Toys)
+_MIRROR_RATIO, _MIRROR_MARGIN = 0.5, 1.0
+#: the probed values of a parameter at alpha: these multiples of alpha (at least 0.5 from 0, away from alpha's sign)
+_MIRROR_SCALES = (-0.7,)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _probe(static, scales, arrays, x, inverse, params, data, mask, values, lo, hi, nll, ratio, margin):
+    """Per item, the most promising mirror point (the lowest rise passing the test) and whether one passed.
+
+    A mirror value of parameter p at alpha is scale * alpha (at least 0.5 away from 0); the other
+    parameters follow the quadratic profile at the minimum (the inverse's column: their conditional
+    shift), so the point's twice_nll estimates the profile likelihood there.
+    """
+    nmain = data.shape[1] - arrays.auxdata.shape[0]
+
+    def one(xi, inv, di, mi, vi, nll_i):
+        a = xi[params]
+        magnitude = jnp.maximum(jnp.abs(a), 0.5)
+        sign = jnp.where(a >= 0, 1.0, -1.0)
+        target = jnp.concatenate([scale * sign * magnitude for scale in scales])  # (s * k,)
+        ps = jnp.tile(params, len(scales))
+        column = inv[:, ps].T  # (s * k, npars)
+        pivot = inv[ps, ps]
+        ok = pivot > 0
+        unit = jnp.eye(xi.shape[0], dtype=xi.dtype)[ps]
+        direction = jnp.where(ok[:, None], column / jnp.where(ok, pivot, 1.0)[:, None], unit)
+        shift = target - xi[ps]
+        points = jnp.where(mi, vi, jnp.clip(xi + shift[:, None] * direction, lo, hi))
+        f = jax.vmap(lambda y: -2.0 * _logpdf(arrays, static, y, di[:nmain], di[nmain:]))(points)
+        rise = jnp.where(jnp.isfinite(f), f - nll_i, jnp.inf)
+        predicted = jnp.where(ok, 0.5 * shift ** 2 / jnp.where(ok, pivot, 1.0), jnp.inf)
+        passing = rise < jnp.minimum(margin, ratio * predicted)
+        pick = jnp.argmin(jnp.where(passing, rise, jnp.inf))
+        return points[pick], jnp.any(passing)
+
+    return jax.vmap(one)(x, inverse, data, mask, values, nll)
+
+
+def _mirror_refits(model: Any, params, best_nll, best_x, good, inverse, data, mask, values, lo, hi):
+    """Refit from the most promising mirror point the items whose mirror images may hold a lower valley."""
+    point, promising = (np.asarray(v) for v in _probe(
+        model._static, _MIRROR_SCALES, model.arrays, best_x, inverse, jnp.asarray(params), data, mask, values,
+        lo, hi, np.where(np.isfinite(best_nll), best_nll, np.inf), _MIRROR_RATIO, _MIRROR_MARGIN))
+    chosen = np.flatnonzero(promising & good)
+    if not chosen.size:
+        return best_nll, best_x, good
+    refit = _small_batches(model, point[chosen], data[chosen], mask[chosen], values[chosen], lo, hi,
+                           "quasi-newton", inverse[chosen])
+    lower = refit.converged & (refit.twice_nll < best_nll[chosen])
+    best_nll, best_x = best_nll.copy(), best_x.copy()
+    best_nll[chosen] = np.where(lower, refit.twice_nll, best_nll[chosen])
+    best_x[chosen] = np.where(lower[:, None], refit.bestfit, best_x[chosen])
+    return best_nll, best_x, good
+
+
+def _lower(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per item, the lower converged minimum of two batched fits (twice_nll, point, converged, BFGS inverse)."""
     a_nll = np.where(a.converged, a.twice_nll, np.inf)
     b_nll = np.where(b.converged, b.twice_nll, np.inf)
     take_b = b_nll < a_nll
@@ -183,7 +283,8 @@ def _lower(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # neither converged: keep the lower point reached, for the exact-Newton retry
     take_b = np.where(good, take_b, np.nan_to_num(b.twice_nll, nan=np.inf) < np.nan_to_num(a.twice_nll, nan=np.inf))
     nll = np.where(take_b, b.twice_nll, a.twice_nll).astype(float)
-    return nll, np.where(take_b[:, None], b.bestfit, a.bestfit).astype(float), good.copy()
+    inverse = np.where(take_b[:, None, None], b.inverse, a.inverse)
+    return nll, np.where(take_b[:, None], b.bestfit, a.bestfit).astype(float), good.copy(), inverse
 
 
 #: iterations of the whole batch from the generating point and from the other fit's minimum (about the 90th
