@@ -219,7 +219,7 @@ def several_valley_parameters(model: Any) -> np.ndarray:
 
 #: a mirror point is refitted when its twice_nll rise over the minimum is below this fraction of the rise
 #: the quadratic model at the minimum predicts there, and below _MIRROR_MARGIN (docs/frequentist.md, Toys)
-_MIRROR_RATIO, _MIRROR_MARGIN = 0.5, 1.0
+_MIRROR_RATIO, _MIRROR_MARGIN = 0.35, 1.0
 #: the probed values of a parameter at alpha: these multiples of alpha (at least 0.5 from 0, away from alpha's sign)
 _MIRROR_SCALES = (-0.7,)
 
