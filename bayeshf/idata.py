@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from bayeshf import __version__
+from bayeshf.assemble import Group, assemble  # noqa: F401  (the groups are this module's)
 from bayeshf.chains import algorithm
 from bayeshf.stored import stored_jit
 
@@ -83,29 +84,16 @@ def pointwise_log_likelihood(observed: np.ndarray, rates: np.ndarray) -> np.ndar
     return xlogy(observed, rates) - rates - gammaln(observed + 1.0)
 
 
-def _log_likelihood_dataset(model, observed: np.ndarray, rates: np.ndarray):
-    import xarray as xr
-
+def _log_likelihood_group(model, observed: np.ndarray, rates: np.ndarray) -> Group:
     labels = [f"{c}[{i}]" for c in model.channels for i in range(model.channel_nbins[c])]
-    return xr.Dataset({"main_bins": (["chain", "draw", "main_bin"], pointwise_log_likelihood(observed, rates))},
-                      coords={"main_bin": labels})
+    return Group({"main_bins": pointwise_log_likelihood(observed, rates)}, {"main_bins": ["main_bin"]},
+                 {"main_bin": labels})
 
 
 def _as_counts(values: np.ndarray) -> np.ndarray:
     """Integral observed counts as int64 (like the predictive draws); Asimov-like data stay float."""
     values = np.asarray(values, dtype=float)
     return values.astype(np.int64) if np.all(values == np.round(values)) and np.all(values >= 0) else values
-
-
-def _dataset(variables, dims, coords, *, chain_draw: bool = True):
-    import xarray as xr
-
-    data_vars = {}
-    for name, values in variables.items():
-        lead = ["chain", "draw"] if chain_draw else []
-        data_vars[name] = (lead + dims[name], np.asarray(values))
-    used = {d for name in variables for d in dims[name]}
-    return xr.Dataset(data_vars, coords={k: v for k, v in coords.items() if k in used})
 
 
 def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str, np.ndarray] | None = None,
@@ -117,20 +105,25 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
     observed_data, and, when ``prior_set`` is given and proper, prior and
     prior_predictive groups with ``prior_draws`` draws (one chain).
     """
-    import arviz as az
+    return assemble(*parameter_draw_groups(model, theta, sample_stats=sample_stats, prior_set=prior_set, seed=seed,
+                                           prior_draws=prior_draws, attrs=attrs))
 
+
+def parameter_draw_groups(model, theta: np.ndarray, *, sample_stats: Mapping[str, np.ndarray] | None = None,
+                          prior_set=None, seed: int = 0, prior_draws: int = 1000,
+                          attrs: Mapping[str, Any] | None = None) -> tuple[dict[str, Group], dict[str, Any]]:
+    """The groups and attributes of :func:`from_parameter_draws` as NumPy arrays (no ArviZ, no xarray)."""
     theta = np.asarray(theta, dtype=float)
     rng = np.random.default_rng([seed, 7])
-    variables, dims, coords = _set_arrays(model, theta)
-    groups = {"posterior": _dataset(variables, dims, coords)}
+    groups = {"posterior": Group(*_set_arrays(model, theta))}
     rates = expected_main(model, theta)
     counts = predictive_counts(model, theta, rng, rates)
-    groups["posterior_predictive"] = _dataset(*_channel_arrays(model, counts))
+    groups["posterior_predictive"] = Group(*_channel_arrays(model, counts))
     observed = np.asarray(model.observed, dtype=float)
-    groups["log_likelihood"] = _log_likelihood_dataset(model, observed, rates)
-    groups["observed_data"] = _dataset(*_channel_arrays(model, _as_counts(observed)), chain_draw=False)
+    groups["log_likelihood"] = _log_likelihood_group(model, observed, rates)
+    groups["observed_data"] = Group(*_channel_arrays(model, _as_counts(observed)), chain_draw=False)
     if sample_stats:
-        groups["sample_stats"] = _dataset(dict(sample_stats), {k: [] for k in sample_stats}, {})
+        groups["sample_stats"] = Group(dict(sample_stats), {k: [] for k in sample_stats}, {})
     if prior_set is not None and prior_draws > 0:
         try:
             prior_key = _prior_key(seed)
@@ -138,16 +131,13 @@ def from_parameter_draws(model, theta: np.ndarray, *, sample_stats: Mapping[str,
         except Exception:  # improper prior: no prior groups
             prior_theta = None
         if prior_theta is not None:
-            groups["prior"] = _dataset(*_set_arrays(model, prior_theta))
+            groups["prior"] = Group(*_set_arrays(model, prior_theta))
             prior_counts = predictive_counts(model, prior_theta, rng)
-            groups["prior_predictive"] = _dataset(*_channel_arrays(model, prior_counts))
+            groups["prior_predictive"] = Group(*_channel_arrays(model, prior_counts))
     all_attrs = {"created_by": f"bayeshf {__version__}", "poi": model.poi_name or "",
                  "par_names": list(model.par_names)}
     all_attrs.update(attrs or {})
-    idata = az.InferenceData(**groups)
-    for name in idata.groups():
-        getattr(idata, name).attrs.update({k: _attr(v) for k, v in all_attrs.items()})
-    return idata
+    return groups, all_attrs
 
 
 @stored_jit
@@ -156,19 +146,14 @@ def _prior_key(seed):
     return jax.random.fold_in(jax.random.PRNGKey(seed), 7)
 
 
-def _attr(value):
-    """netCDF-friendly attribute values."""
-    if isinstance(value, bool):
-        return int(value)
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value] if any(isinstance(v, str) for v in value) else list(value)
-    return value
-
-
 def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any], prior_draws: int):
     """InferenceData from the blackjax driver's :class:`bayeshf.sampling.RawDraws`."""
+    return assemble(*inference_groups(posterior, raw, seed=seed, settings=settings, prior_draws=prior_draws))
+
+
+def inference_groups(posterior, raw, *, seed: int, settings: Mapping[str, Any],
+                     prior_draws: int) -> tuple[dict[str, Group], dict[str, Any]]:
+    """:func:`to_inference_data`'s groups and attributes as NumPy arrays (no ArviZ, no xarray)."""
     stats = raw.stats
     base = posterior.fixed_base
     theta = np.array(np.broadcast_to(base, stats.theta.shape[:-1] + base.shape), dtype=float)
@@ -181,5 +166,5 @@ def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any],
         sample_stats["tree_depth"] = stats.tree_depth.astype(np.int64)
     attrs = dict(settings)
     attrs.update(interrupted=bool(raw.interrupted), draws_done=int(raw.draws_done))
-    return from_parameter_draws(posterior.model, theta, sample_stats=sample_stats, prior_set=posterior.prior_set,
-                                seed=seed, prior_draws=prior_draws, attrs=attrs)
+    return parameter_draw_groups(posterior.model, theta, sample_stats=sample_stats, prior_set=posterior.prior_set,
+                                 seed=seed, prior_draws=prior_draws, attrs=attrs)

@@ -148,7 +148,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
                init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
                num_integration_steps: int = 16, step_size: float | None = None,
                chunk_size: int | None = None, split_chains: bool = True, chain_loop: bool | None = None,
-               keep_warmup: bool = False, target_ess: float | None = None, max_time: float | None = None) -> RawDraws:
+               keep_warmup: bool = False, target_ess: float | None = None, max_time: float | None = None,
+               convergence=None) -> RawDraws:
     """Run the chains; returns the raw per-step records of the kept draws (see :func:`sample`).
 
     ``split_chains``: spread the chains over the CPU devices (one per core after :func:`bayeshf.runtime.configure`);
@@ -165,7 +166,8 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
     reach it and its rank-normalised split R-hat is below RHAT_TARGET, or until ``max_time`` seconds
     (counted from the call; None: no limit) would be passed (:func:`extend_until_converged`). The extra
     draws continue the same chains with the step keys of a longer run: a run that ends at n draws
-    holds the same draws as ``draws=n`` would.
+    holds the same draws as ``draws=n`` would. ``convergence``: the ESS and R-hat function it uses (default
+    :func:`bayeshf.diagnostics.convergence_table`).
     """
     started = time.perf_counter()
     if sampler not in SAMPLERS:
@@ -251,7 +253,7 @@ def run_chains(posterior: Posterior, *, sampler: str = "nuts", chains: int = 4, 
         run_steps(0, total, lambda first: packed[first:first + chunk])
         while target_ess is not None and target_ess > 0:
             theta = np.concatenate([p.theta for p in pieces], axis=0)[warmup:]  # (draws, chains, ndim)
-            extra = extra_draws(np.swapaxes(theta, 0, 1), target_ess)
+            extra = extra_draws(np.swapaxes(theta, 0, 1), target_ess, convergence=convergence)
             if extra == 0:
                 stop = "converged"
                 break
@@ -301,7 +303,7 @@ MAX_EXTENSION = 2.0
 MIN_EXTENSION = 0.25
 
 
-def extra_draws(theta: np.ndarray, target_ess: float, rhat_max: float | None = None) -> int:
+def extra_draws(theta: np.ndarray, target_ess: float, rhat_max: float | None = None, *, convergence=None) -> int:
     """Extra draws per chain to ask for when ``theta`` (chains, draws, ndim) falls short of ``target_ess``
     (bulk and tail) or of R-hat below ``rhat_max`` (default RHAT_TARGET); 0 when it does not.
 
@@ -309,11 +311,12 @@ def extra_draws(theta: np.ndarray, target_ess: float, rhat_max: float | None = N
     says how many more; an R-hat above the threshold with enough ESS asks for half as many again.
     Bounded to [MIN_EXTENSION, MAX_EXTENSION] times the draws so far, then checked again.
     """
-    from bayeshf.diagnostics import convergence_table
+    if convergence is None:
+        from bayeshf.diagnostics import convergence_table as convergence
 
     rhat_max = RHAT_TARGET if rhat_max is None else rhat_max
     drawn = theta.shape[1]
-    bulk, tail, rhat = convergence_table(theta)
+    bulk, tail, rhat = convergence(theta)
     ess = np.minimum(bulk, tail)
     ess = np.where(np.isfinite(ess), ess, 0.0)
     mixed = np.all(np.isfinite(rhat) & (rhat < rhat_max)) if theta.shape[0] > 1 else True
@@ -506,7 +509,7 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
            init: str = "mode", target_acceptance: float | None = None, max_tree_depth: int = 10,
            num_integration_steps: int = 16, step_size: float | None = None, chunk_size: int | None = None,
            prior_draws: int | None = None, compilation_cache: bool = True, target_ess: float | None = None,
-           max_time: float | None = None):
+           max_time: float | None = None, convergence=None, as_groups: bool = False):
     """Sample the posterior of ``model`` (a model, or a :class:`Posterior` whose priors then hold); returns an
     ``arviz.InferenceData``.
 
@@ -537,22 +540,29 @@ def sample(model, *, sampler: str = "nuts", chains: int = 4, warmup: int = 1000,
 
     compilation_cache: turn JAX's persistent compilation cache on
     (:func:`bayeshf.runtime.enable_compilation_cache`); False leaves JAX's
-    setting as it is.
+    setting as it is. convergence: the bulk/tail ESS and R-hat function
+    ``target_ess`` uses (default :func:`bayeshf.diagnostics.convergence_table`).
+    as_groups: return the groups and attributes as NumPy arrays
+    (:func:`bayeshf.idata.inference_groups`; :func:`bayeshf.idata.assemble`
+    makes the InferenceData) and import neither ArviZ nor xarray.
     """
-    from bayeshf.idata import to_inference_data
+    from bayeshf.idata import assemble, inference_groups
 
-    _import_arviz_in_background()
+    if not as_groups:
+        _import_arviz_in_background()
     if compilation_cache:
         enable_compilation_cache()
     posterior = model if isinstance(model, Posterior) else posterior_for(model, priors, shapesys=shapesys)
     raw = run_chains(posterior, sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric,
                      seed=seed, progress=progress, init=init, target_acceptance=target_acceptance,
                      max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
-                     step_size=step_size, chunk_size=chunk_size, target_ess=target_ess, max_time=max_time)
+                     step_size=step_size, chunk_size=chunk_size, target_ess=target_ess, max_time=max_time,
+                     convergence=convergence)
     settings = dict(sampler=sampler, chains=chains, warmup=warmup, draws=draws, metric=metric, seed=seed,
                     target_acceptance=raw.target_acceptance, target_ess=float(target_ess or 0),
                     max_time=float(max_time or 0), stop=raw.stop, extensions=raw.extensions,
                     init=init, max_tree_depth=max_tree_depth, num_integration_steps=num_integration_steps,
                     backend="blackjax", shapesys=posterior.prior_set.shapesys)
-    return to_inference_data(posterior, raw, seed=seed, settings=settings,
-                             prior_draws=draws if prior_draws is None else prior_draws)
+    groups = inference_groups(posterior, raw, seed=seed, settings=settings,
+                              prior_draws=draws if prior_draws is None else prior_draws)
+    return groups if as_groups else assemble(*groups)

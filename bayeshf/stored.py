@@ -178,38 +178,42 @@ class StoredJit:
 
     def _load_or_compile(self, digest: str, args, n_leaves: int):
         """(executable taking the flat leaves and returning flat outputs, output structure), or None."""
-        from jax.experimental import serialize_executable
-
         path = _directory / f"{digest}.jaxexe"
         try:
-            blob = path.read_bytes()
+            loaded = _load(path.read_bytes(), n_leaves)
         except OSError:
-            blob = None
-        if blob is None:
-            try:
-                compiled = _compile_fresh(self._jit.lower(*args))
-                device_ids = [d.id for d in compiled._executable._unloaded_executable.device_list]
-                payload, _, out_tree = serialize_executable.serialize(compiled)
-                blob = pickle.dumps((payload, out_tree, device_ids), protocol=5)
-                _write_atomic(path, blob)
-            except Exception:  # not serialisable, or the store cannot be written: jax.jit's path
-                return None
-        try:
-            payload, out_tree, device_ids = pickle.loads(blob)
-            by_id = {d.id: d for d in jax.devices()}
-            flat_in = jax.tree_util.tree_structure((tuple(range(n_leaves)), {}))
-            flat_out = jax.tree_util.tree_structure(list(range(out_tree.num_leaves)))
-            # the program's own devices in its order (not the backend's: a one-device program would expect two
-            # shards on two devices)
-            compiled = serialize_executable.deserialize_and_load(payload, flat_in, flat_out,
-                                                                 execution_devices=[by_id[i] for i in device_ids])
-        except Exception:  # a stale or damaged entry: jax.jit's path (the next compile rewrites it)
-            try:
-                path.unlink()
-            except OSError:
-                pass
+            loaded = None
+        if loaded is not None:
+            return loaded
+        try:  # missing, stale or damaged: compile and (re)write it
+            from jax.experimental import serialize_executable
+
+            compiled = _compile_fresh(self._jit.lower(*args))
+            device_ids = [d.id for d in compiled._executable._unloaded_executable.device_list]
+            payload, _, out_tree = serialize_executable.serialize(compiled)
+            blob = pickle.dumps((payload, out_tree, device_ids), protocol=5)
+            _write_atomic(path, blob)
+        except Exception:  # not serialisable, or the store cannot be written: jax.jit's path
             return None
-        return compiled, out_tree
+        return _load(blob, n_leaves)
+
+
+def _load(blob: bytes, n_leaves: int):
+    """A stored program as (executable on the flat leaves, output structure); None if it does not load."""
+    from jax.experimental import serialize_executable
+
+    try:
+        payload, out_tree, device_ids = pickle.loads(blob)
+        by_id = {d.id: d for d in jax.devices()}
+        flat_in = jax.tree_util.tree_structure((tuple(range(n_leaves)), {}))
+        flat_out = jax.tree_util.tree_structure(list(range(out_tree.num_leaves)))
+        # the program's own devices in its order (not the backend's: a one-device program would expect two
+        # shards on two devices)
+        compiled = serialize_executable.deserialize_and_load(payload, flat_in, flat_out,
+                                                             execution_devices=[by_id[i] for i in device_ids])
+    except Exception:
+        return None
+    return compiled, out_tree
 
 
 def _compile_fresh(lowered):

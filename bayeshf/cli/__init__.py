@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     _arviz_cache_writable_or_redirected()
 
     # the benchmarks time cold compilation themselves: no persistent cache under them
+    if getattr(args, "before_jax", None) is not None:  # e.g. sample's writer process, forked before JAX runs
+        args.before_jax(args)
     # whole programs are stored only when the process is the command's own (entry): code that called main()
     # in its own process may have patched what a stored program was traced with
     configure(compilation_cache=args.command != "bench", stored_programs=_OWN_PROCESS and args.command != "bench")

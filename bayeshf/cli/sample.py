@@ -63,7 +63,22 @@ def register(subparsers) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="exit with status 1 when the diagnostics warn (R-hat > 1.01, ESS short of --target-ess, "
                         "divergences): the outputs are written, but the run is not a trustworthy result")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, before_jax=_start_writer)
+
+
+def _start_writer(args: argparse.Namespace) -> None:
+    """Fork the output writer (bayeshf.cli._writer) while no JAX thread exists; otherwise write in-process."""
+    from bayeshf.runtime import backend_started
+
+    from bayeshf import cli
+
+    args.writer = None
+    # only in the command's own process (cli.entry): a process that called main() may hold threads or capture
+    # its output in objects a fork would copy
+    if cli._OWN_PROCESS and args.backend == "blackjax" and not backend_started():
+        from bayeshf.cli import _writer
+
+        args.writer = _writer.fork()
 
 
 def _import_in_background(*modules: str) -> None:
@@ -88,7 +103,17 @@ def _import_in_background(*modules: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _import_in_background("arviz", "matplotlib.pyplot", "corner")
+    writer = getattr(args, "writer", None)
+    try:
+        return _run(args, writer)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _run(args: argparse.Namespace, writer) -> int:
+    if writer is None:
+        _import_in_background("arviz", "matplotlib.pyplot", "corner")
     model = model_from_args(args)
     if args.draws is None:
         from bayeshf.sampling import default_draws
@@ -125,26 +150,39 @@ def run(args: argparse.Namespace) -> int:
                            progress=not args.quiet,
                            target_ess=args.target_ess or None, max_time=args.max_time,
                            # chunks as with a progress bar even when quiet: Ctrl-C keeps the chunks done
-                           chunk_size=auto_chunk(args.warmup + args.draws))
+                           chunk_size=auto_chunk(args.warmup + args.draws),
+                           # with a writer: NumPy groups it assembles, and its ArviZ for the ESS of --target-ess
+                           as_groups=writer is not None,
+                           convergence=None if writer is None else writer.convergence_table)
     for warning in caught:
         if issubclass(warning.category, (DeprecationWarning, FutureWarning)):
             continue
         print(f"bayeshf sample: warning: {warning.message}", file=sys.stderr)
-    if args.backend != "bat" and not args.no_plots:
-        _store_map(idata, posterior)
-    summary = write_outputs(idata, out, corner_vars=args.corner_vars, plots=not args.no_plots)
+    marker = _map_marker(posterior) if args.backend != "bat" and not args.no_plots else None
+    warned = None
+    if writer is not None:
+        warned = writer.write(*idata, out, corner_vars=args.corner_vars, plots=not args.no_plots, map_marker=marker)
+        if warned is None:  # the writer is gone: assemble here
+            from bayeshf.assemble import assemble
+
+            idata = assemble(*idata)
+    if warned is None:
+        if marker is not None:
+            idata.posterior.attrs["map"] = marker
+        warned = write_outputs(idata, out, corner_vars=args.corner_vars, plots=not args.no_plots).warnings
     # --strict: a run whose diagnostics warn (R-hat, ESS short of the target, divergences) is not a result
-    return 1 if args.strict and summary.warnings else 0
+    return 1 if args.strict and warned else 0
 
 
 #: the corner plot marks the MAP up to this many parameters (a search of about a second there; ttbar's 132 take tens)
 MAP_MARKER_MAX_PARS = 100
 
 
-def _store_map(idata, posterior) -> None:
-    """The posterior's maximum (bayeshf.laplace.find_map) as the ``map`` attribute the corner plot marks."""
+def _map_marker(posterior) -> list[float] | None:
+    """The posterior's maximum (bayeshf.laplace.find_map), for the posterior's ``map`` attribute the corner plot
+    marks; None above MAP_MARKER_MAX_PARS parameters or when the search fails."""
     if posterior.model.npars > MAP_MARKER_MAX_PARS:
-        return
+        return None
     import numpy as np
 
     from bayeshf.laplace import find_map
@@ -153,9 +191,8 @@ def _store_map(idata, posterior) -> None:
         theta = find_map(posterior)
     except Exception as error:  # a marker is a courtesy: never lose a finished run over it
         print(f"bayeshf sample: warning: no MAP marker on the corner plot ({error}).", file=sys.stderr)
-        return
-    if np.all(np.isfinite(theta)):
-        idata.posterior.attrs["map"] = [float(v) for v in theta]
+        return None
+    return [float(v) for v in theta] if np.all(np.isfinite(theta)) else None
 
 
 def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True):
