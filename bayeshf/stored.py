@@ -34,6 +34,8 @@ import jax
 
 #: bayeshf.runtime.configure cuts the store back to this size (oldest first)
 STORE_MAX_BYTES = 1 << 29
+#: jax.monitoring events of a program loaded from the store / compiled and written to it
+LOADED_EVENT, STORED_EVENT = "/bayeshf/stored_programs/loaded", "/bayeshf/stored_programs/stored"
 #: argument signatures each program remembers (each holds its arguments' pytree metadata)
 _SIGNATURES = 64
 
@@ -184,6 +186,7 @@ class StoredJit:
         except OSError:
             loaded = None
         if loaded is not None:
+            jax.monitoring.record_event(LOADED_EVENT)
             return loaded
         try:  # missing, stale or damaged: compile and (re)write it
             from jax.experimental import serialize_executable
@@ -195,6 +198,7 @@ class StoredJit:
             _write_atomic(path, blob)
         except Exception:  # not serialisable, or the store cannot be written: jax.jit's path
             return None
+        jax.monitoring.record_event(STORED_EVENT)
         return _load(blob, n_leaves)
 
 

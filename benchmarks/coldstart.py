@@ -38,23 +38,24 @@ from benchmarks.cases import REAL_CASES, REPO, data_dir
 from benchmarks.harness import Recorder, summarize
 from benchmarks.progress import progress
 
-#: runs a bayeshf command as the ``bayeshf`` script does, counting compilation cache hits and misses
+#: runs a bayeshf command as the ``bayeshf`` script does (bayeshf.cli.entry), counting compilation cache hits and
+#: misses and the programs loaded from / written to bayeshf's program store
 BAYESHF_WRAPPER = """
-import json, sys
+import atexit, json, sys
 import jax.monitoring
-events = {"hits": 0, "misses": 0}
-names = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
+events = {"hits": 0, "misses": 0, "loaded": 0, "stored": 0}
+names = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses",
+         "/bayeshf/stored_programs/loaded": "loaded", "/bayeshf/stored_programs/stored": "stored"}
 def listen(name, **kwargs):
     if name in names:
         events[names[name]] += 1
 jax.monitoring.register_event_listener(listen)
-from bayeshf.cli import main
-try:
-    code = main(sys.argv[2:])
-finally:
+def dump():
     with open(sys.argv[1], "w") as out:
         json.dump(events, out)
-sys.exit(code)
+atexit.register(dump)  # entry() runs the exit handlers, then ends the process
+from bayeshf.cli import entry
+entry(sys.argv[2:])
 """
 
 BARE_JAX = "import jax, jax.numpy as jnp; jnp.ones(3).sum().block_until_ready()"
@@ -152,7 +153,9 @@ def run(options: Any, recorder: Recorder) -> None:
         for (case, name), runs in measured.items():
             extra = {}
             if "hits" in runs[0]:
-                extra = {"cache_hits": [r["hits"] for r in runs], "cache_misses": [r["misses"] for r in runs]}
+                extra = {"cache_hits": [r["hits"] for r in runs], "cache_misses": [r["misses"] for r in runs],
+                         "programs_loaded": [r.get("loaded", 0) for r in runs],
+                         "programs_stored": [r.get("stored", 0) for r in runs]}
             for metric in ("wall", "cpu"):
                 recorder.add(case=case, implementation=name, metric=metric, unit="s",
                              summary=summarize([r[metric] for r in runs]), **extra)
@@ -168,7 +171,8 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
            f"Reproduce: {command}. Machine: {machine}.", "",
            "Whole commands in fresh processes, one of each per round (median of the rounds). *first* = empty "
            "compilation cache, *second* = the cache the first run filled (`BAYESHF_JAX_CACHE`); *hits/misses* = "
-           "programs read from / compiled into the cache (per run). *− floor* = the row minus a bare Python "
+           "programs read from / compiled into JAX's persistent cache, *loaded/stored* = whole programs loaded from / "
+           "written to bayeshf's program store (`bayeshf.stored`; per run). *− floor* = the row minus a bare Python "
            "that imports JAX and runs one operation.", ""]
     baseline = (data.get("options") or {}).get("baseline")
     if baseline:
@@ -181,14 +185,21 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
         cpu = index.get((case, name, "cpu"))
         hits = row.get("cache_hits")
         misses = row.get("cache_misses")
+        loaded, stored = row.get("programs_loaded"), row.get("programs_stored")
         body.append([case, name, f"{row['median']:.2f} s", f"{cpu['median']:.2f} s" if cpu else "–",
                      f"{row['median'] - floor['median']:+.2f} s" if floor else "–",
                      f"{cpu['median'] - floor_cpu['median']:+.2f} s" if cpu and floor_cpu else "–",
-                     "–" if hits is None else f"{sorted(hits)[len(hits) // 2]} / {sorted(misses)[len(misses) // 2]}"])
-    header = ["command", "implementation", "wall", "CPU", "wall − floor", "CPU − floor", "cache hits / misses"]
+                     "–" if hits is None else f"{_median(hits)} / {_median(misses)}",
+                     "–" if loaded is None else f"{_median(loaded)} / {_median(stored)}"])
+    header = ["command", "implementation", "wall", "CPU", "wall − floor", "CPU − floor", "cache hits / misses",
+              "programs loaded / stored"]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(line) + " |" for line in body]
     return out + [""] + _targets(index, floor, floor_cpu)
+
+
+def _median(values: list) -> Any:
+    return sorted(values)[len(values) // 2]
 
 
 def _targets(index: dict, floor: dict | None, floor_cpu: dict | None) -> list[str]:

@@ -330,7 +330,7 @@ def test_coldstart_runs_commands_and_reports_against_the_floor(tmp_path):
         run_command([sys.executable, "-c", "raise SystemExit(3)"])
     assert run_command([sys.executable, "-c", "raise SystemExit(2)"], exit_code=2)["wall"] > 0
     inspected = run_command(["bayeshf", "inspect", str(data_path("thesis/2_bin_corr.json"))], cache=tmp_path)
-    assert inspected["hits"] >= 0 and inspected["misses"] >= 0
+    assert inspected["hits"] >= 0 and inspected["misses"] >= 0 and inspected["loaded"] >= 0
     # --baseline: the bayeshf commands again, run from another source tree (first on the path)
     from benchmarks import Options
     from benchmarks.coldstart import commands
@@ -349,9 +349,10 @@ def test_coldstart_runs_commands_and_reports_against_the_floor(tmp_path):
         return {"case": case, "implementation": name, "metric": metric, "median": median, **extra}
 
     data = {"rows": [row("jax op", "python+jax", "wall", 1.0), row("jax op", "python+jax", "cpu", 0.9),
-                     row("fit x", "bayeshf (second)", "wall", 1.5, cache_hits=[3, 4, 5], cache_misses=[0, 0, 1]),
+                     row("fit x", "bayeshf (second)", "wall", 1.5, cache_hits=[3, 4, 5], cache_misses=[0, 0, 1],
+                         programs_loaded=[3, 3, 2], programs_stored=[0, 1, 0]),
                      row("fit x", "bayeshf (second)", "cpu", 1.2, cache_hits=[3, 4, 5], cache_misses=[0, 0, 1])]}
     text = "\n".join(report_section(data, "`cmd`", "machine"))
     assert "## As a user waits for it" in text
-    assert "| fit x | bayeshf (second) | 1.50 s | 1.20 s | +0.50 s | +0.30 s | 4 / 0 |" in text
-    assert "| jax op | python+jax | 1.00 s | 0.90 s | +0.00 s | +0.00 s | – |" in text
+    assert "| fit x | bayeshf (second) | 1.50 s | 1.20 s | +0.50 s | +0.30 s | 4 / 0 | 3 / 0 |" in text
+    assert "| jax op | python+jax | 1.00 s | 0.90 s | +0.00 s | +0.00 s | – | – |" in text

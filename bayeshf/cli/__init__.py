@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return _interrupted(args.command)
 
 
-def entry() -> None:
+def entry(argv: list[str] | None = None) -> None:
     """The ``bayeshf`` command: :func:`main`, then exit without tearing the interpreter down.
 
     The results are written and closed by then; the teardown of JAX's backend and of every module
@@ -206,7 +206,7 @@ def entry() -> None:
     """
     global _OWN_PROCESS
     _OWN_PROCESS = True
-    code = main()
+    code = main(argv)
     import atexit
 
     atexit._run_exitfuncs()
