@@ -192,14 +192,27 @@ class StoredJit:
             from jax.experimental import serialize_executable
 
             compiled = _compile_fresh(self._jit.lower(*args))
-            device_ids = [d.id for d in compiled._executable._unloaded_executable.device_list]
+            device_ids = _device_ids(compiled)
             payload, _, out_tree = serialize_executable.serialize(compiled)
             blob = pickle.dumps((payload, out_tree, device_ids), protocol=5)
-            _write_atomic(path, blob)
-        except Exception:  # not serialisable, or the store cannot be written: jax.jit's path
+        except Exception:  # not serialisable: jax.jit's path
             return None
-        jax.monitoring.record_event(STORED_EVENT)
+        try:
+            _write_atomic(path, blob)
+            jax.monitoring.record_event(STORED_EVENT)
+        except OSError:  # a store that cannot be written: this process still uses what it compiled
+            pass
         return _load(blob, n_leaves)
+
+
+def _device_ids(compiled) -> list[int]:
+    """The devices a compiled program runs on, in its order (a mesh's order for a sharded one)."""
+    shardings = jax.tree_util.tree_leaves((compiled.input_shardings, compiled.output_shardings))
+    for sharding in shardings:
+        mesh = getattr(sharding, "mesh", None)
+        if mesh is not None and getattr(mesh, "devices", None) is not None:
+            return [d.id for d in mesh.devices.flat]
+    return sorted({d.id for sharding in shardings for d in sharding.device_set})
 
 
 def _load(blob: bytes, n_leaves: int):

@@ -66,7 +66,8 @@ def test_a_stored_program_is_loaded_without_tracing_and_gives_the_same_values(tm
 def test_the_command_line_reruns_from_stored_programs_with_the_same_results(tmp_path):
     """Second `bayeshf fit` and `bayeshf sample` runs trace none of bayeshf's programs and give the same numbers."""
     workspace = str(data_path("thesis/2_bin_corr.json"))
-    env = {"BAYESHF_JAX_CACHE": str(tmp_path / "cache"), "JAX_LOG_COMPILES": "1"}
+    # two CPU devices: the chain programs are sharded over them, the others run on one
+    env = {"BAYESHF_JAX_CACHE": str(tmp_path / "cache"), "JAX_LOG_COMPILES": "1", "BAYESHF_CPU_DEVICES": "2"}
     runs = []
     for _ in range(2):
         fit = _run("-m", "bayeshf", "fit", workspace, "--json", env=env)
@@ -83,7 +84,8 @@ def test_the_command_line_reruns_from_stored_programs_with_the_same_results(tmp_
     assert summary1["parameters"] == summary2["parameters"]
     # and the same as without any cache (jax.jit's own programs)
     plain = _run("-m", "bayeshf", "sample", workspace, "--draws", "200", "--warmup", "200", "--target-ess", "0",
-                 "--no-plots", "-o", str(tmp_path / "plain"), "--quiet", env={"BAYESHF_JAX_CACHE": "off"})
+                 "--no-plots", "-o", str(tmp_path / "plain"), "--quiet",
+                 env={"BAYESHF_JAX_CACHE": "off", "BAYESHF_CPU_DEVICES": "2"})
     assert plain.returncode == 0, plain.stderr[-3000:]
     assert json.loads((tmp_path / "plain" / "summary.json").read_text())["parameters"] == summary2["parameters"]
     for name in ("_hess_z", "_objective_z", "_z_value_and_grad", "run_chunk"):
