@@ -138,7 +138,7 @@ def _serve(requests, replies) -> int:
                 idata = assemble(groups, attrs)
                 if marker is not None:
                     idata.posterior.attrs["map"] = marker
-                summary = write_outputs(idata, Path(out), corner_vars=corner_vars, plots=plots)
+                summary = write_outputs(idata, Path(out), corner_vars=corner_vars, plots=plots, fork_plots=True)
                 answer = list(summary.warnings)
             reply = ("ok", answer)
         except (BayeshfError, OSError) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -195,12 +196,21 @@ def _map_marker(posterior) -> list[float] | None:
     return [float(v) for v in theta] if np.all(np.isfinite(theta)) else None
 
 
-def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True):
-    """posterior.nc (atomic), summary.json, corner.png, ppc.png; prints the table and warnings."""
+def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True, fork_plots: bool = False):
+    """posterior.nc (atomic), summary.json, corner.png, ppc.png; prints the table and warnings.
+
+    ``fork_plots``: draw the plots in a forked process while this one writes posterior.nc and the summary
+    (the writer process does; where ``os.fork`` is missing they are drawn here).
+    """
     from bayeshf.diagnostics import format_table, summarize
     from bayeshf.io import atomic_path, write_json
 
     out.mkdir(parents=True, exist_ok=True)
+    if plots and idata.posterior.sizes.get("draw", 0) < 2:
+        print(f"bayeshf sample: warning: {idata.posterior.sizes.get('draw', 0)} draw per chain is too few for the "
+              "corner and predictive plots; not drawn (take --draws 2 or more).", file=sys.stderr)
+        plots = False
+    drawer = _fork_plots(idata, out, corner_vars) if plots and fork_plots else None
     with atomic_path(out / "posterior.nc") as tmp:
         idata.to_netcdf(str(tmp), engine="h5netcdf")
     summary = summarize(idata)
@@ -210,17 +220,41 @@ def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True):
     print(format_table(summary, max_rows=60))
     for message in summary.warnings:
         print(f"bayeshf sample: warning: {message}", file=sys.stderr)
-    if plots and idata.posterior.sizes.get("draw", 0) < 2:
-        print(f"bayeshf sample: warning: {idata.posterior.sizes.get('draw', 0)} draw per chain is too few for the "
-              "corner and predictive plots; not drawn (take --draws 2 or more).", file=sys.stderr)
-        plots = False
-    if plots:
-        from bayeshf.plots import bayes
-
-        bayes.corner(idata, corner_vars, out=out / "corner.png")
-        bayes.ppc(idata, out=out / "ppc.png")
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
+    if drawer is not None:
+        plots = os.waitstatus_to_exitcode(os.waitpid(drawer, 0)[1]) == 0
+    elif plots:
+        _draw_plots(idata, out, corner_vars)
     print(f"wrote {out / 'posterior.nc'}, summary.json{', corner.png, ppc.png' if plots else ''}", file=sys.stderr)
     return summary
+
+
+def _draw_plots(idata, out: Path, corner_vars) -> None:
+    from bayeshf.plots import bayes
+
+    bayes.corner(idata, corner_vars, out=out / "corner.png")
+    bayes.ppc(idata, out=out / "ppc.png")
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def _fork_plots(idata, out: Path, corner_vars) -> int | None:
+    """Draw the plots in a forked process (its pid; None where os.fork is missing). It exits 0 when both
+    were written, 1 after one line on standard error when not."""
+    if not hasattr(os, "fork"):  # pragma: no cover - not POSIX
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1  # pragma: no cover - the forked drawer (tests/test_writer.py checks its files)
+    try:  # pragma: no cover
+        _draw_plots(idata, out, corner_vars)
+        code = 0
+    except Exception as error:  # pragma: no cover
+        print(f"bayeshf sample: warning: the corner and predictive plots were not written ({error}).",
+              file=sys.stderr)
+    finally:  # pragma: no cover
+        sys.stderr.flush()
+        os._exit(code)
