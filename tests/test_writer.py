@@ -64,3 +64,15 @@ def test_a_writer_that_is_gone_leaves_the_work_to_the_command(tmp_path):
     done = subprocess.run([sys.executable, "-c", GONE, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                           env=_env(), timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_a_reader_that_goes_away_stops_no_output(tmp_path):
+    """`bayeshf sample ... | head -1`: the table's reader leaves; every file is still written, status 0."""
+    process = subprocess.Popen([sys.executable, "-m", "bayeshf", *ARGS, "--target-ess", "0", "--out", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=_env())
+    process.stdout.close()  # nobody reads the table
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr.decode(errors="replace")[-3000:]
+    assert "Traceback" not in stderr.decode(errors="replace")
+    for name in ("posterior.nc", "summary.json", "corner.png", "ppc.png"):
+        assert (tmp_path / name).stat().st_size > 0, name

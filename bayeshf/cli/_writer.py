@@ -141,6 +141,8 @@ def _serve(requests, replies) -> int:
                 summary = write_outputs(idata, Path(out), corner_vars=corner_vars, plots=plots, fork_plots=True)
                 answer = list(summary.warnings)
             reply = ("ok", answer)
+        except BrokenPipeError:  # the reader of the table went away (``| head``): as the command itself, no error
+            reply = ("ok", [])
         except (BayeshfError, OSError) as error:
             reply = ("error", str(error))
         except Exception as error:  # one sentence to the command, which exits with it

@@ -217,15 +217,23 @@ def write_outputs(idata, out: Path, *, corner_vars=None, plots: bool = True, for
     document = summary.to_dict()
     document["settings"] = {k: v for k, v in idata.posterior.attrs.items() if k not in ("par_names", "map")}
     write_json(out / "summary.json", document)
-    print(format_table(summary, max_rows=60))
+    _say(format_table(summary, max_rows=60), sys.stdout)
     for message in summary.warnings:
-        print(f"bayeshf sample: warning: {message}", file=sys.stderr)
+        _say(f"bayeshf sample: warning: {message}", sys.stderr)
     if drawer is not None:
         plots = os.waitstatus_to_exitcode(os.waitpid(drawer, 0)[1]) == 0
     elif plots:
         _draw_plots(idata, out, corner_vars)
-    print(f"wrote {out / 'posterior.nc'}, summary.json{', corner.png, ppc.png' if plots else ''}", file=sys.stderr)
+    _say(f"wrote {out / 'posterior.nc'}, summary.json{', corner.png, ppc.png' if plots else ''}", sys.stderr)
     return summary
+
+
+def _say(text: str, stream) -> None:
+    """Print, but a reader that went away (``| head``) stops no output file from being written."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        pass
 
 
 def _draw_plots(idata, out: Path, corner_vars) -> None:
