@@ -159,14 +159,19 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
         pad = np.resize(idx, half)  # a fixed batch shape: one compiled program for all chunks
         data = np.concatenate([toys[pad], toys[pad]])
         first = _rounds(model, x0, data, mask, values, lo, hi, inverse, _FIRST_ITERATIONS)
-        if valleys.size:  # the mirror probes below replace the second start: more lower valleys, at less cost
-            best_nll, best_x, good, best_inverse = _lower(first, first)
+        swapped = np.concatenate([first.bestfit[half:], first.bestfit[:half]])
+        swapped[:half, poi] = np.clip(first.bestfit[:half, poi], lo[poi], hi[poi])  # free fits: released POI
+        swapped[half:, poi] = poi_value
+        if valleys.size:  # the mirror probes below replace the second start (more lower valleys, less cost)
+            second = first  # except for the fits the first start did not bring to convergence
+            late = np.flatnonzero(~first.converged)
+            if late.size:
+                second = first.replace_items(late, _small_batches(model, swapped[late], data[late], mask[late],
+                                                                  values[late], lo, hi, "quasi-newton",
+                                                                  first.inverse[late]))
         else:
-            swapped = np.concatenate([first.bestfit[half:], first.bestfit[:half]])
-            swapped[:half, poi] = np.clip(first.bestfit[:half, poi], lo[poi], hi[poi])  # free fits: released POI
-            swapped[half:, poi] = poi_value
             second = _rounds(model, swapped, data, mask, values, lo, hi, first.inverse, _SECOND_ITERATIONS)
-            best_nll, best_x, good, best_inverse = _lower(first, second)
+        best_nll, best_x, good, best_inverse = _lower(first, second)
         missing = np.flatnonzero(~good)
         if missing.size:  # exact Newton from the lowest point reached, in small padded batches
             retry = _small_batches(model, best_x[missing], data[missing], mask[missing], values[missing], lo, hi,
