@@ -39,10 +39,36 @@ class Adaptation(NamedTuple):
     inverse_mass_matrix: Any
 
 
+class DualAveraging(NamedTuple):
+    """blackjax's step-size dual averaging state (its fields), in a class of bayeshf's: the chain programs'
+    outputs then unpickle without importing blackjax (bayeshf.stored)."""
+
+    log_step_size: Any
+    log_step_size_avg: Any
+    step: Any
+    avg_error: Any
+    mu: Any
+
+
+class Welford(NamedTuple):
+    """blackjax's Welford accumulator state (its fields)."""
+
+    mean: Any
+    m2: Any
+    sample_size: Any
+
+
+class MassMatrix(NamedTuple):
+    """blackjax's mass-matrix adaptation state (its fields)."""
+
+    inverse_mass_matrix: Any
+    wc_state: Welford
+
+
 class Carry(NamedTuple):
     """What the scan carries from step to step (per chain)."""
 
-    states: Any           # the kernels' states (blackjax HMCState / RWState)
+    states: Any           # the kernels' states (kernels.HMCState / RWState; blackjax's for its kernels)
     adaptation: Adaptation
     keys: Any             # chain keys; step t uses fold_in(key, t)
 
@@ -66,21 +92,20 @@ class StepStats(NamedTuple):
 def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_integration_steps: int,
             dense: bool) -> tuple[Callable, Callable]:
     """(init(u) -> state, step(key, state, step_size, inverse_mass_matrix) -> (state, TransitionInfo))."""
-    import blackjax
-
     from bayeshf.kernels import TransitionInfo
 
     name = algorithm(sampler)
     if name in ("nuts", "hmc"):
-        init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
-        if sampler == "nuts":  # bayeshf's kernels of blackjax's algorithms (bayeshf.kernels)
-            from bayeshf.kernels import build_nuts_step
+        if sampler in ("nuts", "hmc"):  # bayeshf's kernels of blackjax's algorithms (bayeshf.kernels)
+            from bayeshf.kernels import build_hmc_step, build_nuts_step, hmc_init
 
-            return init, build_nuts_step(logdensity_fn, max_tree_depth)
-        if sampler == "hmc":
-            from bayeshf.kernels import build_hmc_step
-
+            init = functools.partial(hmc_init, logdensity_fn=logdensity_fn)
+            if sampler == "nuts":
+                return init, build_nuts_step(logdensity_fn, max_tree_depth)
             return init, build_hmc_step(logdensity_fn, num_integration_steps)
+        import blackjax
+
+        init = functools.partial(blackjax.mcmc.hmc.init, logdensity_fn=logdensity_fn)
         if name == "nuts":  # blackjax-nuts
             nuts = blackjax.mcmc.nuts.build_kernel()
 
@@ -97,13 +122,13 @@ def _kernel(logdensity_fn: Callable, sampler: str, max_tree_depth: int, num_inte
                                              jnp.asarray(num_integration_steps), jnp.asarray(0))
         return init, step
 
+    if sampler == "mh":
+        from bayeshf.kernels import build_mh_step, rw_init
+
+        return functools.partial(rw_init, logdensity_fn=logdensity_fn), build_mh_step(logdensity_fn)
     from blackjax.mcmc import random_walk
 
     init = functools.partial(random_walk.init, logdensity_fn=logdensity_fn)
-    if sampler == "mh":
-        from bayeshf.kernels import build_mh_step
-
-        return init, build_mh_step(logdensity_fn)
     additive = random_walk.build_additive_step()  # blackjax-mh
 
     def step(key, state, step_size, imm):
@@ -179,11 +204,26 @@ def _program(structure, sampler: str, dense: bool, max_tree_depth: int, num_inte
         from blackjax.adaptation.mass_matrix import mass_matrix_adaptation
         from blackjax.adaptation.step_size import dual_averaging_adaptation
 
+        from blackjax.adaptation.mass_matrix import MassMatrixAdaptationState, WelfordAlgorithmState
+        from blackjax.adaptation.step_size import DualAveragingAdaptationState
+
+        da_init, da_update, _ = dual_averaging_adaptation(target)
         # shrink each window's estimate towards the previous metric (identity at first: the preconditioned
         # target has unit scale), not only towards Stan's 1e-3 * I, which for a dense metric estimated from
         # fewer draws than dimensions would leave near-zero directions
-        return (dual_averaging_adaptation(target),
-                mass_matrix_adaptation(not dense, imm_shrinkage_to_previous=shrinkage))
+        mm_init, mm_update, mm_final = mass_matrix_adaptation(not dense, imm_shrinkage_to_previous=shrinkage)
+
+        # blackjax's functions on blackjax's classes, the carry in bayeshf's (same fields, same arithmetic)
+        def ours(m):
+            return MassMatrix(m.inverse_mass_matrix, Welford(*m.wc_state))
+
+        def theirs(m):
+            return MassMatrixAdaptationState(m.inverse_mass_matrix, WelfordAlgorithmState(*m.wc_state))
+
+        return ((lambda step_size: DualAveraging(*da_init(step_size)),
+                 lambda d, rate: DualAveraging(*da_update(DualAveragingAdaptationState(*d), rate)), None),
+                (lambda *a: ours(mm_init(*a)), lambda m, x: ours(mm_update(theirs(m), x)),
+                 lambda m: ours(mm_final(theirs(m)))))
 
     def adapt_update(adaptation: Adaptation, position, acceptance_rate, flags: StepFlags) -> Adaptation:
         (da_init, da_update, _), (_, mm_update, mm_final) = adaptations()
@@ -287,6 +327,33 @@ def replicate(tree, devices: tuple):
     return jax.device_put(tree, NamedSharding(Mesh(np.asarray(devices), ("chains",)), P()))
 
 
+def warmup_windows(steps: int, initial: int = 75, final: int = 50, first_window: int = 25):
+    """Stan's windowed adaptation of ``steps`` warm-up steps: (slow, window_end) boolean arrays.
+
+    A fast interval of ``initial`` steps (step size only), slow windows of ``first_window`` steps doubling
+    in size (the metric is estimated in each; the last is stretched to the final interval when the next
+    would not fit), a final fast interval of ``final`` steps. Warm-ups shorter than the three together
+    take 15% / 75% / 10%; under 20 steps there is no slow window. The schedule of blackjax's
+    ``build_schedule`` (tests/test_kernels.py checks them equal), without importing blackjax.
+    """
+    slow, window_end = np.zeros(steps, dtype=bool), np.zeros(steps, dtype=bool)
+    if steps < 20:
+        return slow, window_end
+    if initial + final + first_window > steps:
+        initial, final = int(0.15 * steps), int(0.1 * steps)
+        first_window = steps - initial - final
+    stop = steps - final
+    start, size = initial, first_window
+    while start < stop:
+        end = start + size
+        if end + 2 * size > stop:  # the next window would not fit: this one runs to the final interval
+            end = stop
+        slow[start:end] = True
+        window_end[end - 1] = True
+        start, size = end, 2 * size
+    return slow, window_end
+
+
 @functools.lru_cache(maxsize=32)
 def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
     """Per-step flags for warm-up + draws, padded to a multiple of ``chunk`` (cached, read-only arrays)."""
@@ -294,12 +361,10 @@ def _schedule(warmup: int, draws: int, chunk: int) -> tuple[StepFlags, int]:
     padded = chunk * math.ceil(total / chunk)
     flags = {k: np.zeros(padded, dtype=bool) for k in StepFlags._fields}
     if warmup > 0:
-        from blackjax.adaptation.staged_adaptation import build_schedule
-
-        schedule = np.asarray(build_schedule(warmup), dtype=int).reshape(warmup, 2)
+        slow, window_end = warmup_windows(warmup)
         flags["adapt"][:warmup] = True
-        flags["slow"][:warmup] = schedule[:, 0] == 1
-        flags["window_end"][:warmup] = schedule[:, 1] == 1
+        flags["slow"][:warmup] = slow
+        flags["window_end"][:warmup] = window_end
         flags["warmup_end"][warmup - 1] = True
     for array in flags.values():
         array.flags.writeable = False

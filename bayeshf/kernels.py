@@ -31,7 +31,8 @@ docs/sampling.md for the measurements.
 
 The contract shared with the blackjax adapters in :mod:`bayeshf.chains`:
 ``step(key, state, step_size, inverse_mass_matrix) -> (state, TransitionInfo)``
-with blackjax's ``HMCState`` (NUTS, HMC) or ``RWState`` (MH).
+with :class:`HMCState` (NUTS, HMC) or :class:`RWState` (MH), blackjax's state fields (blackjax's own
+classes for its kernels).
 """
 
 from __future__ import annotations
@@ -42,6 +43,33 @@ import jax
 import jax.numpy as jnp
 
 DIVERGENCE_THRESHOLD = 1000.0
+
+
+class HMCState(NamedTuple):
+    """A NUTS or HMC chain's state: blackjax's ``HMCState`` fields, in a class whose program outputs
+    unpickle without importing blackjax (bayeshf.stored)."""
+
+    position: Any
+    logdensity: Any
+    logdensity_grad: Any
+
+
+class RWState(NamedTuple):
+    """A random-walk Metropolis chain's state (blackjax's ``RWState`` fields)."""
+
+    position: Any
+    logdensity: Any
+
+
+def hmc_init(position, logdensity_fn: Callable) -> HMCState:
+    """The state at ``position`` (blackjax's ``hmc.init``)."""
+    logdensity, grad = jax.value_and_grad(logdensity_fn)(position)
+    return HMCState(position, logdensity, grad)
+
+
+def rw_init(position, logdensity_fn: Callable) -> RWState:
+    """The state at ``position`` (blackjax's ``random_walk.init``)."""
+    return RWState(position, logdensity_fn(position))
 
 
 class TransitionInfo(NamedTuple):
@@ -200,8 +228,6 @@ def build_mh_step(logdensity_fn: Callable) -> Callable:
     """Random-walk Metropolis (blackjax's additive random walk with a Gaussian proposal):
     ``z' = z + step_size * chol(imm) @ N(0, I)`` (diagonal: ``sqrt(imm) * N(0, I)``), accepted with
     probability min(1, p(z') / p(z)). All randomness from the transition key's SplitMix64 stream; energy is -log p of the state kept."""
-    from blackjax.mcmc.random_walk import RWState
-
     def step(key, state, step_size, imm):
         z0, logp0 = state.position, state.logdensity
         d, dtype = z0.shape[0], z0.dtype
@@ -233,8 +259,6 @@ def build_hmc_step(logdensity_fn: Callable, num_integration_steps: int) -> Calla
     Momentum, jitter and acceptance uniform from the transition key's SplitMix64 stream, the trajectory a ``fori_loop``
     over one packed array. Reports the energy of the state kept (Stan's ``energy__``).
     """
-    from blackjax.mcmc.hmc import HMCState
-
     value_and_grad = jax.value_and_grad(logdensity_fn)
     n_steps = int(num_integration_steps)
 
@@ -290,8 +314,6 @@ class _Trajectory(NamedTuple):
 
 def build_nuts_step(logdensity_fn: Callable, max_tree_depth: int = 10) -> Callable:
     """NUTS transition on a flat position vector (diagonal or dense inverse mass matrix)."""
-    from blackjax.mcmc.hmc import HMCState
-
     value_and_grad = jax.value_and_grad(logdensity_fn)
     n_ckpt = max(int(max_tree_depth), 1)
 

@@ -88,9 +88,9 @@ def test_uniform_stream_is_uniform_and_uncorrelated():
 
 def _run(step, logdensity, x0, imm, step_size, n, seed=0, chains=4, mh=False):
     """``chains`` chains of ``n`` transitions of a kernel ``step``; returns (positions, info fields)."""
-    import blackjax
+    from bayeshf.kernels import hmc_init, rw_init
 
-    init = blackjax.mcmc.random_walk.init if mh else blackjax.mcmc.hmc.init
+    init = rw_init if mh else hmc_init
 
     def one_chain(key, x):
         def body(s, k):
@@ -233,3 +233,35 @@ def test_every_kernel_reports_a_transition_info(sampler):
         assert 1 <= int(info.n_steps) <= 2 ** int(info.tree_depth) - 1 and 1 <= int(info.tree_depth) <= 4
     else:
         assert int(info.n_steps) == expected_steps and int(info.tree_depth) == 0
+
+
+def test_warmup_windows_are_blackjax_schedule():
+    """bayeshf's windowed-adaptation schedule equals blackjax's build_schedule (every warm-up length to 400, where
+    the windows shrink, grow and stretch, and long ones)."""
+    from blackjax.adaptation.staged_adaptation import build_schedule
+
+    from bayeshf.chains import warmup_windows
+
+    for steps in [*range(1, 401), 487, 500, 775, 1000, 1001, 1500, 2000, 2999, 5000]:
+        reference = np.asarray(build_schedule(steps), dtype=int).reshape(steps, 2)
+        slow, window_end = warmup_windows(steps)
+        assert np.array_equal(slow, reference[:, 0] == 1) and np.array_equal(window_end, reference[:, 1] == 1), steps
+    slow, window_end = warmup_windows(1000)
+    assert not slow[:75].any() and not slow[-50:].any() and slow[75:950].all() and window_end.sum() == 5
+
+
+def test_kernel_states_hold_blackjax_states_fields_and_values():
+    """bayeshf's HMCState / RWState (carried by the chain programs without importing blackjax) equal blackjax's."""
+    import blackjax
+
+    from bayeshf.kernels import hmc_init, rw_init
+
+    def logdensity(x):
+        return -0.5 * jnp.sum((x - 1.0) ** 2 / jnp.arange(1.0, 4.0))
+
+    x = jnp.array([0.3, -1.2, 2.0])
+    for ours, theirs in ((hmc_init(x, logdensity), blackjax.mcmc.hmc.init(x, logdensity)),
+                         (rw_init(x, logdensity), blackjax.mcmc.random_walk.init(x, logdensity))):
+        assert ours._fields == theirs._fields
+        for a, b in zip(ours, theirs):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
