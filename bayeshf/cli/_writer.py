@@ -119,7 +119,13 @@ def _serve(requests, replies) -> int:
     matplotlib.use("Agg", force=False)  # files only
     import arviz  # noqa: F401  (the point of this process: imported while the command samples)
     import corner  # noqa: F401
-    import matplotlib.pyplot  # noqa: F401
+    import h5netcdf  # noqa: F401
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    # what the first dataset and the first figure load lazily (xarray's array-type probes, fonts), also now
+    arviz.convert_to_dataset({"x": np.zeros((1, 4))})
+    plt.close(plt.figure())
 
     from bayeshf.assemble import assemble
     from bayeshf.cli.sample import write_outputs
