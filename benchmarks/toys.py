@@ -154,3 +154,125 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
     for skip in data.get("skips", []):
         out.append(f"\nNot run: {skip['implementation']}: {skip['reason']}.")
     return out + [""]
+
+
+# ---------------------------------------------------------------------------
+# the toys' minima against an oracle (docs/frequentist.md, Toys: "Several minima")
+
+
+def _valley_candidates(model: Any) -> np.ndarray:
+    """Free parameters along which some bin's expected count is not monotone (a scan at the inits), plus kinked ones.
+
+    Found numerically, not from the interpolation tables bayeshf.toys reads, so the oracle does not
+    share the toys' idea of where valleys are.
+    """
+    import sys
+
+    import bayeshf.fit  # noqa: F401  (the module; bayeshf.fit is also the function)
+
+    fitmod = sys.modules["bayeshf.fit"]
+    box = np.asarray(model.bounds, float)
+    grid = np.linspace(-5.0, 5.0, 201)
+    out = []
+    for p in range(model.npars):
+        if model.fixed[p] or p == model.poi_index:
+            continue
+        points = np.tile(np.asarray(model.init, float), (grid.size, 1))
+        points[:, p] = np.clip(grid, box[p, 0], box[p, 1])
+        counts = np.array([np.asarray(model.expected_counts(x)) for x in points])
+        step = np.diff(counts, axis=0)
+        scale = 1e-12 * np.abs(counts[1:])
+        if np.any(np.any(step > scale, axis=0) & np.any(step < -scale, axis=0)):
+            out.append(p)
+    return np.union1d(np.union1d(np.asarray(out, int), fitmod.kinked_parameters(model)),
+                      fitmod.non_monotone_parameters(model)).astype(int)
+
+
+def valley_oracle(model: Any, poi_value: float, data: np.ndarray, candidates: list[np.ndarray]) -> np.ndarray:
+    """Per fit (free fits of all toys, then fixed), the lowest converged twice_nll found by other means.
+
+    ``bayeshf.fit`` free and fixed (from the free fit, with it as reference; global_fit's starts), then
+    batched exact-Newton fits from the mirror images (alpha -> -alpha, or +-0.5 near 0) in every
+    parameter of :func:`_valley_candidates` of each candidate minimum (``candidates``: (2n, npars)
+    arrays, e.g. the toys' own minima) and of the single fits, twice (the second round from the best).
+    """
+    import bayeshf
+    from bayeshf import batchfit
+
+    n = len(data)
+    free_mask, free_values, lo, hi = batchfit.fit_setup(model)
+    fixed_mask, fixed_values, _, _ = batchfit.fit_setup(model, poi_value)
+    masks = np.array([free_mask] * n + [fixed_mask] * n)
+    values = np.array([free_values] * n + [fixed_values] * n)
+    both = np.concatenate([data, data])
+    best = np.full(2 * n, np.inf)
+    best_x = np.full((2 * n, model.npars), np.nan)
+    for i in range(n):
+        free = bayeshf.fit(model, data=data[i])
+        fixed = bayeshf.fit(model, data=data[i], fixed={model.poi_name: poi_value}, init=free.bestfit,
+                            reference=free if free.success else None)
+        for k, result in ((i, free), (n + i, fixed)):
+            if result.success:
+                best[k], best_x[k] = result.twice_nll, result.bestfit
+    params = _valley_candidates(model)
+    starts_from = [best_x.copy(), *candidates]
+    for _ in range(2):
+        starts, items = [], []
+        for origin in starts_from:
+            for p in params:
+                for near_zero in (0.5, -0.5):
+                    s = np.array(origin)
+                    s[:, p] = np.where(np.abs(s[:, p]) > 0.05, -s[:, p], near_zero)
+                    starts.append(s)
+                    items.append(np.arange(2 * n))
+        x0, item = np.concatenate(starts), np.concatenate(items)
+        keep = np.all(np.isfinite(x0), axis=1)
+        x0, item = np.clip(x0[keep], lo, hi), item[keep]
+        parts = [batchfit.batch_minimize(model, x0[k:k + 512], both[item[k:k + 512]], masks[item[k:k + 512]],
+                                         values[item[k:k + 512]], lo, hi, method="newton", maxiter=200)
+                 for k in range(0, len(x0), 512)]
+        out = batchfit.BatchFitResult.concatenate(parts)
+        nll = np.where(out.converged, out.twice_nll, np.inf)
+        for j in np.argsort(nll):
+            if nll[j] < best[item[j]]:
+                best[item[j]], best_x[item[j]] = nll[j], out.bestfit[j]
+        starts_from = [best_x.copy()]
+    return best
+
+
+def valley_check(workspace: str, patches: list[str], seed: int, ntoys: int, poi_value: float = 1.0) -> dict[str, Any]:
+    """Toys as ``toys.hypotest`` draws them (s+b and b, ``ntoys`` each); how many of the batched minima
+    (``toys.toy_minima``) lie above :func:`valley_oracle` (and below it) by more than 1e-6."""
+    import bayeshf
+    from bayeshf import toys
+
+    model = bayeshf.load(workspace, patches=patches)
+    observed = np.concatenate([np.asarray(model.observed, float), np.asarray(model.auxdata, float)])
+    _, at_test, at_zero = toys._observed_fits(model, poi_value, observed, "qtilde")
+    rng = np.random.default_rng(seed)
+    sets = [(toys.sample_toys(model, at_test.bestfit, ntoys, rng), at_test.bestfit),
+            (toys.sample_toys(model, at_zero.bestfit, ntoys, rng), at_zero.bestfit)]
+    report: dict[str, Any] = {"workspace": workspace, "patches": patches, "seed": seed, "ntoys_per_hypothesis": ntoys,
+                              "fits": 4 * ntoys, "above": 0, "below": 0, "failed_toys": 0}
+    for data, start in sets:
+        minima = toys.toy_minima(model, poi_value, data, start)
+        ours = np.concatenate([minima.free_nll, minima.fixed_nll])
+        oracle = valley_oracle(model, poi_value, data, [np.concatenate([minima.free_x, minima.fixed_x])])
+        report["above"] += int(np.sum(ours > oracle + 1e-6))
+        report["below"] += int(np.sum(ours < oracle - 1e-6))
+        report["failed_toys"] += int(np.sum(~minima.converged))
+    return report
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="toys' minima against the oracle of single and mirror-start fits")
+    parser.add_argument("workspace")
+    parser.add_argument("--patch", action="append", default=[])
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--ntoys", type=int, default=150)
+    parser.add_argument("--poi-value", type=float, default=1.0)
+    args = parser.parse_args()
+    print(json.dumps(valley_check(args.workspace, args.patch, args.seed, args.ntoys, args.poi_value)))
