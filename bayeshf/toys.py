@@ -135,6 +135,11 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
     (``batchfit``'s quasi-Newton) do the work, from the scoring matrix's inverse at ``start``, and the
     second start from the first's final inverse of the same toy and fit; a fit that converges from
     neither start is retried with exact Newton steps before the toy is counted as failed.
+
+    On a model with parameters along which the likelihood can have several valleys
+    (:func:`several_valley_parameters`), mirror probes replace the second start: each fit's twice_nll
+    is evaluated at the mirror image of each such parameter (:func:`_probe`), the fits whose probes
+    suggest a lower valley are refitted from there, and a free fit above its fixed fit restarts from it.
     """
     n = toys.shape[0]
     free_mask, free_values, lo, hi = fit_setup(model)
@@ -233,7 +238,7 @@ _MIRROR_SCALES = (-0.7,)
 def _probe(static, scales, arrays, x, inverse, params, data, mask, values, lo, hi, nll, ratio, margin):
     """Per item, the most promising mirror point (the lowest rise passing the test) and whether one passed.
 
-    A mirror value of parameter p at alpha is scale * alpha (at least 0.5 away from 0); the other
+    The probed value of parameter p at alpha is scale * sign(alpha) * max(|alpha|, 0.5); the other
     parameters follow the quadratic profile at the minimum (the inverse's column: their conditional
     shift), so the point's twice_nll estimates the profile likelihood there.
     """
