@@ -307,3 +307,27 @@ def test_toy_minima_reach_the_lower_valley_of_generated_two_valley_models(seed):
             two_valleys += max(local) - min(local) > 1e-3
             assert nll <= min(local) + 1e-6
     assert two_valleys >= 5  # the models do have two valleys on many toys: the check is not vacuous
+
+
+def test_stopping_test_follows_the_round_off_of_large_counts_and_leaves_small_ones_alone():
+    """BFGS's EDM tolerance is raised to a tenth of twice_nll's round-off scale (ATLAS ttbar's 6.7M events);
+    on sbottom's toys that scale is far below 1e-10, so their fits are unchanged, and on a model with
+    ~1e6 events per bin the batched minima still equal single fits."""
+    from bayeshf.generators import nbin_workspace
+
+    sbottom = _sbottom(SBOTTOM_PATCHES[0])
+    at = fit(sbottom, fixed={sbottom.poi_name: 1.0}).bestfit
+    small = toys.sample_toys(sbottom, at, 64, np.random.default_rng(3))[:, :sbottom.nmain]
+    assert np.all(batchfit._FLOOR_FRACTION * batchfit.roundoff_floor(small) < 1e-12)
+    rng = np.random.default_rng(0)
+    background = rng.uniform(2e5, 1e6, 6)
+    model = bayeshf.load(nbin_workspace(6, signal=list(0.05 * background), background=list(background),
+                                        uncertainty=list(0.02 * background), observed=list(np.round(1.01 * background))))
+    data = toys.sample_toys(model, fit(model, fixed={model.poi_name: 1.0}).bestfit, 8, np.random.default_rng(1))
+    assert np.all(batchfit.roundoff_floor(data[:, :model.nmain]) > 1e-9)  # the raised tolerance applies here
+    mask, values, lo, hi = batchfit.fit_setup(model)
+    result = batchfit.batch_minimize(model, np.tile(model.init, (8, 1)), data, mask, values, lo, hi,
+                                     method="quasi-newton", maxiter=200)
+    assert result.converged.all()
+    for i in range(8):
+        assert result.twice_nll[i] == pytest.approx(fit(model, data=data[i]).twice_nll, abs=1e-6)
