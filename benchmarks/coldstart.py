@@ -42,20 +42,32 @@ from benchmarks.progress import progress
 #: misses and the programs loaded from / written to bayeshf's program store
 BAYESHF_WRAPPER = """
 import atexit, json, sys
-import jax.monitoring
 events = {"hits": 0, "misses": 0, "loaded": 0, "stored": 0}
 names = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses",
          "/bayeshf/stored_programs/loaded": "loaded", "/bayeshf/stored_programs/stored": "stored"}
 def listen(name, **kwargs):
     if name in names:
         events[names[name]] += 1
-jax.monitoring.register_event_listener(listen)
 def dump():
     with open(sys.argv[1], "w") as out:
         json.dump(events, out)
-atexit.register(dump)  # entry() runs the exit handlers, then ends the process
-from bayeshf.cli import entry
-entry(sys.argv[2:])
+atexit.register(dump)
+# the listener goes in when the command configures JAX, not before: importing JAX here would run ahead of what
+# the command does before JAX (sample forks its writer first)
+from bayeshf import runtime
+configure = runtime.configure
+def configure_and_listen(*args, **kwargs):
+    settings = configure(*args, **kwargs)
+    import jax.monitoring
+    jax.monitoring.register_event_listener(listen)
+    return settings
+runtime.configure = configure_and_listen
+import bayeshf.cli as cli
+if hasattr(cli, "entry"):  # the bayeshf script: exit handlers, then os._exit
+    cli.entry(sys.argv[2:])
+code = cli.main(sys.argv[2:])  # an older revision (--baseline)
+dump()
+sys.exit(code)
 """
 
 BARE_JAX = "import jax, jax.numpy as jnp; jnp.ones(3).sum().block_until_ready()"
@@ -128,6 +140,10 @@ def commands(options: Any, scratch: Path) -> list[tuple[str, str, list[str], str
 
 def run(options: Any, recorder: Recorder) -> None:
     repeats = 1 if options.quick else max(1, options.repeats)
+    if getattr(options, "baseline", None):  # which revision the baseline tree holds, for the report
+        done = subprocess.run(["git", "-C", str(options.baseline), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if done.returncode == 0:
+            recorder.options["baseline_revision"] = done.stdout.strip()
     with tempfile.TemporaryDirectory(prefix="bayeshf-coldstart-") as tmp:
         scratch = Path(tmp)
         plan = commands(options, scratch)
@@ -151,6 +167,8 @@ def run(options: Any, recorder: Recorder) -> None:
                     failed.add((case, name))
                     recorder.skip(implementation=name, case=case, reason=f"failed: {error}"[:300])
         for (case, name), runs in measured.items():
+            if not runs:
+                continue
             extra = {}
             if "hits" in runs[0]:
                 extra = {"cache_hits": [r["hits"] for r in runs], "cache_misses": [r["misses"] for r in runs],
@@ -175,8 +193,11 @@ def report_section(data: dict[str, Any], command: str, machine: str) -> list[str
            "written to bayeshf's program store (`bayeshf.stored`; per run). *− floor* = the row minus a bare Python "
            "that imports JAX and runs one operation.", ""]
     baseline = (data.get("options") or {}).get("baseline")
+    revision = (data.get("options") or {}).get("baseline_revision")
     if baseline:
-        out += [f"*baseline* = the same bayeshf commands run from the source tree `{baseline}`, in the same rounds "
+        tree = f"`{baseline}`" + (f" (git {revision[:10]}: `git worktree add {baseline} {revision[:10]}`)"
+                                   if revision else "")
+        out += [f"*baseline* = the same bayeshf commands run from the source tree {tree}, in the same rounds "
                 "(before and after under the same load).", ""]
     body = []
     for (case, name, metric), row in index.items():
