@@ -15,6 +15,7 @@ fits (the POI fixed at any value) reuse the functions compiled for the model
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import jax
@@ -364,6 +365,15 @@ def kinked_parameters(model: Any) -> np.ndarray:
     return np.asarray(sorted(out), dtype=int)
 
 
+def _variations(model: Any):
+    """(histosys parameter per row, up - nom, nom - down, normsys parameter, log hi, log lo) of ``model``."""
+    arrays = model.arrays
+    params = np.asarray(arrays.histosys_param)
+    table = np.asarray(arrays.histosys_table)
+    return (params, table[: params.size], table[params.size:], np.asarray(arrays.normsys_param),
+            np.asarray(arrays.normsys_log_hi), np.asarray(arrays.normsys_log_lo))
+
+
 def non_monotone_parameters(model: Any) -> np.ndarray:
     """Indices of parameters whose up and down variations lie on the same side of the nominal somewhere.
 
@@ -373,21 +383,43 @@ def non_monotone_parameters(model: Any) -> np.ndarray:
     even with the smooth codes (sbottom's JET_JER_EffectiveNP_7restTerm on the
     Asimov data of RegionA + 600_180_50: 109.618 at alpha -0.67, 109.627 at +0.67).
     """
-    arrays = model.arrays
-    out: set[int] = set()
-    params = np.asarray(arrays.histosys_param)
-    if params.size:
-        table = np.asarray(arrays.histosys_table)
-        up, down = table[: params.size], table[params.size:]  # up - nom, nom - down
-        out.update(int(p) for p in params[np.any(up * down < 0, axis=1)])
-    log_hi, log_lo = np.asarray(arrays.normsys_log_hi), np.asarray(arrays.normsys_log_lo)
-    out.update(int(p) for p in np.asarray(arrays.normsys_param)[log_hi * log_lo > 0])
+    params, up, down, normsys, log_hi, log_lo = _variations(model)
+    out = {int(p) for p in params[np.any(up * down < 0, axis=1)]} if params.size else set()
+    out.update(int(p) for p in normsys[log_hi * log_lo > 0])
     return np.asarray(sorted(out), dtype=int)
 
 
+def one_sided_parameters(model: Any) -> np.ndarray:
+    """Indices of parameters with a one-sided variation somewhere: a histosys bin or a normsys with one
+    template equal to the nominal and the other not. code4p and code4 interpolate them with a polynomial
+    that dips below the nominal between alpha = -1 and 0 (sbottom's ttbar_Gen, ttbar_PS), so the likelihood
+    can have a second valley there."""
+    params, up, down, normsys, log_hi, log_lo = _variations(model)
+    out = ({int(p) for p in params[np.any((up * down == 0) & ((up != 0) | (down != 0)), axis=1)]}
+           if params.size else set())
+    out.update(int(p) for p in normsys[(log_hi * log_lo == 0) & ((log_hi != 0) | (log_lo != 0))])
+    return np.asarray(sorted(out), dtype=int)
+
+
+def several_valley_parameters(model: Any) -> np.ndarray:
+    """Free parameters along which the likelihood can have two valleys: kinked, non-monotone or one-sided."""
+    out = {int(i) for f in (kinked_parameters, non_monotone_parameters, one_sided_parameters) for i in f(model)}
+    fixed = np.asarray(model.fixed, bool)
+    return np.asarray(sorted(i for i in out if not fixed[i]), dtype=int)
+
+
 def may_have_several_valleys(model: Any) -> bool:
-    """True when a kinked or non-monotone interpolation can give the likelihood more than one minimum."""
-    return bool(kinked_parameters(model).size or non_monotone_parameters(model).size)
+    """True when a kinked, non-monotone or one-sided interpolation can give the likelihood more than one minimum."""
+    return bool(several_valley_parameters(model).size)
+
+
+#: mirror probes (the fits' and the toys'): a parameter at alpha is probed at MIRROR_SCALE * alpha (at least
+#: 0.5 from 0), the others following the profile line; a fit restarts there when the twice_nll rise is below
+#: MIRROR_MARGIN and below MIRROR_RATIO of the rise the quadratic model predicts (docs/frequentist.md, Toys)
+MIRROR_SCALE, MIRROR_RATIO, MIRROR_MARGIN = -0.7, 0.35, 1.0
+#: a single fit probes several multiples (function values are cheap next to its refits) and refits more
+#: readily than a batch of toys, from at most MIRROR_TRIES passing points per round, the lowest first
+FIT_MIRROR_SCALES, FIT_MIRROR_RATIO, MIRROR_TRIES = (-0.7, -1.0, -1.4), 0.7, 3
 
 
 def _tolerance(value: float) -> float:
@@ -502,7 +534,66 @@ def global_fit(
         result = descend(reference.bestfit)
         if result.success and result.twice_nll < best.twice_nll - _tolerance(best.twice_nll):
             best = result  # only a lower valley: the same minimum reached again is not a new answer
-    return _probe_kinks(problem, best, options)
+    return _probe_kinks(problem, _probe_mirrors(problem, best, options), options)
+
+
+def _probe_mirrors(problem: FitProblem, result: FitResult, options: dict[str, Any], rounds: int = 3) -> FitResult:
+    """Refit from the mirror image of a several-valley parameter where the likelihood there is about as low.
+
+    For each free non-monotone or one-sided parameter (kinks: :func:`_probe_kinks`), twice_nll is evaluated
+    at MIRROR_SCALE * alpha with the other parameters on the profile line of the fit's covariance; where
+    the rise is below MIRROR_MARGIN and below MIRROR_RATIO of the quadratic prediction, the likelihood
+    does not rise there as one valley would, and the fit restarts from the lowest such point. The lower
+    converged minimum is kept; repeated while a probe finds one.
+    """
+    model = problem.model
+    kinked = set(int(i) for i in kinked_parameters(model))
+    params = [int(i) for i in several_valley_parameters(model) if not problem.fixed[i] and int(i) not in kinked]
+    if not params:
+        return result
+    fns = compiled_functions(model)
+    data = jax.device_put(np.asarray(problem.data, dtype=np.float64))
+    lo, hi = problem.bounds[:, 0], problem.bounds[:, 1]
+    best = result
+    for _ in range(rounds):
+        x, cov = best.bestfit, np.asarray(best.covariance, dtype=float)
+        candidates = []
+        targets = np.array([MIRROR_SCALE * np.sign(x[p] if x[p] != 0 else 1.0) * max(abs(x[p]), 0.5) for p in params])
+        good_cov = cov.shape == (model.npars, model.npars) and bool(np.all(np.isfinite(cov)))
+        curvature = np.zeros(model.npars)  # twice_nll's own second derivative: the rise of one parameter alone
+        if good_cov:
+            free = ~np.asarray(problem.fixed, bool)
+            curvature[free] = np.diag(np.linalg.pinv(cov[np.ix_(free, free)]))
+        for p, scale in itertools.product(params, FIT_MIRROR_SCALES):
+            target = scale * np.sign(x[p] if x[p] != 0 else 1.0) * max(abs(x[p]), 0.5)
+            shift = target - x[p]
+            var = cov[p, p] if good_cov else 0.0
+            # along the profile line of the covariance, and the parameter alone (the line can lead astray
+            # far from the minimum); rises compared with the quadratic model's of each
+            lines = [(np.eye(model.npars)[p], shift ** 2 * curvature[p] if curvature[p] > 0 else np.inf)]
+            if var > 0:
+                lines.append((cov[:, p] / var, shift ** 2 / var))
+            for direction, predicted in lines:
+                point = np.where(problem.fixed, x, np.clip(x + shift * direction, lo, hi))
+                rise = float(fns.value_and_grad(point, data)[0]) - best.twice_nll
+                if np.isfinite(rise) and rise < min(MIRROR_MARGIN, FIT_MIRROR_RATIO * predicted):
+                    candidates.append((rise, point))
+        if len(params) > 1:  # all of them mirrored at once: valleys that need two parameters to change sides
+            point = x.copy()
+            point[params] = targets
+            point = np.where(problem.fixed, x, np.clip(point, lo, hi))
+            rise = float(fns.value_and_grad(point, data)[0]) - best.twice_nll
+            if np.isfinite(rise) and rise < MIRROR_MARGIN:
+                candidates.append((rise, point))
+        improved = False
+        for _, point in sorted(candidates, key=lambda c: c[0])[:MIRROR_TRIES]:  # the lowest rises first
+            trial = solve(problem, point, **options)
+            if trial.success and trial.twice_nll < best.twice_nll - _tolerance(best.twice_nll):
+                best, improved = trial, True
+                break
+        if not improved:
+            break
+    return best
 
 
 def _bounded_descent(problem: FitProblem, start: np.ndarray, maxiter: int = 20000) -> np.ndarray:

@@ -26,6 +26,7 @@ from scipy.special import ndtr
 from bayeshf import batchfit
 from bayeshf.batchfit import BatchFitResult, batch_minimize, fit_setup
 from bayeshf.errors import BayeshfError
+from bayeshf.fit import MIRROR_MARGIN, MIRROR_RATIO, MIRROR_SCALE, several_valley_parameters
 from bayeshf.model import _logpdf
 from bayeshf.teststats import BAND_SIGMAS, CLsValues
 from bayeshf._display import display
@@ -204,34 +205,8 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
     return ToyMinima(free_nll, fixed_nll, free_x, fixed_x, ok)
 
 
-def several_valley_parameters(model: Any) -> np.ndarray:
-    """Indices of parameters along which a toy's likelihood can have two valleys.
-
-    :func:`bayeshf.fit.kinked_parameters` and :func:`bayeshf.fit.non_monotone_parameters`, and the
-    one-sided variations (a histosys or normsys bin with one template equal to the nominal and the
-    other not): code4p and code4 interpolate them with a polynomial that dips below the nominal between
-    alpha = -1 and 0 (sbottom's ttbar_Gen, ttbar_PS, ttbar_ISR_Up/Down, where most toys' second valleys are).
-    """
-    from bayeshf.fit import kinked_parameters, non_monotone_parameters
-
-    arrays = model.arrays
-    out = set(int(i) for i in kinked_parameters(model)) | set(int(i) for i in non_monotone_parameters(model))
-    params = np.asarray(arrays.histosys_param)
-    if params.size:
-        table = np.asarray(arrays.histosys_table)
-        up, down = table[: params.size], table[params.size:]  # up - nom, nom - down
-        out.update(int(p) for p in params[np.any((up * down == 0) & ((up != 0) | (down != 0)), axis=1)])
-    log_hi, log_lo = np.asarray(arrays.normsys_log_hi), np.asarray(arrays.normsys_log_lo)
-    out.update(int(p) for p in np.asarray(arrays.normsys_param)[(log_hi * log_lo == 0) & ((log_hi != 0) | (log_lo != 0))])
-    fixed = np.asarray(model.fixed, bool)
-    return np.asarray(sorted(i for i in out if not fixed[i]), dtype=int)
-
-
-#: a mirror point is refitted when its twice_nll rise over the minimum is below this fraction of the rise
-#: the quadratic model at the minimum predicts there, and below _MIRROR_MARGIN (docs/frequentist.md, Toys)
-_MIRROR_RATIO, _MIRROR_MARGIN = 0.35, 1.0
-#: the probed values of a parameter at alpha: these multiples of alpha (at least 0.5 from 0, away from alpha's sign)
-_MIRROR_SCALES = (-0.7,)
+#: the fits' mirror-probe rule (bayeshf.fit; docs/frequentist.md, Toys), one probed multiple of alpha
+_MIRROR_RATIO, _MIRROR_MARGIN, _MIRROR_SCALES = MIRROR_RATIO, MIRROR_MARGIN, (MIRROR_SCALE,)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -60,8 +60,16 @@ def test_fit_matches_pyhf_minuit(case, minuit_reference):
     assert isinstance(result, FitResult)
     assert result.success, result.message
     assert list(result.par_names) == list(pyhf_model_.config.par_names)
-    # never above minuit's minimum, and the same point
+    # never above minuit's minimum, and the same point unless minuit stopped in a higher valley
     assert result.twice_nll <= value + 1e-6
+    if result.twice_nll < value - 1e-6:  # coupledhisto, smooth codes: minuit 30.80, the lower valley 29.33
+        import pyhf
+
+        pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(tolerance=1e-7, strategy=2))
+        try:  # our point is a minimum by minuit's own search started there
+            pars = np.asarray(pyhf.infer.mle.fit(data, pyhf_model_, init_pars=list(result.bestfit)))
+        finally:
+            pyhf.set_backend("numpy")
     np.testing.assert_allclose(result.bestfit, pars, atol=1e-4, rtol=0)
     # the reported twice_nll is pyhf's at the reported point
     np.testing.assert_allclose(result.twice_nll, -2 * pyhf_model_.logpdf(result.bestfit, data)[0], rtol=1e-10)

@@ -245,12 +245,22 @@ def test_generated_two_valley_models_reach_the_brute_force_minimum(seed):
 
 
 def test_smooth_codes_take_one_local_fit_and_kinked_codes_probe():
-    """code4/code4p (the defaults) have no kink: a fit is exactly one local minimisation."""
-    path = "pyhf-validation/2bin_2channel_coupledhisto.json"
+    """code4/code4p (the defaults) on monotone variations: a fit is exactly one local minimisation. A
+    non-monotone one (coupledhisto) is probed at its mirror image, where the lower valley is."""
+    smooth = _load("pyhf-validation/2bin_histosys.json")
+    assert fitmod.several_valley_parameters(smooth).size == 0
     before = fitmod.SOLVE_CALLS[0]
-    bayeshf.fit(_load(path))
+    bayeshf.fit(smooth)
     assert fitmod.SOLVE_CALLS[0] - before == 1
+    path = "pyhf-validation/2bin_2channel_coupledhisto.json"
     assert fitmod.kinked_parameters(_load(path)).size == 0
+    assert list(fitmod.several_valley_parameters(_load(path))) == [0]
+    before = fitmod.SOLVE_CALLS[0]
+    probed = bayeshf.fit(_load(path))
+    assert fitmod.SOLVE_CALLS[0] - before >= 2
+    # the first local fit's valley (alpha < 0, where minuit stops too) is the upper one
+    one = fitmod.solve(fitmod.FitProblem.resolve(_load(path)), np.asarray(_load(path).init, float))
+    assert one.bestfit[0] < 0 < probed.bestfit[0] and probed.twice_nll < one.twice_nll - 1.0
     before = fitmod.SOLVE_CALLS[0]
     bayeshf.fit(_load(path, modifier_settings=VALIDATION_CODES))
     assert fitmod.SOLVE_CALLS[0] - before >= 2
@@ -285,3 +295,34 @@ def test_sbottom_asimov_fits_take_the_lower_of_two_valleys():
         assert max(values) - min(values) > 1e-3  # two valleys at this mu
         assert ours.success and ours.twice_nll <= min(values) + 1e-9
         assert -2.0 * pm.logpdf(ours.bestfit, calc.asimov_data)[0] == pytest.approx(ours.twice_nll, abs=1e-8)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_single_fits_reach_the_lower_valley_of_generated_two_valley_models(seed):
+    """bayeshf.fit, free and with the POI fixed, on toy data of models with a non-monotone and a one-sided
+    histosys: at or below the lowest of local fits from all four sign combinations of the two parameters.
+    Without the mirror probe 3-5 of these 48 fits end in the upper valley."""
+    from tests.test_toys import _two_valley_toy_spec
+    from bayeshf import toys
+
+    model = bayeshf.load(_two_valley_toy_spec(seed))
+    valleys = [model.par_names.index("gen"), model.par_names.index("shape")]
+    at = bayeshf.fit(model, fixed={"mu": 1.0}).bestfit
+    data = toys.sample_toys(model, at, 64, np.random.default_rng(seed + 10))
+    two_valleys = 0
+    for d in data:
+        free = bayeshf.fit(model, data=d)
+        for fixed, result in ((None, free), ({"mu": 1.0}, bayeshf.fit(model, data=d, fixed={"mu": 1.0},
+                                                                       reference=free))):
+            assert result.success
+            problem = fitmod.FitProblem.resolve(model, data=d, fixed=fixed)
+            local = []
+            for signs in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                start = np.array(result.bestfit)
+                start[valleys] = signs
+                trial = fitmod.solve(problem, start, final_hessian=False)
+                if trial.success:
+                    local.append(trial.twice_nll)
+            two_valleys += max(local) - min(local) > 1e-3
+            assert result.twice_nll <= min(local) + 1e-6
+    assert two_valleys >= 3  # two valleys on some of these fits: the check is not vacuous
