@@ -209,7 +209,20 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
 _MIRROR_RATIO, _MIRROR_MARGIN, _MIRROR_SCALES = MIRROR_RATIO, MIRROR_MARGIN, (MIRROR_SCALE,)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.lru_cache(maxsize=8)
+def _probe_program(static, scales, devices: tuple):
+    """:func:`_probe` compiled, its items split over ``devices`` when there are several (one per core)."""
+    body = functools.partial(_probe, static, scales)
+    if len(devices) <= 1:
+        return jax.jit(body)
+    from jax.sharding import Mesh, PartitionSpec
+
+    items, whole = PartitionSpec("items"), PartitionSpec()
+    specs = (whole, items, items, whole, items, items, items, whole, whole, items, whole, whole)
+    return jax.jit(jax.shard_map(body, mesh=Mesh(np.array(devices), ("items",)), in_specs=specs,
+                                 out_specs=(items, items), check_vma=False))
+
+
 def _probe(static, scales, arrays, x, inverse, params, data, mask, values, lo, hi, nll, ratio, margin):
     """Per item, the most promising mirror point (the lowest rise passing the test) and whether one passed.
 
@@ -244,9 +257,12 @@ def _probe(static, scales, arrays, x, inverse, params, data, mask, values, lo, h
 
 def _mirror_refits(model: Any, params, best_nll, best_x, good, inverse, data, mask, values, lo, hi):
     """Refit from the most promising mirror point the items whose mirror images may hold a lower valley."""
-    point, promising = (np.asarray(v) for v in _probe(
-        model._static, _MIRROR_SCALES, model.arrays, best_x, inverse, jnp.asarray(params), data, mask, values,
-        lo, hi, np.where(np.isfinite(best_nll), best_nll, np.inf), _MIRROR_RATIO, _MIRROR_MARGIN))
+    devices = jax.devices("cpu")
+    devices = tuple(devices) if len(devices) > 1 and len(best_x) % len(devices) == 0 else ()
+    probe = _probe_program(model._static, _MIRROR_SCALES, devices)
+    point, promising = (np.asarray(v) for v in probe(
+        model.arrays, best_x, inverse, jnp.asarray(params), data, mask, values, lo, hi,
+        np.where(np.isfinite(best_nll), best_nll, np.inf), _MIRROR_RATIO, _MIRROR_MARGIN))
     chosen = np.flatnonzero(promising & good)
     if not chosen.size:
         return best_nll, best_x, good
