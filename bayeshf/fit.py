@@ -537,6 +537,11 @@ def global_fit(
     return _probe_kinks(problem, _probe_mirrors(problem, best, options), options)
 
 
+def _mirror(alpha: float, scale: float) -> float:
+    """The probed value of a parameter at ``alpha``: ``scale`` times alpha, at least 0.5 from 0."""
+    return scale * np.sign(alpha if alpha != 0 else 1.0) * max(abs(alpha), 0.5)
+
+
 def _probe_mirrors(problem: FitProblem, result: FitResult, options: dict[str, Any], rounds: int = 3) -> FitResult:
     """Refit from the mirror image of a several-valley parameter where the likelihood there is about as low.
 
@@ -558,15 +563,13 @@ def _probe_mirrors(problem: FitProblem, result: FitResult, options: dict[str, An
     for _ in range(rounds):
         x, cov = best.bestfit, np.asarray(best.covariance, dtype=float)
         candidates = []
-        targets = np.array([MIRROR_SCALE * np.sign(x[p] if x[p] != 0 else 1.0) * max(abs(x[p]), 0.5) for p in params])
         good_cov = cov.shape == (model.npars, model.npars) and bool(np.all(np.isfinite(cov)))
         curvature = np.zeros(model.npars)  # twice_nll's own second derivative: the rise of one parameter alone
         if good_cov:
             free = ~np.asarray(problem.fixed, bool)
             curvature[free] = np.diag(np.linalg.pinv(cov[np.ix_(free, free)]))
         for p, scale in itertools.product(params, FIT_MIRROR_SCALES):
-            target = scale * np.sign(x[p] if x[p] != 0 else 1.0) * max(abs(x[p]), 0.5)
-            shift = target - x[p]
+            shift = _mirror(x[p], scale) - x[p]
             var = cov[p, p] if good_cov else 0.0
             # along the profile line of the covariance, and the parameter alone (the line can lead astray
             # far from the minimum); rises compared with the quadratic model's of each
@@ -580,7 +583,7 @@ def _probe_mirrors(problem: FitProblem, result: FitResult, options: dict[str, An
                     candidates.append((rise, point))
         if len(params) > 1:  # all of them mirrored at once: valleys that need two parameters to change sides
             point = x.copy()
-            point[params] = targets
+            point[params] = [_mirror(x[p], MIRROR_SCALE) for p in params]
             point = np.where(problem.fixed, x, np.clip(point, lo, hi))
             rise = float(fns.value_and_grad(point, data)[0]) - best.twice_nll
             if np.isfinite(rise) and rise < MIRROR_MARGIN:

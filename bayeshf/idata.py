@@ -146,14 +146,10 @@ def _prior_key(seed):
     return jax.random.fold_in(jax.random.PRNGKey(seed), 7)
 
 
-def to_inference_data(posterior, raw, *, seed: int, settings: Mapping[str, Any], prior_draws: int):
-    """InferenceData from the blackjax driver's :class:`bayeshf.sampling.RawDraws`."""
-    return assemble(*inference_groups(posterior, raw, seed=seed, settings=settings, prior_draws=prior_draws))
-
-
 def inference_groups(posterior, raw, *, seed: int, settings: Mapping[str, Any],
                      prior_draws: int) -> tuple[dict[str, Group], dict[str, Any]]:
-    """:func:`to_inference_data`'s groups and attributes as NumPy arrays (no ArviZ, no xarray)."""
+    """The groups and attributes of the blackjax driver's :class:`bayeshf.sampling.RawDraws` as NumPy arrays
+    (:func:`assemble` makes the InferenceData)."""
     stats = raw.stats
     base = posterior.fixed_base
     theta = np.array(np.broadcast_to(base, stats.theta.shape[:-1] + base.shape), dtype=float)

@@ -59,11 +59,6 @@ def enable(directory: str | Path | None) -> Path | None:
     return path
 
 
-def directory() -> Path | None:
-    """The store in use, or None."""
-    return _directory
-
-
 def _source_digest() -> bytes:
     """bayeshf's own source: a changed function must never load an old program."""
     digest = hashlib.sha256()
@@ -103,15 +98,16 @@ def _cpu_flags() -> str:
 
 
 def _leaf_signature(x: Any) -> tuple:
+    """Hashable objects, no strings: this runs on every call (the fit's Hessian-vector products); the digest
+    of a new signature uses their repr."""
     if isinstance(x, jax.Array):
-        sharding = x.sharding if x.committed else None
-        return ("array", x.shape, str(x.dtype), bool(getattr(x, "weak_type", False)), str(sharding))
+        return ("array", x.shape, x.dtype, x.weak_type, x.sharding if x.committed else None)
     if isinstance(x, (bool, int, float, complex)):
-        return ("python", type(x).__name__)
+        return ("python", type(x))
     shape, dtype = getattr(x, "shape", None), getattr(x, "dtype", None)
     if shape is None or dtype is None:
         raise TypeError(f"unsupported argument {type(x).__name__}")
-    return ("host", tuple(shape), str(dtype))
+    return ("host", tuple(shape), dtype)
 
 
 class StoredJit:
@@ -174,7 +170,7 @@ class StoredJit:
     def _digest(self, static, tree, leaf_signatures) -> str | None:
         try:
             return hashlib.sha256(_environment_digest() + pickle.dumps(
-                (self._name, self._key, static, tree, leaf_signatures), protocol=5)).hexdigest()
+                (self._name, self._key, static, tree, repr(leaf_signatures)), protocol=5)).hexdigest()
         except Exception:  # a static argument or key that does not pickle: not stored
             return None
 

@@ -205,10 +205,6 @@ def toy_minima(model: Any, poi_value: float, toys: np.ndarray, start: np.ndarray
     return ToyMinima(free_nll, fixed_nll, free_x, fixed_x, ok)
 
 
-#: the fits' mirror-probe rule (bayeshf.fit; docs/frequentist.md, Toys), one probed multiple of alpha
-_MIRROR_RATIO, _MIRROR_MARGIN, _MIRROR_SCALES = MIRROR_RATIO, MIRROR_MARGIN, (MIRROR_SCALE,)
-
-
 @functools.lru_cache(maxsize=8)
 def _probe_program(static, scales, devices: tuple):
     """:func:`_probe` compiled, its items split over ``devices`` when there are several (one per core)."""
@@ -259,10 +255,10 @@ def _mirror_refits(model: Any, params, best_nll, best_x, good, inverse, data, ma
     """Refit from the most promising mirror point the items whose mirror images may hold a lower valley."""
     devices = jax.devices("cpu")
     devices = tuple(devices) if len(devices) > 1 and len(best_x) % len(devices) == 0 else ()
-    probe = _probe_program(model._static, _MIRROR_SCALES, devices)
+    probe = _probe_program(model._static, (MIRROR_SCALE,), devices)  # the fits' rule, one probed multiple
     point, promising = (np.asarray(v) for v in probe(
         model.arrays, best_x, inverse, jnp.asarray(params), data, mask, values, lo, hi,
-        np.where(np.isfinite(best_nll), best_nll, np.inf), _MIRROR_RATIO, _MIRROR_MARGIN))
+        np.where(np.isfinite(best_nll), best_nll, np.inf), MIRROR_RATIO, MIRROR_MARGIN))
     chosen = np.flatnonzero(promising & good)
     if not chosen.size:
         return best_nll, best_x, good

@@ -84,30 +84,45 @@ class Writer:
             pass
 
 
-def fork() -> Writer | None:
-    """Start the writer (None where ``os.fork`` is missing: the command then writes the outputs itself)."""
+def run_forked(work) -> int | None:
+    """Fork a process that runs ``work()`` and ends with its exit code (1 if it raised); its pid, or None
+    where ``os.fork`` is missing. Nothing buffered before the fork is printed twice."""
     if not hasattr(os, "fork"):  # pragma: no cover - not POSIX
         return None
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1  # pragma: no cover - runs in the child (tests/test_writer.py drives it)
+    try:  # pragma: no cover
+        code = work()
+    finally:  # pragma: no cover
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
+def fork() -> Writer | None:
+    """Start the writer (None where ``os.fork`` is missing: the command then writes the outputs itself)."""
     down_read, down_write = os.pipe()
     up_read, up_write = os.pipe()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()  # nothing buffered before the fork is printed twice
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child (tests/test_cli_sample.py drives it)
-        code = 1
-        try:
-            os.close(down_write)
-            os.close(up_read)
-            for number in (signal.SIGINT, signal.SIGTERM):  # the command decides, and sends what it kept
-                signal.signal(number, signal.SIG_IGN)
-            code = _serve(os.fdopen(down_read, "rb"), os.fdopen(up_write, "wb"))
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except (OSError, ValueError):
-                    pass
-            os._exit(code)
+
+    def work() -> int:
+        os.close(down_write)
+        os.close(up_read)
+        for number in (signal.SIGINT, signal.SIGTERM):  # the command decides, and sends what it kept
+            signal.signal(number, signal.SIG_IGN)
+        return _serve(os.fdopen(down_read, "rb"), os.fdopen(up_write, "wb"))
+
+    pid = run_forked(work)
+    if pid is None:  # pragma: no cover - not POSIX
+        for descriptor in (down_read, down_write, up_read, up_write):
+            os.close(descriptor)
+        return None
     os.close(down_read)
     os.close(up_write)
     return Writer(pid, os.fdopen(down_write, "wb"), os.fdopen(up_read, "rb"))

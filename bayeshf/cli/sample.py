@@ -249,20 +249,15 @@ def _draw_plots(idata, out: Path, corner_vars) -> None:
 def _fork_plots(idata, out: Path, corner_vars) -> int | None:
     """Draw the plots in a forked process (its pid; None where os.fork is missing). It exits 0 when both
     were written, 1 after one line on standard error when not."""
-    if not hasattr(os, "fork"):  # pragma: no cover - not POSIX
-        return None
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1  # pragma: no cover - the forked drawer (tests/test_writer.py checks its files)
-    try:  # pragma: no cover
-        _draw_plots(idata, out, corner_vars)
-        code = 0
-    except Exception as error:  # pragma: no cover
-        print(f"bayeshf sample: warning: the corner and predictive plots were not written ({error}).",
-              file=sys.stderr)
-    finally:  # pragma: no cover
-        sys.stderr.flush()
-        os._exit(code)
+    from bayeshf.cli._writer import run_forked
+
+    def work() -> int:
+        try:
+            _draw_plots(idata, out, corner_vars)
+            return 0
+        except Exception as error:
+            print(f"bayeshf sample: warning: the corner and predictive plots were not written ({error}).",
+                  file=sys.stderr)
+            return 1
+
+    return run_forked(work)
